@@ -87,7 +87,7 @@ def test_batched_sampler_matches_per_image():
   labels = [_labels(1100, n, 500, rng) for n in (10, 300)]
   pos, neg = np.stack([l[0] for l in labels]), np.stack([l[1] for l in labels])
   key = jax.random.key(4)
-  batched = batched_sample_balanced(key, pos, neg, **ROI)
+  batched = jax.jit(batched_sample_balanced, static_argnums=(3, 4))(key, pos, neg, 512, 0.25)
   keys = jax.random.split(key, 2)
   for i in range(2):
     single = _roi_sampler(keys[i], pos[i], neg[i])
