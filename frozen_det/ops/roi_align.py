@@ -88,7 +88,8 @@ def bilinear_crops(flat, base, height, width, ys, xs, convention="tfmg", outside
   index = (base[:, None, None, None, None] + iy[:, :, :, None, None] * width[:, None, None, None, None]
            + ix[:, None, None, :, :])  # [N, Sy, 2, Sx, 2]
   values = flat[index]  # [N, Sy, 2, Sx, 2, C], one gather
-  out = jnp.einsum("nyaxbc,nya,nxb->nyxc", values.astype(jnp.float32), wy, wx)
+  weights = wy[:, :, :, None, None] * wx[:, None, None, :, :]  # [N, Sy, 2, Sx, 2]
+  out = jnp.sum(values.astype(jnp.float32) * weights[..., None], axis=(2, 4))
   if convention == "zero_outside" and outside_value != 0.0:
     inside_y = (ys >= 0) & (ys <= (height[:, None] - 1))
     inside_x = (xs >= 0) & (xs <= (width[:, None] - 1))
