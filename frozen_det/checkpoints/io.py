@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -57,10 +58,13 @@ def load_variables(directory: str | os.PathLike) -> dict[str, Any]:
     return _to_numpy(restored)
 
 
-def load_into(target_variables: Mapping[str, Any], directory: str | os.PathLike, **kwargs) -> dict[str, Any]:
+def load_into(target_variables: Mapping[str, Any], directory: str | os.PathLike, *,
+              skip_saved: Sequence[str] = (), **kwargs) -> dict[str, Any]:
     """Loads a converted checkpoint into the structure of `target_variables`, checking every
-    name and shape (see `assign_by_path`)."""
-    saved = flatten_variables(load_variables(directory))
+    name and shape (see `assign_by_path`). Saved entries matching a `skip_saved` regex are not
+    loaded (e.g. an ImageNet head the model was built without)."""
+    saved = {k: v for k, v in flatten_variables(load_variables(directory)).items()
+             if not any(re.match(p, k) for p in skip_saved)}
     return assign_by_path(target_variables, saved, source=os.fspath(directory), **kwargs)
 
 

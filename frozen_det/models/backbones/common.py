@@ -28,6 +28,10 @@ import jax.numpy as jnp
 
 FreezeSpec = str | int
 
+# Where every backbone family keeps its ImageNet classification head (as '/'-path regexes over
+# a variables tree: 'params/classifier/kernel', 'batch_stats/head_bn/mean', ...).
+HEAD_PATTERNS = (r"^[^/]+/(?:head_conv|head_bn|classifier)/",)
+
 # Name of the adapter sub-module inside a residual block; the partition rules keep any
 # parameter under it trainable even when its block is frozen.
 ADAPTER_NAME = "adapter"
