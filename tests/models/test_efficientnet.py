@@ -5,12 +5,15 @@ test_efficientnet_checkpoints.py. Variables here are random, built from `jax.eva
 (`model.init` of a whole EfficientNet takes ~10 s to compile on CPU; this takes none).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
+from frozen_det.models.backbones import common
 from frozen_det.models.backbones import efficientnet as E
 from frozen_det.models.backbones.efficientnet import EfficientNet
 
@@ -122,6 +125,12 @@ def test_parameter_naming_and_no_head_without_classes():
         "project_conv", "project_bn"}
     assert params["stage1"]["block2a"]["depthwise_conv"]["kernel"].shape == (3, 3, 1, 96)
     assert jnp.float32 == params["stem"]["conv"]["kernel"].dtype
+    # The shared freeze rules select exactly the stem and first k stages, never adapters.
+    flat = ["/".join(k) for k in traverse_util.flatten_dict(_shapes(EfficientNet("b0", adapters=True))["params"])]
+    patterns = common.frozen_param_patterns(2, EfficientNet.NUM_STAGES)
+    frozen = {p for p in flat if any(re.match(r, p) for r in patterns)}
+    assert frozen == {p for p in flat if p.split("/")[0] in ("stem", "stage1", "stage2") and "/adapter/" not in p}
+    assert any("/adapter/" in p for p in flat if p.startswith("stage1/"))
     headless = EfficientNet("b0", num_classes=None)
     variables = _shapes(headless)
     assert set(variables["params"]) == {"stem", "stage1", "stage2", "stage3", "stage4"}
@@ -144,15 +153,17 @@ def _stats_changed(model, variables, x):
     return {part: not all(np.array_equal(a, b) for a, b in zip(
         jax.tree_util.tree_leaves(variables["batch_stats"][part]),
         jax.tree_util.tree_leaves(updates["batch_stats"][part])))
-        for part in ("stem", "stage1", "stage2", "stage3", "stage4")}
+        for part in variables["batch_stats"]}
 
 
 @pytest.mark.parametrize("freeze, expected", [
-    ("all", {"stem": False, "stage1": False, "stage2": False, "stage3": False, "stage4": False}),
-    (2, {"stem": False, "stage1": False, "stage2": False, "stage3": True, "stage4": True}),
+    # The head exists (num_classes=1000) but a features-only call does not run it.
+    ("all", {"stem": False, "stage1": False, "stage2": False, "stage3": False, "stage4": False,
+             "head_bn": False}),
+    (2, {"stem": False, "stage1": False, "stage2": False, "stage3": True, "stage4": True, "head_bn": False}),
 ])
 def test_frozen_parts_keep_their_batch_stats(freeze, expected):
-    model = EfficientNet("b0", freeze=freeze, num_classes=None)
+    model = EfficientNet("b0", freeze=freeze)
     variables = _random_variables(model)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)
     assert _stats_changed(model, variables, x) == expected
@@ -160,7 +171,7 @@ def test_frozen_parts_keep_their_batch_stats(freeze, expected):
 
 def test_frozen_backbone_in_train_mode_is_the_inference_function():
     """freeze='all': inference BN and no drop-connect even with train=True, and no gradient."""
-    model = EfficientNet("b0", freeze="all", num_classes=None)
+    model = EfficientNet("lite0", freeze="all", num_classes=None)
     variables = _random_variables(model)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 64, 64, 3)), jnp.float32)
 
@@ -168,13 +179,16 @@ def test_frozen_backbone_in_train_mode_is_the_inference_function():
         f = model.apply(v, x, train=train, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})[0]
         return sum(jnp.sum(f[level] ** 2) for level in f)
 
-    train_loss, grad = jax.jit(jax.value_and_grad(loss), static_argnums=2)(x, variables, True)
+    train_loss, (grad, var_grads) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(
+        x, variables, True)
     eval_loss = jax.jit(loss, static_argnums=2)(x, variables, False)
     assert float(train_loss) == pytest.approx(float(eval_loss), rel=1e-6)
-    assert float(jnp.abs(grad).max()) == 0.0  # stop_gradient: no gradient reaches the image
+    # stop_gradient after every frozen part: nothing reaches the image or any weight.
+    assert float(jnp.abs(grad).max()) == 0.0
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(var_grads))
 
     # Positive control: the same weights unfrozen do drop connections in training.
-    free = EfficientNet("b0", num_classes=None)
+    free = EfficientNet("lite0", num_classes=None)
     run = jax.jit(lambda rng: free.apply(variables, x, train=True, mutable=["batch_stats"],
                                          rngs={"dropout": rng})[0][5])
     assert not np.allclose(run(jax.random.key(0)), run(jax.random.key(1)))
