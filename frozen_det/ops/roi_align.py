@@ -98,11 +98,19 @@ def bilinear_crops(flat, base, height, width, ys, xs, convention="tfmg", outside
   return out.astype(flat.dtype)
 
 
-def _roi_sample_points(start, length, output_size, sampling_ratio):
-  """``[N, output_size * sampling_ratio]`` regularly spaced points at bin-cell centres."""
+def _roi_sample_points(start, length, output_size, sampling_ratio, convention):
+  """``[N, output_size * sampling_ratio]`` points at the centres of a regular sub-grid of each
+  bin. The float operations follow each reference's order, so positions agree bit for bit:
+  TF ``start + (i + 0.5) * length / S``; torchvision
+  ``start + bin * b + (j + 0.5) * b / ratio`` with ``b = length / S``."""
+  if convention == "torchvision":
+    bin_size = (length / output_size)[:, None]
+    bins = jnp.repeat(jnp.arange(output_size, dtype=start.dtype), sampling_ratio)
+    within = jnp.tile(jnp.arange(sampling_ratio, dtype=start.dtype) + 0.5, output_size)
+    return start[:, None] + bins * bin_size + within * bin_size / sampling_ratio
   steps = output_size * sampling_ratio
   k = jnp.arange(steps, dtype=start.dtype) + 0.5
-  return start[:, None] + k[None, :] * (length[:, None] / steps)
+  return start[:, None] + k[None, :] * length[:, None] / steps
 
 
 def _average_samples(crops, output_size, sampling_ratio):
@@ -134,8 +142,8 @@ def packed_roi_align(flat, base, height, width, boxes, scale, output_size: int,
   centres of a regular sub-grid, averaged. Returns ``[N, S, S, C]``.
   """
   y0, x0, bh, bw = _box_frame(boxes.astype(jnp.float32), scale, aligned, convention)
-  ys = _roi_sample_points(y0, bh, output_size, sampling_ratio)
-  xs = _roi_sample_points(x0, bw, output_size, sampling_ratio)
+  ys = _roi_sample_points(y0, bh, output_size, sampling_ratio, convention)
+  xs = _roi_sample_points(x0, bw, output_size, sampling_ratio, convention)
   crops = bilinear_crops(flat, base, height, width, ys, xs, convention)
   return _average_samples(crops, output_size, sampling_ratio)
 
