@@ -53,9 +53,9 @@ def _nms_one_image(boxes, scores, valid, classes, max_output, iou_threshold, til
   num_tiles = math.ceil(n / tile)
   padded = num_tiles * tile
 
-  order = jnp.argsort(-jnp.where(valid, scores, -jnp.inf), stable=True)
+  order = jnp.argsort(-jnp.where(valid, scores.astype(jnp.float32), -jnp.inf), stable=True)
   pad = lambda x: jnp.pad(x[order], [(0, padded - n)] + [(0, 0)] * (x.ndim - 1))
-  sorted_boxes = pad(boxes)
+  sorted_boxes = pad(boxes.astype(jnp.float32))  # IoUs in float32 even for bfloat16 inputs
   sorted_valid = pad(valid)
   sorted_classes = None if classes is None else pad(classes)
   before = jnp.arange(tile)[:, None] < jnp.arange(tile)[None, :]  # j < k
@@ -94,7 +94,7 @@ def _nms_one_image(boxes, scores, valid, classes, max_output, iou_threshold, til
       jnp.array(0, jnp.int32),
       jnp.array(0, jnp.int32),
       jnp.zeros([max_output], jnp.int32),
-      jnp.zeros([max_output, 4], boxes.dtype),
+      jnp.zeros([max_output, 4], jnp.float32),
       None if classes is None else jnp.zeros([max_output], classes.dtype),
   )
   _, count, kept_pos, _, _ = jax.lax.while_loop(
