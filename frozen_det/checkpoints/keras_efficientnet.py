@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from frozen_det.checkpoints.efficientnet_lite import conversion_target
+from frozen_det.checkpoints.efficientnet_lite import HEAD_PATH, conversion_target
 from frozen_det.checkpoints.mapping import assign_by_path
 from frozen_det.models.backbones import efficientnet
 
@@ -46,7 +46,6 @@ _BLOCK_LAYERS = {
 }
 _TOP_LAYERS = {"stem_conv": "stem/conv", "stem_bn": "stem/bn", "top_conv": "head_conv",
                "top_bn": "head_bn", "predictions": "classifier"}
-_HEAD = re.compile(r"^\w+/(head_conv|head_bn|classifier)/")
 _PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 # keras.applications' IMAGENET_STDDEV_RGB: what its ImageNet checkpoints store as the variance.
 KERAS_IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,7 +140,7 @@ def convert_keras_model(model, variant: str | None = None, *, adapters: bool = F
     num_classes = int(model.get_layer("predictions").units) if "predictions" in names else None
     mapped = keras_arrays(model, variant)
     if num_classes is None:
-        mapped = {k: v for k, v in mapped.items() if not _HEAD.match(k)}
+        mapped = {k: v for k, v in mapped.items() if not HEAD_PATH.match(k)}
     net = efficientnet.EfficientNet(variant, num_classes=num_classes, adapters=adapters)
     target, ignore = conversion_target(net)
     variables = assign_by_path(target, mapped, source=f"keras {model.name}", ignore_unmapped=ignore)

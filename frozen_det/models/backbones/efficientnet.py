@@ -196,6 +196,9 @@ def level_channels(variant: str) -> dict[int, int]:
 
 
 def _conv(features, kernel_size, strides, groups, name, dtype, use_bias=False):
+    # TF's conv_kernel_initializer: N(0, 2 / (k * k * out)) with `out` the kernel's last dim in
+    # TF's layout, which is 1 for a depthwise kernel -- i.e. Flax's fan_in for (k, k, 1, C).
+    mode = "fan_in" if groups > 1 else "fan_out"
     return nn.Conv(
         features,
         (kernel_size, kernel_size),
@@ -203,7 +206,7 @@ def _conv(features, kernel_size, strides, groups, name, dtype, use_bias=False):
         padding="SAME",
         feature_group_count=groups,
         use_bias=use_bias,
-        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal"),
+        kernel_init=nn.initializers.variance_scaling(2.0, mode, "truncated_normal"),
         dtype=dtype,
         param_dtype=jnp.float32,
         name=name,
@@ -269,19 +272,15 @@ class _Stem(nn.Module):
 
 
 class _Stage(nn.Module):
+    """The blocks of one freeze stage, under `stage{k}/block{g}{letter}`."""
+
     blocks: tuple[BlockSpec, ...]
-    act: Callable[[jax.Array], jax.Array]
-    frozen: bool
-    adapters: bool
-    bn_momentum: float
-    bn_epsilon: float
-    dtype: Any = jnp.float32
+    block_kwargs: dict[str, Any]  # MBConv's fields other than `spec`
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         for spec in self.blocks:
-            x = MBConv(spec, self.act, self.frozen, self.adapters, self.bn_momentum,
-                       self.bn_epsilon, self.dtype, name=spec.name)(x, train=train)
+            x = MBConv(spec, **self.block_kwargs, name=spec.name)(x, train=train)
         return x
 
 
@@ -320,8 +319,9 @@ class EfficientNet(nn.Module):
         outputs: dict[int, jax.Array] = {}
         for k in range(1, self.NUM_STAGES + 1):
             stage_blocks = tuple(s for s in specs if s.stage == k)
-            x = _Stage(stage_blocks, act, plan.is_frozen(k), self.adapters, self.bn_momentum,
-                       self.bn_epsilon, self.dtype, name=f"stage{k}")(x, train=train)
+            block_kwargs = dict(act=act, frozen=plan.is_frozen(k), adapters=self.adapters,
+                                bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
+            x = _Stage(stage_blocks, block_kwargs, name=f"stage{k}")(x, train=train)
             x = common.maybe_stop_gradient(x, plan.cut_gradient_after(k))
             outputs[k + 1] = x
 
