@@ -125,7 +125,7 @@ def preprocessing_of(model) -> efficientnet.Preprocessing:
             raise ValueError(f"unexpected layer {layer.name} ({kind}) before the stem of {model.name}.")
     mean = -shift / scale
     std = 1.0 / scale
-    return efficientnet.Preprocessing(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    return efficientnet.Preprocessing(tuple(float(v) + 0.0 for v in mean), tuple(float(v) for v in std))
 
 
 def convert_keras_model(model, variant: str | None = None, *, adapters: bool = False):
