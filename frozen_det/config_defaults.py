@@ -1,0 +1,171 @@
+"""Building blocks for experiment configs (configs/**.py import these).
+
+Defaults are the reference's (reference/tfmg.md; section numbers in comments), so a config file
+only states what its experiment changes.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+def backbone(type="resnet_rs", depth=101, variant=None, freeze="all", adapters=False,
+             init_checkpoint="", bn_momentum=None, bn_epsilon=None, drop_path_rate=None,
+             dtype="float32") -> ConfigDict:
+    """`model.backbone` (see frozen_det.models.backbones). Detection backbones have no
+    ImageNet head (num_classes=None)."""
+    return ConfigDict(dict(type=type, depth=depth, variant=variant, freeze=freeze, adapters=adapters,
+                           num_classes=None, init_checkpoint=init_checkpoint, bn_momentum=bn_momentum,
+                           bn_epsilon=bn_epsilon, drop_path_rate=drop_path_rate, dtype=dtype))
+
+
+def fpn(min_level=2, max_level=6, num_filters=256) -> ConfigDict:
+    return ConfigDict(dict(type="fpn", min_level=min_level, max_level=max_level, num_filters=num_filters,
+                           activation="swish", bn_momentum=0.997, bn_epsilon=1e-4))
+
+
+def nasfpn(min_level=3, max_level=7, num_filters=256, num_repeats=5, block="conv", combine="attention",
+           drop_connect_rate=0.0) -> ConfigDict:
+    return ConfigDict(dict(type="nasfpn", min_level=min_level, max_level=max_level, num_filters=num_filters,
+                           num_repeats=num_repeats, block=block, combine=combine,
+                           drop_connect_rate=drop_connect_rate, activation="swish",
+                           bn_momentum=0.997, bn_epsilon=1e-4))
+
+
+def two_stage_model(num_classes=91, neck=None, backbone_cfg=None, cascade=False, mask=False,
+                    activation="swish") -> ConfigDict:
+    """`config.model` of a Faster / Mask / Cascade R-CNN with the reference's defaults."""
+    m = ConfigDict()
+    m.type = "two_stage"
+    m.num_classes = num_classes  # including background (class 0)
+    m.activation = activation
+    m.dtype = "float32"
+    m.bn = ConfigDict(dict(momentum=0.997, epsilon=1e-4))  # sync BN 0.997 / 1e-4 (2.14)
+    m.backbone = backbone_cfg or backbone()
+    m.neck = neck or fpn()
+    # 2.4: 3 anchors per location, side 8 * stride (kept at 8 for NAS-FPN L3-7).
+    m.anchors = ConfigDict(dict(num_scales=1, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=8.0))
+    m.rpn = ConfigDict(dict(
+        num_convs=1, num_filters=256, use_batch_norm=True,
+        negative_below=0.3, positive_from=0.7,  # 2.5 matcher bands + force-match
+        batch_size_per_image=256, positive_fraction=0.5,
+        pre_nms_top_k_train=2000, pre_nms_top_k_test=1000,  # 2.6, per level
+        post_nms_top_k_train=1000, post_nms_top_k_test=1000,  # per level after NMS
+        num_proposals_train=1000, num_proposals_test=1000,
+        nms_iou=0.7,
+        huber_delta=1.0 / 9,
+        score_normalizer="num_rois",  # 2.12 quirk: B * 512 sampled ROIs; or "num_anchors" (B * 256)
+    ))
+    m.roi = ConfigDict(dict(
+        num_samples=512, fg_fraction=0.25, fg_iou=0.5, bg_iou_high=0.5, bg_iou_low=0.0,
+        strict_fg=False, mix_gt_boxes=True,  # 2.8
+        crop_size=7, sampling_ratio=1, aligned=False,  # 2.9: one sample per bin, no half-pixel shift
+    ))
+    m.box_head = ConfigDict(dict(
+        num_convs=4, num_filters=256, num_fcs=2, fc_dims=1024, use_batch_norm=True,  # 2.10
+        class_agnostic=False, weights=[10.0, 10.0, 5.0, 5.0], huber_delta=1.0,
+    ))
+    m.cascade = ConfigDict(dict(
+        enabled=cascade, iou_thresholds=[0.7, 0.8], class_ensemble=True,
+        weights=[[10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0], [30.0, 30.0, 15.0, 15.0]],
+    ))
+    m.mask = ConfigDict(dict(enabled=mask, num_samples=128, crop_size=14, output_size=28,
+                             num_convs=4, num_filters=256))
+    # 2.7 DetectionGenerator (v2): score > 0.05, NMS 0.5, 100 per image.
+    m.detections = ConfigDict(dict(max_detections=100, pre_nms_top_k=1000, score_threshold=0.05,
+                                   iou_threshold=0.5))
+    return m
+
+
+def tiny_two_stage_model(num_classes=4, cascade=False, mask=False, freeze="none", adapters=False,
+                         neck_type="fpn") -> ConfigDict:
+    """A small, fast-compiling variant for tests and CPU demos (ResNet-18, 32-channel heads,
+    few proposals). Same code paths as the paper's models."""
+    neck = fpn(2, 5, 32) if neck_type == "fpn" else nasfpn(3, 5, 32, num_repeats=1)
+    m = two_stage_model(num_classes, neck=neck, cascade=cascade, mask=mask,
+                        backbone_cfg=backbone("resnet", 18, freeze=freeze, adapters=adapters))
+    m.anchors.anchor_size = 4.0
+    m.rpn.update(num_filters=32, batch_size_per_image=64, pre_nms_top_k_train=200, pre_nms_top_k_test=100,
+                 post_nms_top_k_train=50, post_nms_top_k_test=50, num_proposals_train=64,
+                 num_proposals_test=32)
+    m.roi.num_samples = 32
+    m.box_head.update(num_convs=1, num_filters=32, num_fcs=1, fc_dims=64)
+    m.mask.update(num_samples=8, num_convs=1, num_filters=32)
+    m.detections.update(max_detections=20, pre_nms_top_k=32)
+    return m
+
+
+# ---------------------------------------------------------------------------- schedules
+
+# COCO train2017 = 118,287 images; at batch 64 one epoch is 1848.2 steps (tfmg.md 1.2).
+PAPER_SCHEDULES = {
+    "72ep": dict(total_steps=133_056, boundaries=[88_704, 125_664]),
+    "600ep": dict(total_steps=1_108_940, boundaries=[1_062_734, 1_090_458]),
+}
+
+
+def train(batch_size=64, total_steps=133_056, boundaries=(88_704, 125_664), base_lr=0.16,
+          warmup_steps=500, warmup_lr=0.0067, weight_decay=4e-5) -> ConfigDict:
+    """`config.train`: SGD momentum 0.9, linear warm-up then piecewise-constant x0.1 drops,
+    L2 on kernels only (tfmg.md 2.13)."""
+    return ConfigDict(dict(
+        batch_size=batch_size,
+        total_steps=total_steps,
+        optimizer=ConfigDict(dict(name="sgd", momentum=0.9, nesterov=False)),
+        schedule=ConfigDict(dict(name="warmup_piecewise", base_lr=base_lr, warmup_steps=warmup_steps,
+                                 warmup_lr=warmup_lr, boundaries=list(boundaries),
+                                 multipliers=[0.1 ** (i + 1) for i in range(len(boundaries))])),
+        weight_decay=weight_decay,
+        grad_clip_norm=None,
+        seed=0,
+    ))
+
+
+def paper_train(schedule: str) -> ConfigDict:
+    if schedule not in PAPER_SCHEDULES:
+        raise ValueError(f"schedule {schedule!r}: choose one of {sorted(PAPER_SCHEDULES)}")
+    return train(**PAPER_SCHEDULES[schedule])
+
+
+def coco_data(canvas=1024, with_masks=False, max_instances=100) -> ConfigDict:
+    """`config.data` for TFDS COCO 2017 with LSJ [0.1, 2.0] + flip (tfmg.md 2.11)."""
+    return ConfigDict(dict(source="tfds", name="coco/2017", train_split="train", eval_split="validation",
+                           canvas=canvas, max_instances=max_instances, with_masks=with_masks, mask_size=112,
+                           augment=ConfigDict(dict(hflip=True, scale_min=0.1, scale_max=2.0,
+                                                   copy_paste=False)),
+                           mean=[0.485 * 255, 0.456 * 255, 0.406 * 255],
+                           std=[0.229 * 255, 0.224 * 255, 0.225 * 255]))
+
+
+STRATEGIES = {
+    # name -> (freeze, adapters, pretrained?)
+    "frozen": ("all", False, True),
+    "finetune": ("none", False, True),
+    "scratch": ("none", False, False),
+    "adapters": ("all", True, True),
+}
+
+
+def apply_strategy(model: ConfigDict, strategy: str, checkpoint: str) -> None:
+    """Sets the backbone's freeze / adapters / init_checkpoint for a named transfer strategy."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: choose one of {sorted(STRATEGIES)}")
+    freeze, adapters, pretrained = STRATEGIES[strategy]
+    model.backbone.freeze = freeze
+    model.backbone.adapters = adapters
+    model.backbone.init_checkpoint = checkpoint if pretrained else ""
+
+
+def parse_arg(arg: str | None, **defaults) -> dict:
+    """'72ep,finetune' style config arguments: each token sets the key whose allowed values
+    contain it. `defaults` maps key -> (default, allowed values)."""
+    chosen = {k: v[0] for k, v in defaults.items()}
+    for token in filter(None, (arg or "").split(",")):
+        keys = [k for k, (_, allowed) in defaults.items() if token in allowed]
+        if not keys:
+            allowed = {k: v[1] for k, v in defaults.items()}
+            raise ValueError(f"config argument {token!r} not understood; allowed: {allowed}")
+        chosen[keys[0]] = token
+    return chosen

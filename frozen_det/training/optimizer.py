@@ -1,0 +1,102 @@
+"""Learning-rate schedules and the optimizer over the trainable partition.
+
+The optimizer only ever sees trainable parameters (frozen ones are not in its pytree), so
+frozen parts have no optimizer state and no weight decay by construction.
+
+SGD follows Keras' momentum form (reference/tfmg.md 2.13): v <- m v - lr g; w <- w + v. It
+folds the learning rate into the velocity, so right after a learning-rate drop it differs from
+optax.sgd (which scales the accumulated trace by the new rate). L2 regularisation on kernels
+(factor wd/2 in the loss, i.e. wd * w in the gradient) is added before the momentum step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from frozen_det.training.partition import decay_mask
+
+
+def learning_rate_schedule(schedule, total_steps: int) -> optax.Schedule:
+    """`config.train.schedule` -> optax schedule. Names: warmup_piecewise, warmup_cosine, constant."""
+    name = schedule.name
+    base = float(schedule.base_lr)
+    warmup_steps = int(schedule.get("warmup_steps", 0))
+    warmup_lr = float(schedule.get("warmup_lr", 0.0))
+    if name == "constant":
+        main = optax.constant_schedule(base)
+    elif name == "warmup_piecewise":
+        boundaries = [int(b) for b in schedule.boundaries]
+        multipliers = [float(m) for m in schedule.multipliers]
+        if len(boundaries) != len(multipliers):
+            raise ValueError("train.schedule.boundaries and .multipliers must have the same length")
+
+        def main(step):  # absolute step: the drops are at the listed steps, warm-up included
+            factor = jnp.ones((), jnp.float32)
+            for boundary, multiplier in zip(boundaries, multipliers):
+                factor = jnp.where(step >= boundary, multiplier, factor)
+            return base * factor
+    elif name == "warmup_cosine":
+        def main(step):
+            progress = jnp.clip((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0, 1.0)
+            return base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    else:
+        raise ValueError(f"train.schedule.name={name!r}: use warmup_piecewise, warmup_cosine or constant.")
+    if warmup_steps <= 0:
+        return main
+
+    def with_warmup(step):
+        # Linear warm-up from warmup_lr to the schedule's value (TF-Vision LinearWarmup).
+        fraction = jnp.minimum(step, warmup_steps) / warmup_steps
+        warm = warmup_lr + fraction * (main(warmup_steps) - warmup_lr)
+        return jnp.where(step < warmup_steps, warm, main(step))
+    return with_warmup
+
+
+class KerasMomentumState(NamedTuple):
+    count: jax.Array
+    velocity: Any
+
+
+def keras_momentum_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
+                       nesterov: bool = False) -> optax.GradientTransformation:
+    """Keras SGD: v = m v - lr g; update = v (or m v - lr g with Nesterov)."""
+
+    def init(params):
+        return KerasMomentumState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        del params
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        velocity = jax.tree.map(lambda v, g: momentum * v - lr * g, state.velocity, grads)
+        if nesterov:
+            updates = jax.tree.map(lambda v, g: momentum * v - lr * g, velocity, grads)
+        else:
+            updates = velocity
+        return updates, KerasMomentumState(state.count + 1, velocity)
+
+    return optax.GradientTransformation(init, update)
+
+
+def build_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, learning-rate schedule) from `config.train`."""
+    schedule = learning_rate_schedule(train_config.schedule, int(train_config.total_steps))
+    opt = train_config.optimizer
+    wd = float(train_config.get("weight_decay", 0.0) or 0.0)
+    parts = []
+    clip = train_config.get("grad_clip_norm")
+    if clip:
+        parts.append(optax.clip_by_global_norm(float(clip)))
+    if opt.name == "sgd":
+        if wd:
+            parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
+        parts.append(keras_momentum_sgd(schedule, float(opt.get("momentum", 0.9)), bool(opt.get("nesterov", False))))
+    elif opt.name == "adamw":
+        parts.append(optax.adamw(schedule, b1=float(opt.get("b1", 0.9)), b2=float(opt.get("b2", 0.999)),
+                                 weight_decay=wd, mask=decay_mask))
+    else:
+        raise ValueError(f"train.optimizer.name={opt.name!r}: use 'sgd' or 'adamw'.")
+    return optax.chain(*parts), schedule
