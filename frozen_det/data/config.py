@@ -1,0 +1,121 @@
+"""`config.data`: defaults, merging and validation.
+
+Experiment configs state only what they change (e.g. ``source="synthetic", canvas=128``);
+:func:`resolve` fills every other field from :func:`defaults` and checks the values, so the
+pipeline can rely on a complete ConfigDict and bad values fail at start with the field named.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+SOURCES = ("synthetic", "voc_folder", "coco_folder", "tfds")
+IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+
+
+def defaults() -> ConfigDict:
+    """Every `config.data` field with its default (reference values: tfmg.md 2.11, 5.6)."""
+    return ConfigDict(dict(
+        source="synthetic",       # one of SOURCES
+        name="",                  # tfds: "coco/2017", "lvis", "voc/2007", "voc/2012"
+        path="",                  # voc_folder / coco_folder root; tfds data_dir (optional)
+        train_split="train",
+        eval_split="validation",
+        # coco_folder: split -> (annotation json, image dir), relative to `path`. Empty means
+        # annotations/instances_{split}.json and {split}/ (the COCO / LVIS release layout).
+        coco_files=ConfigDict(dict()),
+        class_names=[],           # voc_folder: fixes the class order; empty = sorted names found
+        voc_difficult="crowd",    # VOC `difficult` objects: "crowd" (ignored in train and eval),
+                                  # "keep" (ordinary objects) or "drop"
+        canvas=1024,              # H = W of every batch image; a multiple of 2^max_level
+        batch_size=0,             # global train batch; 0 = config.train.batch_size
+        eval_batch_size=8,        # global eval batch (reference: 8, tfmg.md 6)
+        max_instances=100,        # N; what does not fit is counted (num_dropped_instances)
+        with_masks=False,
+        mask_size=112,            # box-aligned GT mask crops (tfmg.md 2.10)
+        canvas_masks=False,       # also emit full-canvas masks [B, N, H, W] (uint8)
+        masks_dtype="float32",    # or "uint8" (0..255) to save host memory
+        image_dtype="float32",    # or "bfloat16"
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        seed=0,
+        shuffle_buffer=2048,      # tfds sources stream; local/synthetic shuffle the full split
+        kshot=0,                  # >0: keep k images per class in the train split (papers 001/003)
+        kshot_seed=0,
+        augment=ConfigDict(dict(
+            hflip=True,
+            scale_min=0.1, scale_max=2.0,  # LSJ, tfmg.md 2.11
+            copy_paste=False,
+            # Copy-Paste (tfmg.md 5.6): thresholds in canvas pixels / original-image pixels.
+            copy_paste_box_update_threshold=10.0,
+            copy_paste_occluded_area=300.0,
+            copy_paste_rule="per_object",  # or "reference" (the coded scalar quirk, 5.6)
+        )),
+        synthetic=ConfigDict(dict(
+            image_size=128, num_train=256, num_validation=64, num_classes=3,
+            max_objects=6, version="1.0.0", data_dir="",  # "" = ~/tensorflow_datasets
+        )),
+        num_parallel_calls=-1,    # tf.data.AUTOTUNE
+        prefetch=2,
+    ))
+
+
+def _merge(base: ConfigDict, over) -> None:
+    for key, value in over.items():
+        if key not in base:
+            raise ValueError(f"config.data.{key}: unknown field; known fields: {sorted(base.keys())}")
+        if isinstance(base[key], ConfigDict) and key != "coco_files":
+            _merge(base[key], value)
+        else:
+            with base.ignore_type():
+                base[key] = value.to_dict() if isinstance(value, ConfigDict) else value
+
+
+def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
+    """A complete, validated copy of `config.data` (or of a whole config's `.data`)."""
+    if data_config is not None and "data" in data_config and "source" not in data_config:
+        if train_batch_size is None and "train" in data_config:
+            train_batch_size = data_config.train.get("batch_size")
+        data_config = data_config.data
+    cfg = defaults()
+    _merge(cfg, data_config or {})
+    if not cfg.batch_size:
+        cfg.batch_size = int(train_batch_size or 8)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ConfigDict) -> None:
+    def bad(field, msg):
+        raise ValueError(f"config.data.{field}: {msg}")
+
+    if cfg.source not in SOURCES:
+        bad("source", f"{cfg.source!r} is not one of {SOURCES}")
+    if cfg.source == "tfds" and not cfg.name:
+        bad("name", "the tfds source needs a dataset name, e.g. 'coco/2017', 'lvis', 'voc/2007'")
+    if cfg.source in ("voc_folder", "coco_folder") and not cfg.path:
+        bad("path", f"the {cfg.source} source needs the dataset folder")
+    if cfg.canvas <= 0 or cfg.canvas % 8:
+        bad("canvas", f"{cfg.canvas} must be a positive multiple of 8 (of 2^max_level for the model)")
+    if cfg.max_instances <= 0:
+        bad("max_instances", "must be positive")
+    if cfg.mask_size <= 1:
+        bad("mask_size", "must be > 1")
+    if not 0 < cfg.augment.scale_min <= cfg.augment.scale_max:
+        bad("augment.scale_min", "need 0 < scale_min <= scale_max")
+    if cfg.augment.copy_paste_rule not in ("per_object", "reference"):
+        bad("augment.copy_paste_rule", "'per_object' or 'reference'")
+    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+        bad("mean", "mean and std need 3 values each, std > 0")
+    if cfg.image_dtype not in ("float32", "bfloat16"):
+        bad("image_dtype", "'float32' or 'bfloat16'")
+    if cfg.masks_dtype not in ("float32", "uint8"):
+        bad("masks_dtype", "'float32' or 'uint8'")
+    if cfg.voc_difficult not in ("crowd", "keep", "drop"):
+        bad("voc_difficult", "'crowd', 'keep' or 'drop'")
+    if cfg.augment.copy_paste and not cfg.with_masks:
+        bad("augment.copy_paste", "Copy-Paste pastes objects by their instance masks: set "
+            "data.with_masks=True (on a source with masks) or augment.copy_paste=False")

@@ -1,0 +1,282 @@
+"""Seeded, sharded, resumable train and eval iterators of fixed-shape numpy batches.
+
+Engine: tf.data for decoding and augmentation (parallel, ``deterministic=True``), batches
+assembled in Python. Decided once for the whole pipeline (DESIGN.md: tf.data is the default;
+grain is not installed): instead of checkpointing tf.data's internal iterator state, which
+would serialise shuffle buffers, the position is a pair of integers.
+
+Determinism. Example ``i`` of epoch ``e`` on process ``p`` is always the same record with the
+same augmentation, because
+* the record order of an epoch is a function of (seed, epoch, p): a numpy permutation of the
+  shard for local folders, a seeded file shuffle + shuffle buffer for TFDS streams;
+* every random draw of an example uses stateless ops seeded by (seed, p, epoch, position).
+So ``state() == {"epoch": e, "offset": k, ...}`` (k = records of epoch e already consumed) is
+the whole position, and ``restore(state)`` rebuilds epoch e and skips k records *before*
+decoding (index slicing for local folders, ``Dataset.skip`` on encoded TFDS records).
+Batches run across epoch boundaries; the train iterator never ends.
+
+Sharding: process p of P reads records ``p::P`` of a local split or ``tfds.even_splits(split,
+P)[p]`` of a TFDS split (disjoint, covering). Each process yields the per-process batch
+``global_batch // P``; the trainer builds global arrays with
+``jax.make_array_from_process_local_data``.
+
+Bad records: an example whose decoding fails (corrupt image) is dropped by
+``ignore_errors``; the iterator notices the gap in positions, counts it in
+``stats["examples_skipped"]`` and logs which record it was. Boxes removed by sanitising are
+counted in ``stats["bad_boxes"]``; instances over ``max_instances`` in
+``stats["dropped_instances"]`` (and per example in ``num_dropped_instances``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from frozen_det.data import config as config_lib
+from frozen_det.data.example import make_eval_fn, make_train_fn
+from frozen_det.data.kshot import kshot_select
+from frozen_det.data.sources import build_source
+from frozen_det.data.sources.base import DataError, log
+
+STATE_VERSION = 1
+_INTERNAL = ("_position",)
+
+
+def _process_layout(process_index, process_count):
+    if process_index is None or process_count is None:
+        import jax  # only for the process layout; the data package never touches devices
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+    return process_index, process_count
+
+
+def _example_seed(seed, process_index, epoch, position):
+    base = tf.constant([seed, process_index * 1_000_003 + epoch], tf.int64)
+    return tf.random.experimental.stateless_fold_in(base, position)
+
+
+class _Base:
+    def __init__(self, config, split, train, process_index, process_count, source, batch_size):
+        tf.config.set_visible_devices([], "GPU")
+        self.config = config_lib.resolve(config)
+        cfg = self.config
+        self.train = train
+        self.split = split or (cfg.train_split if train else cfg.eval_split)
+        self.process_index, self.process_count = _process_layout(process_index, process_count)
+        self.source = source or build_source(cfg)
+        info = self.source.info
+        if cfg.with_masks and not info.has_masks:
+            raise DataError(f"config.data.with_masks=True but source {info.name!r} has no instance "
+                            "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
+                            "a source with masks (synthetic, coco_folder, tfds lvis)")
+        global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
+        if global_batch % self.process_count:
+            raise ValueError(f"config.data.{'batch_size' if train else 'eval_batch_size'}="
+                             f"{global_batch} is not divisible by the {self.process_count} processes")
+        self.batch_size = global_batch // self.process_count
+        self.stats = {"examples": 0, "examples_skipped": 0, "bad_boxes": 0, "dropped_instances": 0}
+        self._selected = None
+
+    # ------------------------------------------------------------------ record order
+    def _shard_indices(self) -> np.ndarray:
+        n = self.source.num_records(self.split)
+        idx = self._selected if self._selected is not None else np.arange(n)
+        return idx[self.process_index::self.process_count]
+
+    def _records(self, epoch: int, offset: int, stream: int = 0):
+        """tf.data of records of ``epoch`` from ``offset`` on; ``stream`` 1 = the Copy-Paste
+        source stream (an independent order of the same shard)."""
+        cfg, src = self.config, self.source
+        shuffle = self.train
+        if src.random_access:
+            order = self._shard_indices()
+            if shuffle:
+                rng = np.random.default_rng([cfg.seed, epoch, self.process_index, stream])
+                order = order[rng.permutation(len(order))]
+            self._order = order if stream == 0 else getattr(self, "_order", None)
+            return src.records(self.split, order[offset:])
+        seed = None
+        if shuffle:
+            seed = int(np.random.default_rng([cfg.seed, epoch, self.process_index, stream])
+                       .integers(0, 2**31 - 1))
+        ds = src.stream(self.split, (self.process_index, self.process_count), seed,
+                        cfg.shuffle_buffer, selected=self._selected)
+        return ds.skip(offset)
+
+    def _describe(self, position) -> str:
+        order = getattr(self, "_order", None)
+        if order is not None and position < len(order):
+            return self.source.describe_record(self.split, int(order[position]))
+        return f"record {position} of the shard"
+
+    def _examples(self, epoch: int, offset: int, fn, copy_paste: bool):
+        """Yields (position, numpy example) of one epoch from ``offset``; logs gaps."""
+        cfg = self.config
+        records = self._records(epoch, offset)
+        positions = tf.data.Dataset.range(offset, 2**62)
+        parts = [positions, records]
+        if copy_paste:
+            parts.append(self._records(epoch, offset, stream=1))
+        ds = tf.data.Dataset.zip(tuple(parts))
+        seed, pidx = cfg.seed, self.process_index
+
+        def process(position, *recs):
+            out = fn(_example_seed(seed, pidx, epoch, position), *recs)
+            out["_position"] = position
+            return out
+
+        npc = tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
+        ds = ds.map(process, num_parallel_calls=npc, deterministic=True)
+        ds = ds.ignore_errors(log_warning=True).prefetch(cfg.prefetch)
+        expected = offset
+        for ex in ds.as_numpy_iterator():
+            pos = int(ex.pop("_position"))
+            self._count_gap(expected, pos)
+            expected = pos + 1
+            yield pos, ex
+        self._end_position = expected
+
+    def _count_gap(self, expected, pos):
+        for missing in range(expected, pos):
+            self.stats["examples_skipped"] += 1
+            log.warning("skipped %s of split %r: it could not be decoded (see the TF warning above)",
+                        self._describe(missing), self.split)
+
+    def _account(self, ex):
+        self.stats["examples"] += 1
+        self.stats["bad_boxes"] += int(ex["num_bad_boxes"])
+        self.stats["dropped_instances"] += int(ex["num_dropped_instances"])
+
+    @staticmethod
+    def _stack(examples):
+        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+    def report(self) -> dict:
+        """Counters of this iterator plus the rows the source skipped while indexing."""
+        return dict(self.stats, **{f"source_{k}": v for k, v in self.source.skipped_report().items()})
+
+
+class TrainPipeline(_Base):
+    """Infinite iterator of per-process train batches. ``state()`` / ``restore(state)``
+    save and restore the position (module docstring)."""
+
+    def __init__(self, config, split=None, process_index=None, process_count=None, source=None,
+                 batch_size=None):
+        super().__init__(config, split, True, process_index, process_count, source, batch_size)
+        cfg = self.config
+        self.copy_paste = bool(cfg.augment.copy_paste)
+        if cfg.kshot:
+            self._selected = kshot_select(self.source.record_classes(self.split), cfg.kshot, cfg.kshot_seed)
+            log.info("k-shot: %d images of split %r keep >= %d images per class", len(self._selected),
+                     self.split, cfg.kshot)
+        self._fn = make_train_fn(self.source, cfg)
+        self._epoch, self._offset = 0, 0
+        self._gen = None
+
+    def state(self) -> dict:
+        """A small JSON-able dict; save it with the training checkpoint."""
+        return {"version": STATE_VERSION, "epoch": self._epoch, "offset": self._offset,
+                "seed": int(self.config.seed), "split": self.split,
+                "process_index": self.process_index, "process_count": self.process_count,
+                "batch_size": self.batch_size, "stats": dict(self.stats)}
+
+    def restore(self, state: dict) -> None:
+        """Continues from ``state`` (from ``state()`` of a pipeline with the same config)."""
+        for key, mine in (("seed", int(self.config.seed)), ("split", self.split),
+                          ("process_count", self.process_count), ("process_index", self.process_index)):
+            if key in state and state[key] != mine:
+                raise ValueError(f"pipeline state was saved with {key}={state[key]!r}, this pipeline "
+                                 f"has {mine!r}: restore with the same data config and process layout")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"pipeline state version {state.get('version')} != {STATE_VERSION}")
+        self._epoch, self._offset = int(state["epoch"]), int(state["offset"])
+        self.stats.update(state.get("stats", {}))
+        self._gen = None
+
+    def _stream(self):
+        while True:
+            epoch, offset = self._epoch, self._offset
+            produced = False
+            for pos, ex in self._examples(epoch, offset, self._fn, self.copy_paste):
+                produced = True
+                yield epoch, pos, ex
+            if not produced and offset == 0:
+                raise DataError(f"split {self.split!r} of {self.source.info.name!r} gave no usable "
+                                f"example on process {self.process_index} (all skipped or empty shard)")
+            yield epoch, None, None  # epoch boundary
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._gen is None:
+            self._gen = self._stream()
+        batch = []
+        while len(batch) < self.batch_size:
+            epoch, pos, ex = next(self._gen)
+            if ex is None:  # epoch boundary
+                self._epoch, self._offset = epoch + 1, 0
+                continue
+            self._account(ex)
+            batch.append(ex)
+            self._epoch, self._offset = epoch, pos + 1
+        return self._stack(batch)
+
+
+class EvalPipeline(_Base):
+    """One pass over the eval split per ``iter()``, in order, with the last batch padded by
+    examples whose ``example_valid`` is False (image_id -1). Every process yields the same
+    number of batches (``num_batches``), as a multi-host evaluation step needs."""
+
+    def __init__(self, config, split=None, process_index=None, process_count=None, source=None,
+                 batch_size=None):
+        super().__init__(config, split, False, process_index, process_count, source, batch_size)
+        self._fn = make_eval_fn(self.source, self.config)
+        n = self.source.num_records(self.split)
+        self.num_examples = n
+        self.num_batches = max(1, math.ceil(math.ceil(n / self.process_count) / self.batch_size))
+
+    def __iter__(self):
+        template = None
+        batch, produced = [], 0
+        for _, ex in self._examples(0, 0, self._fn, False):
+            self._account(ex)
+            template = template or ex
+            batch.append(ex)
+            if len(batch) == self.batch_size:
+                yield self._stack(batch)
+                produced += 1
+                batch = []
+        if template is None:
+            raise DataError(f"eval split {self.split!r} of {self.source.info.name!r} gave no usable "
+                            f"example on process {self.process_index}")
+        while produced < self.num_batches:
+            while len(batch) < self.batch_size:
+                batch.append(_padding_like(template))
+            yield self._stack(batch)
+            produced += 1
+            batch = []
+
+
+def _padding_like(ex):
+    out = {k: np.zeros_like(v) for k, v in ex.items()}
+    out["image_id"] = np.int64(-1)
+    out["example_valid"] = np.bool_(False)
+    out["image_info"] = ex["image_info"].copy()
+    return out
+
+
+def build_train_pipeline(config, **kw) -> TrainPipeline:
+    """Train iterator from a full config (``config.data`` + ``config.train.batch_size``) or a
+    data config. Keywords: split, process_index, process_count (default: JAX's), source,
+    batch_size (global; default data.batch_size or train.batch_size)."""
+    return TrainPipeline(config, **kw)
+
+
+def build_eval_pipeline(config, **kw) -> EvalPipeline:
+    return EvalPipeline(config, **kw)

@@ -1,0 +1,34 @@
+"""Data sources selected by `config.data.source` (see :mod:`frozen_det.data.sources.base`)."""
+
+from __future__ import annotations
+
+from frozen_det.data.sources.base import DataError, DatasetInfo, Source
+
+
+def build_source(cfg, split: str | None = None) -> Source:
+    """The source of a resolved `config.data` (frozen_det.data.config.resolve)."""
+    if cfg.source == "synthetic":
+        from frozen_det.data import synthetic
+        from frozen_det.data.sources.tfds_source import TfdsSource
+        return TfdsSource(synthetic.build(cfg.synthetic, cfg.synthetic.data_dir or cfg.path))
+    if cfg.source == "voc_folder":
+        from frozen_det.data.sources.voc_folder import VocFolderSource
+        return VocFolderSource(cfg.path, class_names=list(cfg.class_names), difficult=cfg.voc_difficult)
+    if cfg.source == "coco_folder":
+        from frozen_det.data.sources.coco_folder import CocoFolderSource
+        src = CocoFolderSource(cfg.path, files={k: tuple(v) for k, v in cfg.coco_files.items()})
+        first = split or cfg.train_split
+        try:
+            src.ensure_info(first)
+        except DataError:
+            if first == cfg.eval_split:
+                raise
+            src.ensure_info(cfg.eval_split)
+        return src
+    if cfg.source == "tfds":
+        from frozen_det.data.sources.tfds_source import TfdsSource, tfds_builder
+        return TfdsSource(tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult)
+    raise DataError(f"config.data.source={cfg.source!r} unknown")
+
+
+__all__ = ["DataError", "DatasetInfo", "Source", "build_source"]

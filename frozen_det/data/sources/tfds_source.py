@@ -1,0 +1,224 @@
+"""TFDS builders as streaming sources: coco/2017 (boxes), lvis (boxes + masks), voc/2007 and
+voc/2012 (boxes), and our synthetic_shapes (boxes + masks).
+
+Records keep the image (and masks) encoded (``tfds.decode.SkipDecoding``) so that resuming
+skips records without decoding them. TFDS boxes are normalised [ymin, xmin, ymax, xmax];
+they become pixels once the image is decoded.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from frozen_det.data.sources.base import (DataError, DatasetInfo, Source, coco_annotation,
+                                          coco_image_entry, decode_image, log)
+
+# COCO's 80 category ids (1..90 with gaps), in TFDS label order.
+COCO_CATEGORY_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+                     24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47,
+                     48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70,
+                     72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
+
+
+class TfdsSource(Source):
+    random_access = False
+
+    def __init__(self, builder: tfds.core.DatasetBuilder, voc_difficult: str = "crowd"):
+        self.builder = builder
+        self.name = builder.info.full_name if hasattr(builder.info, "full_name") else builder.name
+        self.kind = self._kind(builder.name)
+        feats = builder.info.features
+        names = list(feats["objects"]["label"].names)
+        if self.kind == "coco":
+            if len(names) != len(COCO_CATEGORY_IDS):
+                raise DataError(f"{builder.name}: expected 80 COCO classes, got {len(names)}")
+            cat_ids = [0] + COCO_CATEGORY_IDS
+        else:  # lvis label = category_id - 1; voc / synthetic have no other ids
+            cat_ids = list(range(len(names) + 1))
+        self.has_masks = self.kind in ("lvis", "synthetic")
+        self.info = DatasetInfo(name=builder.name, class_names=["background"] + names,
+                                category_ids=cat_ids, has_masks=self.has_masks)
+        self.voc_difficult = voc_difficult
+        self._counts = {}
+
+    @staticmethod
+    def _kind(name):
+        for k in ("coco", "lvis", "voc", "synthetic"):
+            if name.startswith(k):
+                return k
+        raise DataError(f"tfds dataset {name!r} is not supported: use coco/2017, lvis, voc/2007, "
+                        "voc/2012 (or the synthetic source)")
+
+    def _decoders(self):
+        dec = {"image": tfds.decode.SkipDecoding()}
+        if self.kind == "lvis":
+            dec["objects"] = {"segmentation": tfds.decode.SkipDecoding()}
+        if self.kind == "synthetic":
+            dec["instance_map"] = tfds.decode.SkipDecoding()
+        return dec
+
+    def _split_known(self, split):
+        try:
+            return self.builder.info.splits[split].num_examples > 0
+        except Exception:  # unknown split or mocked info
+            return False
+
+    def _as_dataset(self, split, seed=None):
+        try:
+            return self.builder.as_dataset(
+                split=split, shuffle_files=seed is not None, decoders=self._decoders(),
+                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
+        except (KeyError, ValueError, AssertionError) as e:
+            raise DataError(f"tfds {self.builder.name}: cannot read split {split!r} ({e}); prepared "
+                            f"splits: {list(self.builder.info.splits.keys())}. Set data.train_split / "
+                            "data.eval_split, or prepare the dataset (tfds build) into data.path.") from e
+
+    def stream(self, split, shard, seed, buffer, selected=None):
+        index, count = shard
+        if selected is not None:
+            mine = tf.constant(np.asarray(selected, np.int64)[index::count])
+            ds = self._as_dataset(split).enumerate()
+            ds = ds.filter(lambda i, r: tf.reduce_any(tf.equal(mine, i))).map(lambda i, r: r)
+        elif count > 1 and self._split_known(split):
+            ds = self._as_dataset(tfds.even_splits(split, count)[index], seed)
+        else:
+            ds = self._as_dataset(split, seed if count == 1 else None)
+            if count > 1:  # split size unknown (e.g. mocked): read all, keep every count-th
+                ds = ds.shard(count, index)
+        if seed is not None:
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+        return ds.map(self._record, deterministic=True)
+
+    def _record(self, ex):
+        objs = ex["objects"]
+        rec = dict(image=ex["image"], bbox=tf.reshape(objs["bbox"], [-1, 4]),
+                   label=tf.cast(objs["label"], tf.int32))
+        n = tf.shape(rec["label"])[0]
+        if self.kind == "coco":
+            rec["is_crowd"] = objs["is_crowd"]
+        elif self.kind == "voc":
+            diff = objs["is_difficult"]
+            rec["is_crowd"] = diff if self.voc_difficult == "crowd" else tf.zeros_like(diff)
+            if self.voc_difficult == "drop":
+                keep = ~diff
+                rec = dict(rec, bbox=tf.boolean_mask(rec["bbox"], keep),
+                           label=tf.boolean_mask(rec["label"], keep), is_crowd=tf.boolean_mask(diff, keep))
+        elif self.kind == "synthetic":
+            rec["is_crowd"] = objs["is_crowd"]
+            rec["instance_map"] = ex["instance_map"]
+        else:
+            rec["is_crowd"] = tf.zeros([n], tf.bool)
+        if self.kind == "lvis":
+            rec["segmentation"] = objs["segmentation"]
+        rec["image_id"] = self._image_id(ex)
+        return rec
+
+    def _image_id(self, ex):
+        if "image/id" in ex:
+            return tf.cast(ex["image/id"], tf.int64)
+        # VOC: the digits of the file name (2008_000123.jpg -> 2008000123).
+        digits = tf.strings.regex_replace(ex["image/filename"], r"[^0-9]", "")
+        return tf.strings.to_number(tf.strings.substr(digits, 0, 18), tf.int64)
+
+    def decode(self, record, with_masks):
+        image = decode_image(record["image"])
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        size = tf.cast(tf.stack([h, w, h, w]), tf.float32)
+        ex = dict(image=image, boxes=record["bbox"] * size, classes=record["label"] + 1,
+                  is_crowd=record["is_crowd"], image_id=record["image_id"])
+        if with_masks:
+            if self.kind == "synthetic":
+                inst = tf.io.decode_png(record["instance_map"], channels=1)[..., 0]
+                ids = tf.range(1, tf.shape(record["label"])[0] + 1)
+                ex["masks"] = tf.cast(tf.equal(tf.cast(inst, tf.int32)[None], ids[:, None, None]), tf.uint8)
+            else:  # lvis: one PNG per object, resized to the image if the sizes disagree
+                def one(png):
+                    m = tf.io.decode_png(png, channels=1)
+                    m = tf.image.resize(m, tf.stack([h, w]), method="nearest")
+                    return tf.cast(m[..., 0] > 0, tf.uint8)
+                ex["masks"] = tf.map_fn(one, record["segmentation"],
+                                        fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
+                ex["masks"] = tf.reshape(ex["masks"], tf.stack([-1, h, w]))
+        return ex
+
+    # ------------------------------------------------------------------ whole-split passes
+    def num_records(self, split):
+        if self._split_known(split):
+            return self.builder.info.splits[split].num_examples
+        if split not in self._counts:
+            self._counts[split] = int(self._as_dataset(split).reduce(np.int64(0), lambda c, _: c + 1))
+        return self._counts[split]
+
+    def record_classes(self, split):
+        out = []
+        for rec in self._as_dataset(split).map(self._record).as_numpy_iterator():
+            out.append(set((rec["label"][~rec["is_crowd"]] + 1).tolist()))
+        return out
+
+    def describe_record(self, split, index):
+        return f"record {index} of tfds {self.builder.name} {split!r}"
+
+    def coco_ground_truth(self, split):
+        from pycocotools import mask as mask_utils
+
+        images, anns = [], []
+        ds = self._as_dataset(split).map(self._record)
+
+        def add_shape(rec):
+            rec["hw"] = tf.cond(tf.io.is_jpeg(rec["image"]),
+                                lambda: tf.image.extract_jpeg_shape(rec["image"])[:2],
+                                lambda: tf.shape(decode_image(rec["image"]))[:2])
+            return rec
+
+        for rec in ds.map(add_shape).as_numpy_iterator():
+            h, w = (int(v) for v in rec["hw"])
+            image_id = int(rec["image_id"])
+            images.append(coco_image_entry(image_id, f"{image_id}", h, w))
+            boxes = rec["bbox"] * np.array([h, w, h, w], np.float32)
+            masks = None
+            if self.kind == "synthetic":
+                inst = tf.io.decode_png(rec["instance_map"], channels=1).numpy()[..., 0]
+                masks = [(inst == j + 1) for j in range(len(boxes))]
+            elif self.kind == "lvis":
+                masks = [tf.image.resize(tf.io.decode_png(p, channels=1), [h, w], method="nearest")
+                         .numpy()[..., 0] > 0 for p in rec["segmentation"]]
+            for j, box in enumerate(boxes):
+                if not (box[2] > box[0] and box[3] > box[1]):
+                    continue
+                seg = area = None
+                if masks is not None:
+                    rle = mask_utils.encode(np.asfortranarray(masks[j].astype(np.uint8)))
+                    area = float(mask_utils.area(rle))
+                    rle["counts"] = rle["counts"].decode("ascii")
+                    seg = rle
+                anns.append(coco_annotation(len(anns) + 1, image_id, box,
+                                            self.info.category_ids[int(rec["label"][j]) + 1],
+                                            rec["is_crowd"][j], segmentation=seg, area=area))
+        log.info("tfds %s %s: %d images, %d annotations", self.builder.name, split, len(images), len(anns))
+        return {"images": images, "annotations": anns, "categories": self.info.categories(),
+                "info": {"description": f"{self.builder.name} {split}"}}
+
+
+def tfds_builder(name: str, data_dir: str = ""):
+    """The real TFDS builder; a clear error (not a 200 s download attempt) when the data is
+    not prepared locally."""
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    try:
+        prepared = builder.is_prepared()
+    except Exception:
+        prepared = False
+    if not prepared and not _mocked():
+        raise DataError(f"tfds dataset {name!r} is not prepared in {builder.data_dir}: prepare it once "
+                        f"with `tfds build {name} --data_dir DIR` (COCO/LVIS need their downloads, see "
+                        "the TFDS catalog) and set data.path=DIR")
+    return builder
+
+
+def _mocked() -> bool:
+    """True inside ``tfds.testing.mock_data`` (its as_dataset replaces the reader)."""
+    return "mock" in type(tfds.core.DatasetBuilder.as_dataset).__name__.lower() or \
+        "mock" in getattr(tfds.core.DatasetBuilder.as_dataset, "__module__", "")
