@@ -1,0 +1,141 @@
+"""The assembled two-stage detectors on tiny configs: a full train step (forward, target
+assignment, losses, gradients) compiles and runs; inference returns fixed-size detections; the
+freeze switch applies unchanged."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from frozen_det.config_defaults import tiny_two_stage_model
+from frozen_det.models.backbones import backbone_frozen_patterns
+from frozen_det.models.detector import TwoStageDetector, to_original_boxes
+from frozen_det.training import partition
+from frozen_det.training.step import create_train_state, make_train_step
+
+CANVAS, BATCH, MAX_GT, MASK = 128, 2, 6, 16
+
+
+def make_batch(seed=0, with_masks=False):
+    rng = np.random.default_rng(seed)
+    boxes = np.zeros((BATCH, MAX_GT, 4), np.float32)
+    valid = np.zeros((BATCH, MAX_GT), bool)
+    classes = np.zeros((BATCH, MAX_GT), np.int32)
+    image = rng.normal(size=(BATCH, CANVAS, CANVAS, 3)).astype(np.float32) * 0.1
+    for b, n in enumerate((3, 1)):
+        for i in range(n):
+            y, x = rng.uniform(0, CANVAS * 0.6, 2)
+            h, w = rng.uniform(16, 48, 2)
+            boxes[b, i] = (y, x, y + h, x + w)
+            valid[b, i] = True
+            classes[b, i] = rng.integers(1, 4)
+            image[b, int(y):int(y + h), int(x):int(x + w), classes[b, i] - 1] += 1.0
+    batch = {"image": image, "boxes": boxes, "classes": classes, "valid": valid,
+             "image_info": np.tile(np.array([[CANVAS, CANVAS], [CANVAS, CANVAS], [1, 1], [0, 0]],
+                                            np.float32), (BATCH, 1, 1))}
+    if with_masks:
+        masks = np.zeros((BATCH, MAX_GT, MASK, MASK), np.float32)
+        masks[:, :, 4:12, 4:12] = 1.0
+        batch["masks"] = masks
+    return batch
+
+
+@functools.lru_cache(maxsize=None)
+def _build(kwargs_items):
+    config = tiny_two_stage_model(**dict(kwargs_items))
+    model = TwoStageDetector(ml_collections.FrozenConfigDict(config))
+    batch = make_batch(with_masks=config.mask.enabled)
+    init = jax.jit(lambda b: model.init({"params": jax.random.key(0), "sampling": jax.random.key(1)}, b, train=True))
+    return config, model, dict(init(batch)), batch
+
+
+def build(**kwargs):
+    """Shared across tests: building and initialising compiles, which dominates on CPU."""
+    return _build(tuple(sorted(kwargs.items())))
+
+
+def loss_fn(model):
+    def fn(params, batch_stats, batch, rng):
+        (losses, metrics), updates = model.apply(
+            {"params": params, "batch_stats": batch_stats}, batch, train=True,
+            rngs=dict(zip(("sampling", "dropout"), jax.random.split(rng))), mutable=["batch_stats"])
+        return losses["total"], ({**losses, **metrics}, updates["batch_stats"])
+    return fn
+
+
+def train_steps(config, model, variables, batch, steps=2, lr=0.01):
+    mask = partition.trainable_mask(
+        variables["params"], frozen=backbone_frozen_patterns(config.backbone, prefix="backbone/"))
+    optimizer = optax.sgd(lr, momentum=0.9)
+    state = create_train_state(variables, mask, optimizer)
+    step = jax.jit(make_train_step(loss_fn(model), optimizer))
+    history = []
+    for _ in range(steps):
+        state, metrics = step(state, batch, jax.random.key(2))
+        history.append(jax.tree.map(float, metrics))
+    return state, history, step
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(cascade=True, mask=True, freeze="all")],
+                         ids=["faster_rcnn", "cascade_mask_rcnn_frozen"])
+def test_train_step_compiles_once_and_learns(kwargs):
+    config, model, variables, batch = build(**kwargs)
+    state, history, step = train_steps(config, model, variables, batch, steps=3)
+    expected_terms = {"rpn_score", "rpn_box", "frcnn_class", "frcnn_box", "total"}
+    if config.mask.enabled:
+        expected_terms.add("mask")
+    assert expected_terms <= set(history[0])
+    for h in history:
+        assert all(np.isfinite(h[k]) for k in expected_terms)
+        assert np.isclose(h["total"], sum(h[k] for k in expected_terms - {"total"}), rtol=1e-5)
+    assert history[-1]["total"] < history[0]["total"]
+    assert step._cache_size() == 1
+    if config.backbone.freeze == "all":
+        before = variables["params"]["backbone"]
+        after = state.all_params()["backbone"]
+        assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), before, after))
+
+
+def test_rpn_targets_force_match_every_ground_truth():
+    config, model, variables, batch = build()
+    anchors = model.anchors((CANVAS, CANVAS))
+
+    @jax.jit
+    def targets(v):
+        return model.apply(v, jax.random.key(3), anchors, jnp.asarray(batch["boxes"]),
+                           jnp.asarray(batch["valid"]), method=TwoStageDetector.rpn_targets)
+
+    labels, box_targets, num_pos = targets(variables)
+    flat = jnp.concatenate([v.reshape(BATCH, -1) for _, v in sorted(labels.items())], axis=1)
+    assert int(jnp.max(jnp.sum(flat >= 0, axis=1))) <= config.rpn.batch_size_per_image
+    assert int(jnp.max(jnp.sum(flat == 1, axis=1))) <= config.rpn.batch_size_per_image // 2
+    assert int(num_pos) >= int(batch["valid"].sum())  # every GT has at least its best anchor
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(cascade=True, mask=True)], ids=["faster", "cascade_mask"])
+def test_inference_returns_fixed_size_detections(kwargs):
+    config, model, variables, batch = build(**kwargs)
+    detect = jax.jit(lambda v, b: model.apply(v, b, train=False))
+    out = detect(variables, batch)
+    k = config.detections.max_detections
+    assert out["boxes"].shape == (BATCH, k, 4) and out["scores"].shape == (BATCH, k)
+    assert out["classes"].shape == (BATCH, k) and out["valid"].shape == (BATCH, k)
+    classes = np.asarray(out["classes"])[np.asarray(out["valid"])]
+    assert ((classes >= 1) & (classes < config.num_classes)).all()
+    boxes = np.asarray(out["boxes"])
+    assert (boxes >= 0).all() and (boxes <= CANVAS).all()
+    if config.mask.enabled:
+        assert out["masks"].shape == (BATCH, k, 2 * config.mask.crop_size, 2 * config.mask.crop_size)
+    # Same values again: no recompilation.
+    detect(variables, make_batch(seed=5, with_masks=config.mask.enabled))
+    assert detect._cache_size() == 1
+
+
+def test_original_coordinates_invert_the_letterbox():
+    info = jnp.array([[[480, 640], [128, 128], [0.2, 0.2], [0, 0]]], jnp.float32)
+    canvas = jnp.array([[[10.0, 20.0, 50.0, 100.0]]])
+    np.testing.assert_allclose(to_original_boxes(canvas, info), [[[50, 100, 250, 500]]])
