@@ -166,3 +166,29 @@ def tight_boxes_from_masks(masks_u8) -> tuple:
     boxes = tf.where(empty[:, None], 0.0, boxes)
     area = tf.reduce_sum(tf.cast(m, tf.float32), axis=[1, 2])
     return boxes, area
+
+
+def visible_window(params, canvas, height, width) -> tf.Tensor:
+    """bool [H, W]: the original pixels that nearest resampling puts on the canvas (canvas
+    pixel c shows original pixel floor((c + offset + 0.5) / scale), c in
+    [0, min(canvas, scaled - offset)))."""
+    visible = tf.minimum(float(canvas), params["scaled"] - params["offset"])
+    lo = tf.floor((params["offset"] + 0.5) / params["scale"])
+    hi = tf.floor((params["offset"] + visible - 0.5) / params["scale"])
+    ys = tf.range(height, dtype=tf.float32)
+    xs = tf.range(width, dtype=tf.float32)
+    return ((ys >= lo[0]) & (ys <= hi[0]))[:, None] & ((xs >= lo[1]) & (xs <= hi[1]))[None, :]
+
+
+def boxes_from_visible_masks(masks_u8, params, canvas, boxes) -> tf.Tensor:
+    """Tight canvas boxes of the part of each mask inside the crop window (an option: the
+    reference only clips the transformed box, which for a non-rectangular object cut by the
+    crop leaves a box larger than what is visible, or a box with nothing inside)."""
+    h, w = tf.shape(masks_u8)[1], tf.shape(masks_u8)[2]
+    win = visible_window(params, canvas, h, w)
+    tight, area = tight_boxes_from_masks(masks_u8 * tf.cast(win, tf.uint8)[None])
+    tight = transform_boxes(tight, params, canvas)
+    has_mask = tf.reduce_any(masks_u8 > 0, axis=[1, 2])
+    # No visible mask pixel: the object was cropped away (zero box, removed as empty), unless
+    # it has no mask at all (bad annotation): then it keeps its clipped box.
+    return tf.where((area > 0)[:, None], tight, tf.where(has_mask[:, None], 0.0, boxes))

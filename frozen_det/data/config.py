@@ -48,6 +48,9 @@ def defaults() -> ConfigDict:
         augment=ConfigDict(dict(
             hflip=True,
             scale_min=0.1, scale_max=2.0,  # LSJ, tfmg.md 2.11
+            # True: boxes of objects cut by the LSJ crop become the tight box of their visible
+            # mask (needs masks). False (reference): the transformed box is only clipped.
+            boxes_from_masks=False,
             copy_paste=False,
             # Copy-Paste (tfmg.md 5.6): thresholds in canvas pixels / original-image pixels.
             copy_paste_box_update_threshold=10.0,

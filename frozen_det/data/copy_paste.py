@@ -25,15 +25,21 @@ from frozen_det.data import augment
 
 
 def _mask_in_original_frame(canvas_mask, params, height, width):
-    """A canvas-sized mask mapped back onto the original image grid (nearest)."""
-    scaled = tf.cast(params["scaled"], tf.int32)
-    oy = tf.cast(params["offset"][0], tf.int32)
-    ox = tf.cast(params["offset"][1], tf.int32)
-    region = canvas_mask[:scaled[0] - oy, :scaled[1] - ox]
-    rh, rw = tf.shape(region)[0], tf.shape(region)[1]
-    frame = tf.pad(region, [[oy, scaled[0] - oy - rh], [ox, scaled[1] - ox - rw]])
-    back = tf.image.resize(frame[..., None], tf.stack([height, width]), method="nearest")
-    return back[..., 0]
+    """A canvas mask mapped back onto the original grid (nearest): original pixel i reads the
+    canvas pixel at floor((i + 0.5) * scale) - offset, clamped to the visible part of the
+    canvas so that pixels on the crop border (whose sample would fall just outside) read the
+    border pixel that shows them."""
+    canvas = tf.shape(canvas_mask)[0]
+    visible = tf.cast(tf.minimum(tf.cast(canvas, tf.float32), params["scaled"] - params["offset"]),
+                      tf.int32)
+
+    def sample_index(axis, size):
+        i = tf.range(size, dtype=tf.float32)
+        c = tf.cast(tf.floor((i + 0.5) * params["scale"][axis] - params["offset"][axis]), tf.int32)
+        return tf.clip_by_value(c, 0, tf.maximum(visible[axis] - 1, 0))
+
+    rows = tf.gather(canvas_mask, sample_index(0, height), axis=0)
+    return tf.gather(rows, sample_index(1, width), axis=1)
 
 
 def copy_paste(main: dict, src: dict, seed, canvas: int, box_update_threshold: float = 10.0,
@@ -61,9 +67,12 @@ def copy_paste(main: dict, src: dict, seed, canvas: int, box_update_threshold: f
     masks = main["masks"]
     height, width = tf.shape(masks)[1], tf.shape(masks)[2]
     occluder = _mask_in_original_frame(tf.cast(pasted_mask, tf.uint8), main["params"], height, width)
-    _, orig_area = augment.tight_boxes_from_masks(masks)
+    # Only the part of each mask inside the LSJ crop counts (pixels cropped away are not
+    # "remaining" area).
+    window = tf.cast(augment.visible_window(main["params"], canvas, height, width), tf.uint8)[None]
+    _, orig_area = augment.tight_boxes_from_masks(masks * window)
     masks = masks * (1 - occluder)[None]
-    mask_boxes, area = augment.tight_boxes_from_masks(masks)
+    mask_boxes, area = augment.tight_boxes_from_masks(masks * window)
     new_boxes = augment.transform_boxes(mask_boxes, main["params"], canvas)
     new_boxes = tf.where((area > 0)[:, None], new_boxes, 0.0)
     moved = (tf.abs(new_boxes - main["boxes"]) > box_update_threshold) & (orig_area > 0)[:, None]

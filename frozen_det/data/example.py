@@ -27,6 +27,8 @@ def _prepare(source, record, cfg, seed, train: bool) -> dict:
         params = augment.resize_params(height, width, canvas, 1.0)
     image = augment.transform_image(ex["image"], params, canvas, list(cfg.mean), list(cfg.std))
     boxes = augment.transform_boxes(ex["boxes"], params, canvas)
+    if train and cfg.with_masks and cfg.augment.boxes_from_masks:
+        boxes = augment.boxes_from_visible_masks(ex["masks"], params, canvas, boxes)
     ex = dict(ex, boxes=boxes)
     if train:  # empty boxes after the crop are removed (tfmg.md 2.11 step 5)
         ex = augment.gather_instances(ex, augment.nonempty(boxes))

@@ -192,6 +192,10 @@ def build(cfg_synthetic, data_dir: str = "") -> tfds.core.DatasetBuilder:
     ``config.data.synthetic``."""
     c = make_config(cfg_synthetic.image_size, cfg_synthetic.num_train, cfg_synthetic.num_validation,
                     cfg_synthetic.num_classes, cfg_synthetic.max_objects, cfg_synthetic.version)
+    registered = {b.name: b for b in SyntheticShapes.BUILDER_CONFIGS}
+    same = registered.get(c.name)
+    if same is not None and same.version == c.version:
+        c = c.name  # TFDS refuses a custom config named like a registered one
     builder = SyntheticShapes(config=c, data_dir=data_dir or None)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         try_download_gcs=False))

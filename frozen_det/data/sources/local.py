@@ -80,7 +80,7 @@ class RecordListSource(Source):
                         boxes=t["boxes"][i], classes=t["classes"][i], is_crowd=t["is_crowd"][i])
 
         ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
-        return ds.map(lookup, deterministic=True)
+        return ds.map(lookup)
 
     def decode(self, record, with_masks):
         image = decode_image(tf.io.read_file(record["path"]))

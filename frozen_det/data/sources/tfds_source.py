@@ -91,7 +91,7 @@ class TfdsSource(Source):
                 ds = ds.shard(count, index)
         if seed is not None:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
-        return ds.map(self._record, deterministic=True)
+        return ds.map(self._record)
 
     def _record(self, ex):
         objs = ex["objects"]
