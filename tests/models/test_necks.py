@@ -18,7 +18,7 @@ import pytest
 from jax import lax
 
 from frozen_det.models.necks import FPN, NASFPN, build_neck, cell_wiring, global_attention
-from frozen_det.models.necks.nasfpn import BottleneckBlock, NodeWiring, _Node
+from frozen_det.models.necks.nasfpn import BottleneckBlock, NodeConfig, NodeWiring, _Node
 
 S = jax.ShapeDtypeStruct
 KEY = jax.random.key(0)
@@ -341,8 +341,8 @@ def test_nasfpn_initialisers():
     key = jax.random.key(0, impl="unsafe_rbg")
     feats = [normal((1, 8, 8, 64)), normal((1, 4, 4, 256))]
     def node(block, init):
-        return _Node(NodeWiring(4, "sum", (0, 1), (), False), 64, block, "swish", 0.0, init,
-                     0.997, 1e-4, jnp.float32)
+        return _Node(NodeWiring(4, "sum", (0, 1), (), False),
+                     NodeConfig(64, block, "swish", 0.0, init, 0.997, 1e-4, jnp.float32))
 
     p = node("conv", NASFPN().resample_kernel_init).init(key, feats, [3, 4], (4, 4), False)["params"]
     k, std = np.asarray(p["conv"]["kernel"]), np.sqrt(2.0 / (9 * 64))

@@ -226,10 +226,10 @@ class BottleneckBlock(nn.Module):
         return act(y + shortcut)
 
 
-class _Node(nn.Module):
-    """One cell node: resample inputs (and unconsumed adds), combine, activation, block."""
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    """What every node of a NAS-FPN shares."""
 
-    wiring: NodeWiring
     num_filters: int
     block: str
     activation: str
@@ -239,9 +239,16 @@ class _Node(nn.Module):
     bn_epsilon: float
     dtype: Any
 
+
+class _Node(nn.Module):
+    """One cell node: resample inputs (and unconsumed adds), combine, activation, block."""
+
+    wiring: NodeWiring
+    cfg: NodeConfig
+
     def _resample(self, name):
-        return Resample(self.num_filters, self.resample_init, self.bn_momentum, self.bn_epsilon,
-                        self.dtype, name=name)
+        c = self.cfg
+        return Resample(c.num_filters, c.resample_init, c.bn_momentum, c.bn_epsilon, c.dtype, name=name)
 
     @nn.compact
     def __call__(self, feats: Sequence[jax.Array], levels: Sequence[int],
@@ -258,15 +265,16 @@ class _Node(nn.Module):
             y = global_attention(x1, x0)
         for j in w.adds:
             y = y + self._resample(f"resample_add{j}")(feats[j], levels[j], w.level, target_hw, train)
-        y = activation_fn(self.activation)(y)
-        if self.block == "conv":
-            y = nn.Conv(self.num_filters, (3, 3), padding="SAME", use_bias=True,
+        c = self.cfg
+        y = activation_fn(c.activation)(y)
+        if c.block == "conv":
+            y = nn.Conv(c.num_filters, (3, 3), padding="SAME", use_bias=True,
                         kernel_init=HE_NORMAL_FAN_OUT, bias_init=nn.initializers.zeros,
-                        dtype=self.dtype, name="conv")(y)
-            return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, dtype=self.dtype, name="bn")(y)
-        return BottleneckBlock(self.num_filters, self.activation, self.drop_connect_rate,
-                               self.bn_momentum, self.bn_epsilon, self.dtype, name="block")(y, train)
+                        dtype=c.dtype, name="conv")(y)
+            return nn.BatchNorm(use_running_average=not train, momentum=c.bn_momentum,
+                                epsilon=c.bn_epsilon, dtype=c.dtype, name="bn")(y)
+        return BottleneckBlock(c.num_filters, c.activation, c.drop_connect_rate, c.bn_momentum,
+                               c.bn_epsilon, c.dtype, name="block")(y, train)
 
 
 BLOCKS = ("conv", "bottleneck")
@@ -324,22 +332,22 @@ class NASFPN(nn.Module):
         if self.min_level not in feats_in:
             raise ValueError(f"NAS-FPN min_level={self.min_level} needs that backbone level; got "
                              f"levels {sorted(feats_in)}.")
-        resample_init = self.resample_kernel_init
-        common = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
+        cfg = NodeConfig(self.num_filters, self.block, self.activation, self.drop_connect_rate,
+                         self.resample_kernel_init, self.bn_momentum, self.bn_epsilon, self.dtype)
 
         levels = list(range(self.min_level, self.max_level + 1))
         feats: list[jax.Array] = []
         for level in levels:
-            resample = Resample(self.num_filters, resample_init, name=f"input_l{level}", **common)
+            resample = Resample(self.num_filters, cfg.resample_init, self.bn_momentum, self.bn_epsilon,
+                                self.dtype, name=f"input_l{level}")
             if level in feats_in:
                 feats.append(resample(feats_in[level].astype(self.dtype), level, level, None, train))
             else:  # coarser level: max-pool of the previous one (already num_filters channels)
                 feats.append(resample(feats[-1], level - 1, level, None, train))
 
         for r in range(self.num_repeats):
-            feats = _Cell(nodes, tuple(sorted(outputs.items())), self.min_level, self.num_filters,
-                          self.block, self.activation, self.drop_connect_rate, resample_init,
-                          name=f"cell{r}", **common)(feats, train)
+            feats = _Cell(nodes, tuple(sorted(outputs.items())), self.min_level, cfg,
+                          name=f"cell{r}")(feats, train)
         return dict(zip(levels, feats))
 
 
@@ -349,14 +357,7 @@ class _Cell(nn.Module):
     nodes: tuple[NodeWiring, ...]
     outputs: tuple[tuple[int, int], ...]  # (level, feature index), by level
     min_level: int
-    num_filters: int
-    block: str
-    activation: str
-    drop_connect_rate: float
-    resample_init: Callable
-    bn_momentum: float
-    bn_epsilon: float
-    dtype: Any
+    cfg: NodeConfig
 
     @nn.compact
     def __call__(self, feats: Sequence[jax.Array], train: bool) -> list[jax.Array]:
@@ -364,9 +365,7 @@ class _Cell(nn.Module):
         hw = {level: f.shape[1:3] for level, f in zip(levels, feats)}
         feats = list(feats)
         for k, w in enumerate(self.nodes):
-            node = _Node(w, self.num_filters, self.block, self.activation, self.drop_connect_rate,
-                         self.resample_init, self.bn_momentum, self.bn_epsilon, self.dtype,
-                         name=f"node{k}")
+            node = _Node(w, self.cfg, name=f"node{k}")
             feats.append(node(feats, levels, hw[w.level], train))
             levels.append(w.level)
         return [feats[index] for _, index in self.outputs]
