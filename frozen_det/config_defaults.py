@@ -83,10 +83,14 @@ def tiny_two_stage_model(num_classes=4, cascade=False, mask=False, freeze="none"
                          neck_type="fpn") -> ConfigDict:
     """A small, fast-compiling variant for tests and CPU demos (ResNet-18, 32-channel heads,
     few proposals). Same code paths as the paper's models."""
-    neck = fpn(2, 5, 32) if neck_type == "fpn" else nasfpn(3, 5, 32, num_repeats=1)
+    neck = fpn(2, 5, 32) if neck_type == "fpn" else nasfpn(3, 7, 32, num_repeats=1)
     m = two_stage_model(num_classes, neck=neck, cascade=cascade, mask=mask,
                         backbone_cfg=backbone("resnet", 18, freeze=freeze, adapters=adapters))
     m.anchors.anchor_size = 4.0
+    # Short runs: BN moving averages must converge within a few hundred steps (0.997 needs
+    # thousands), or inference-mode heads see statistics they were never trained with.
+    m.bn.momentum = 0.9
+    m.neck.bn_momentum = 0.9
     m.rpn.update(num_filters=32, batch_size_per_image=64, pre_nms_top_k_train=200, pre_nms_top_k_test=100,
                  post_nms_top_k_train=50, post_nms_top_k_test=50, num_proposals_train=64,
                  num_proposals_test=32)
