@@ -219,13 +219,17 @@ def jax_contenders(variables, images, labels, variant, rows):
 # ---------------------------------------------------------------- timing
 
 
-def round_robin(contenders: dict, repeats: int) -> dict:
+def round_robin(contenders: dict, repeats: int, cpu_times: dict | None = None) -> dict:
+    """Wall seconds per call, A B C A B C ...; process CPU seconds (all threads) into `cpu_times`
+    (steadier than wall time when other jobs share the cores)."""
     times = {k: [] for k in contenders}
     for _ in range(repeats):
         for key, fn in contenders.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t0)
+            if cpu_times is not None:
+                cpu_times.setdefault(key, []).append(time.process_time() - c0)
     return times
 
 
@@ -271,9 +275,11 @@ def run_model_bench(args) -> dict:
             theirs = ref(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
         check = float(np.abs(ours - theirs).max())
 
-    times = round_robin(contenders, args.repeats)
+    cpu = {}
+    times = round_robin(contenders, args.repeats, cpu)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"variants": [v["name"] for v in variants], "rows": rows, "median_s": med, "times_s": times,
+            "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
             "xla": stats, "compile_s": compile_s, "max_abs_logit_diff": check}
 
 
@@ -284,8 +290,10 @@ def markdown(result, args) -> str:
              f"round-robin repeats (jax {jax.__version__}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
              f"on {os.cpu_count()} CPUs at the end)", ""]
-    header = "| row | variant | JAX s | torch s | JAX / torch | GFLOPs (XLA) | temp MB (XLA) |"
-    lines += [header, "|---|---|---|---|---|---|---|"]
+    cpu = result["cpu_median_s"]
+    header = ("| row | variant | JAX s | torch s | JAX / torch | JAX CPU s | torch CPU s | GFLOPs (XLA) "
+              "| temp MB (XLA) |")
+    lines += [header, "|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         for name in result["variants"]:
             if (name, row) not in med:
@@ -294,8 +302,9 @@ def markdown(result, args) -> str:
             tt = med.get(("torch", row))
             st = stats[(name, row)]
             torch_s, ratio = (f"{tt:.3f}", f"{t / tt:.2f}") if tt else ("-", "-")
-            lines.append(f"| {row} | {name} | {t:.3f} | {torch_s} | {ratio} | {st['gflops']:.0f} | "
-                         f"{st['temp_mb']:.0f} |")
+            torch_cpu = f"{cpu[('torch', row)]:.2f}" if ("torch", row) in cpu else "-"
+            lines.append(f"| {row} | {name} | {t:.3f} | {torch_s} | {ratio} | {cpu[(name, row)]:.2f} | "
+                         f"{torch_cpu} | {st['gflops']:.0f} | {st['temp_mb']:.0f} |")
     lines.append("")
     if ("torch", "fine-tune") in med or (base, "fine-tune") in med:
         for who in ("torch", base):
@@ -308,8 +317,9 @@ def markdown(result, args) -> str:
                          f"temp memory {a['temp_mb'] / b['temp_mb']:.2f}")
     for name in result["variants"][1:]:
         if (name, "fine-tune") in med and (base, "fine-tune") in med:
-            lines.append(f"- {name} / {base} fine-tune step time = "
-                         f"{med[(name, 'fine-tune')] / med[(base, 'fine-tune')]:.2f}")
+            lines.append(f"- {name} / {base} fine-tune step: wall time "
+                         f"{med[(name, 'fine-tune')] / med[(base, 'fine-tune')]:.2f}, CPU time "
+                         f"{cpu[(name, 'fine-tune')] / cpu[(base, 'fine-tune')]:.2f}")
     if result["max_abs_logit_diff"] is not None:
         lines.append(f"- same function check: max |logit(ours) - logit(torch)| = "
                      f"{result['max_abs_logit_diff']:.2e}")
@@ -423,6 +433,7 @@ def main(argv=None):
         out = dict(meta, variants=res["variants"], max_abs_logit_diff=res["max_abs_logit_diff"],
                    median_s={key(k): v for k, v in res["median_s"].items()},
                    times_s={key(k): v for k, v in res["times_s"].items()},
+                   cpu_median_s={key(k): v for k, v in res["cpu_median_s"].items()},
                    xla={key(k): v for k, v in res["xla"].items()},
                    compile_s={key(k): v for k, v in res["compile_s"].items()},
                    options={v: parse_variant(v)["options"] for v in res["variants"]})
