@@ -5,11 +5,15 @@ import secrets
 
 import jax
 import numpy as np
+import pytest
 
 # A fresh seed per test session (override with FROZEN_DET_TEST_SEED=<int> to reproduce a
 # failure); tests put it in their assertion messages. Fixed seeds run alongside it.
 FRESH_SEED = int(os.environ.get("FROZEN_DET_TEST_SEED", secrets.randbits(31)))
 SEEDS = (0, 1, FRESH_SEED)
+# Test ids must not contain the fresh seed: pytest-xdist workers each draw their own and
+# would disagree about the collected tests.
+over_seeds = pytest.mark.parametrize("seed", SEEDS, ids=("seed0", "seed1", "fresh_seed"))
 
 
 def random_boxes(rng, n, canvas=100.0, max_size=30.0, degenerate_fraction=0.1, lead=()):

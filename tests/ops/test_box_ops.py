@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from frozen_det.ops import boxes as B
-from ops_test_utils import SEEDS, random_boxes, yxyx_to_xyxy
+from ops_test_utils import SEEDS, over_seeds, random_boxes, yxyx_to_xyxy
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@over_seeds
 def test_pairwise_iou_matches_torchvision(seed):
   rng = np.random.default_rng(seed)
   a = random_boxes(rng, 60, degenerate_fraction=0.2)

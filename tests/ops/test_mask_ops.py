@@ -7,7 +7,7 @@ import pytest
 
 from frozen_det.ops.masks import (crop_masks_to_boxes, mask_targets_from_box_crops,
                                   mask_targets_from_canvas_masks, paste_masks)
-from ops_test_utils import SEEDS, yxyx_to_xyxy
+from ops_test_utils import SEEDS, over_seeds, yxyx_to_xyxy
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -110,7 +110,7 @@ def test_reference_crop_path_matches_tf_crop_and_resize():
   np.testing.assert_allclose(got, ref, atol=1e-4, err_msg=f"seed {SEEDS[-1]}")
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@over_seeds
 def test_crop_then_paste_round_trip(seed):
   rng = np.random.default_rng(seed)
   masks, boxes = _blobs(rng, 4)

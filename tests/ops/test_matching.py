@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from frozen_det.ops import matching as M
-from ops_test_utils import SEEDS
+from ops_test_utils import SEEDS, over_seeds
 
 P, N, I, INV = M.POSITIVE, M.NEGATIVE, M.IGNORE, M.INVALID
 
@@ -59,7 +59,7 @@ def _force_match_loop(iou, gt_valid, low, high):
   return labels, matched
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@over_seeds
 def test_force_match_against_loops(seed):
   rng = np.random.default_rng(seed)
   iou = rng.uniform(0, 0.8, (300, 12)).astype(np.float32)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from frozen_det.ops.nms import non_max_suppression_padded
-from ops_test_utils import SEEDS, distinct_scores, random_boxes, yxyx_to_xyxy
+from ops_test_utils import SEEDS, over_seeds, distinct_scores, random_boxes, yxyx_to_xyxy
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -30,7 +30,7 @@ def _selected(result):
   return np.asarray(result.indices)[np.asarray(result.valid)]
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@over_seeds
 @pytest.mark.parametrize("iou_threshold", THRESHOLDS)
 def test_matches_tf_and_torchvision(seed, iou_threshold):
   boxes, scores, _ = _case(seed)

@@ -10,7 +10,7 @@ import pytest
 
 from frozen_det.ops.roi_align import (assign_fpn_levels, crop_and_resize, multilevel_roi_align,
                                       roi_align)
-from ops_test_utils import SEEDS, random_boxes, yxyx_to_xyxy
+from ops_test_utils import SEEDS, over_seeds, random_boxes, yxyx_to_xyxy
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -105,7 +105,7 @@ def _reference_multilevel_crop(features, boxes, output_size):
   return out
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@over_seeds
 def test_multilevel_matches_reference_loops(pyramid, seed):
   rng = np.random.default_rng(seed)
   boxes = _roi_boxes(rng, 24, lead=(2,))
