@@ -29,6 +29,7 @@ counted in ``stats["bad_boxes"]``; instances over ``max_instances`` in
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Optional
 
@@ -55,9 +56,26 @@ def _process_layout(process_index, process_count):
     return process_index, process_count
 
 
-def _example_seed(seed, process_index, epoch, position):
-    base = tf.constant([seed, process_index * 1_000_003 + epoch], tf.int64)
-    return tf.random.experimental.stateless_fold_in(base, position)
+_SOURCES: dict = {}
+_SOURCE_FIELDS = ("source", "name", "path", "coco_files", "class_names", "voc_difficult", "synthetic",
+                  "train_split", "eval_split")
+
+
+def cached_source(cfg):
+    """One source object per source-defining config (indexing a folder and tracing the
+    augmentation graph are done once per process, not once per pipeline)."""
+    key = json.dumps({k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k]
+                      for k in _SOURCE_FIELDS}, sort_keys=True, default=str)
+    if key not in _SOURCES:
+        _SOURCES[key] = build_source(cfg)
+    return _SOURCES[key]
+
+
+def _cached_fn(source, key, make):
+    cache = source.__dict__.setdefault("_example_fns", {})
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
 
 
 class _Base:
@@ -68,7 +86,7 @@ class _Base:
         self.train = train
         self.split = split or (cfg.train_split if train else cfg.eval_split)
         self.process_index, self.process_count = _process_layout(process_index, process_count)
-        self.source = source or build_source(cfg)
+        self.source = source or cached_source(cfg)
         info = self.source.info
         if cfg.with_masks and not info.has_masks:
             raise DataError(f"config.data.with_masks=True but source {info.name!r} has no instance "
@@ -79,6 +97,8 @@ class _Base:
             raise ValueError(f"config.data.{'batch_size' if train else 'eval_batch_size'}="
                              f"{global_batch} is not divisible by the {self.process_count} processes")
         self.batch_size = global_batch // self.process_count
+        if self.source.random_access:
+            self.source.num_records(self.split)  # a missing split fails here, with its name
         self.stats = {"examples": 0, "examples_skipped": 0, "bad_boxes": 0, "dropped_instances": 0}
         self._selected = None
 
@@ -108,6 +128,21 @@ class _Base:
                         cfg.shuffle_buffer, selected=self._selected)
         return ds.skip(offset)
 
+    def _traced_fn(self, fn, element_spec):
+        """The example function traced once per (source, config, spec) and reused across
+        epochs and pipelines: tracing the augmentation graph costs ~2 s on this CPU."""
+        key = (id(fn), repr(element_spec))
+        cache = self.source.__dict__.setdefault("_traced_cache", {})
+        if key not in cache:
+            def run(seed, pidx, epoch, position, *recs):
+                base = tf.stack([seed, pidx * 1_000_003 + epoch])
+                out = fn(tf.random.experimental.stateless_fold_in(base, position), *recs)
+                out["_position"] = position
+                return out
+            spec = [tf.TensorSpec([], tf.int64)] * 4 + list(element_spec[1:])
+            cache[key] = tf.function(run, input_signature=spec, reduce_retracing=True)
+        return cache[key]
+
     def _describe(self, position) -> str:
         order = getattr(self, "_order", None)
         if order is not None and position < len(order):
@@ -123,12 +158,13 @@ class _Base:
         if copy_paste:
             parts.append(self._records(epoch, offset, stream=1))
         ds = tf.data.Dataset.zip(tuple(parts))
+        traced = self._traced_fn(fn, ds.element_spec)
+        epoch_t = tf.constant(epoch, tf.int64)
         seed, pidx = cfg.seed, self.process_index
 
         def process(position, *recs):
-            out = fn(_example_seed(seed, pidx, epoch, position), *recs)
-            out["_position"] = position
-            return out
+            return traced(tf.constant(seed, tf.int64), tf.constant(pidx, tf.int64), epoch_t,
+                          position, *recs)
 
         npc = tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
         ds = ds.map(process, num_parallel_calls=npc, deterministic=True)
@@ -139,7 +175,9 @@ class _Base:
             self._count_gap(expected, pos)
             expected = pos + 1
             yield pos, ex
-        self._end_position = expected
+        order = getattr(self, "_order", None)
+        if self.source.random_access and order is not None:
+            self._count_gap(expected, len(order))  # failures at the end of the epoch
 
     def _count_gap(self, expected, pos):
         for missing in range(expected, pos):
@@ -174,7 +212,7 @@ class TrainPipeline(_Base):
             self._selected = kshot_select(self.source.record_classes(self.split), cfg.kshot, cfg.kshot_seed)
             log.info("k-shot: %d images of split %r keep >= %d images per class", len(self._selected),
                      self.split, cfg.kshot)
-        self._fn = make_train_fn(self.source, cfg)
+        self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: make_train_fn(self.source, cfg))
         self._epoch, self._offset = 0, 0
         self._gen = None
 
@@ -236,7 +274,8 @@ class EvalPipeline(_Base):
     def __init__(self, config, split=None, process_index=None, process_count=None, source=None,
                  batch_size=None):
         super().__init__(config, split, False, process_index, process_count, source, batch_size)
-        self._fn = make_eval_fn(self.source, self.config)
+        self._fn = _cached_fn(self.source, ("eval", self.config.to_json()),
+                              lambda: make_eval_fn(self.source, self.config))
         n = self.source.num_records(self.split)
         self.num_examples = n
         self.num_batches = max(1, math.ceil(math.ceil(n / self.process_count) / self.batch_size))

@@ -186,8 +186,8 @@ def test_kshot(synthetic_dir):
     recs = pipe.source.record_classes("train")
     counts = {c: sum(c in recs[i] for i in pipe._selected) for c in (1, 2, 3)}
     assert min(counts.values()) >= 2
-    ids = set(np.concatenate([next(pipe)["image_id"] for _ in range(6)]).tolist())
-    assert len(ids) == n  # only the selected images are read
+    ids = set(np.concatenate([next(pipe)["image_id"] for _ in range(2)]).tolist())
+    assert ids <= {int(i) + 1 for i in pipe._selected}  # only selected images (id = index + 1)
 
 
 def test_config_errors(synthetic_dir):

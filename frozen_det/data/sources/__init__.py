@@ -20,10 +20,13 @@ def build_source(cfg, split: str | None = None) -> Source:
         first = split or cfg.train_split
         try:
             src.ensure_info(first)
-        except DataError:
+        except DataError as first_error:
             if first == cfg.eval_split:
                 raise
-            src.ensure_info(cfg.eval_split)
+            try:
+                src.ensure_info(cfg.eval_split)
+            except DataError:
+                raise first_error from None
         return src
     if cfg.source == "tfds":
         from frozen_det.data.sources.tfds_source import TfdsSource, tfds_builder
