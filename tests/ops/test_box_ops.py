@@ -113,5 +113,5 @@ def test_jit_vmap_and_gradients():
   batched = jax.jit(B.pairwise_iou)(a, b)
   mapped = jax.vmap(B.pairwise_iou)(a, b)
   np.testing.assert_allclose(batched, mapped)
-  grad = jax.grad(lambda x: jnp.sum(B.pairwise_iou(x, b[0])))(a[0])
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(B.pairwise_iou(x, b[0]))))(a[0])
   assert np.all(np.isfinite(grad))
