@@ -122,8 +122,18 @@ def train(batch_size=64, total_steps=133_056, boundaries=(88_704, 125_664), base
                                  warmup_lr=warmup_lr, boundaries=list(boundaries),
                                  multipliers=[0.1 ** (i + 1) for i in range(len(boundaries))])),
         weight_decay=weight_decay,
-        grad_clip_norm=None,
+        grad_clip_norm=0.0,  # 0: off
         seed=0,
+        log_every=50,
+        checkpoint_every=1000,
+        keep_checkpoints=3,
+        eval_every=0,  # 0: evaluate only at the end
+        eval_at_end=True,
+        init_from="",  # another run's workdir: start from its parameters (e.g. LVIS stage 2)
+        trainable_only=[],  # path regexes: train only these (classifier-only fine-tuning)
+        sharding_rules=[],  # (regex, "fsdp" | "replicate") over state paths
+        fsdp_min_size=0,  # >0: FSDP-shard every state leaf with at least this many elements
+        distributed=False,  # call jax.distributed.initialize() (multi-host)
     ))
 
 

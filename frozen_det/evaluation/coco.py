@@ -63,7 +63,8 @@ class CocoEvaluator:
       ground_truth: a COCO-format dict (images, annotations, categories) in original pixels.
       category_ids: maps the model's contiguous class id (index) to the dataset category id;
         index 0 (background) is unused.
-      max_detections: detections per image considered (100 COCO).
+      max_detections: detections per image submitted (the top-scoring ones); COCOeval itself
+        scores at most 100 per image, as the COCO metric defines.
     """
 
     def __init__(self, ground_truth: Mapping[str, Any], category_ids: Sequence[int], *,
@@ -86,7 +87,8 @@ class CocoEvaluator:
             if image_id not in self._sizes:
                 raise KeyError(f"image id {image_id} is not in the ground truth")
             self.image_ids.append(image_id)
-            for k in np.nonzero(valid[b])[0]:
+            order = [k for k in np.argsort(-scores[b], kind="stable") if valid[b, k]]
+            for k in order[: self.max_detections]:
                 ymin, xmin, ymax, xmax = (float(v) for v in boxes[b, k])
                 result = {"image_id": image_id, "category_id": int(self.category_ids[int(classes[b, k])]),
                           "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "score": float(scores[b, k])}
@@ -105,7 +107,7 @@ class CocoEvaluator:
             dt = gt.loadRes(copy.deepcopy(self.results))
             ev = COCOeval(gt, dt, iou_type)
             ev.params.imgIds = image_ids
-            ev.params.maxDets = [1, 10, self.max_detections]
+            # Keep COCO's [1, 10, 100]: COCOeval.summarize() hard-codes maxDets=100 for "AP".
             ev.evaluate()
             ev.accumulate()
             ev.summarize()

@@ -1,0 +1,50 @@
+"""Evaluate a run's checkpoint on the eval split with COCO metrics.
+
+    python -m frozen_det.evaluate --config CONFIG --workdir DIR [--step N]
+
+writes DIR/eval/<split>_step<N>.json (AP, AP50, AP75, APs, APm, APl, per-class AP, and mask_*
+with a mask head) and prints the summary as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+
+
+def evaluate(config, workdir: str, step: int | None = None) -> dict:
+    from frozen_det import data as data_lib
+    from frozen_det.evaluation.runner import evaluate_detector, make_detect_fn, write_eval_json
+    from frozen_det.training import sharding
+    from frozen_det.training.loop import restore_for_inference
+
+    eval_pipeline = data_lib.build_eval_pipeline(config)
+    model, variables, step = restore_for_inference(config, workdir, step, next(iter(eval_pipeline)))
+    mesh = sharding.make_mesh()
+    result = evaluate_detector(make_detect_fn(model), variables, eval_pipeline,
+                               to_device=lambda b: sharding.global_batch(b, mesh),
+                               include_masks=bool(config.model.mask.enabled),
+                               max_detections=int(config.model.detections.max_detections))
+    result["path"] = write_eval_json(workdir, eval_pipeline.split, step, result)
+    result["step"] = step
+    return result
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    result = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value)
+    summary = {k: v for k, v in result.items() if not isinstance(v, dict)}
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,73 @@
+"""Run a detector over an eval split and score it with COCO (pycocotools) metrics.
+
+Each process runs the same number of jitted detection steps over its shard (the eval pipeline
+pads the last batch); detections are gathered to every process and the host scores them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from frozen_det.evaluation.coco import CocoEvaluator
+
+DETECTION_KEYS = ("original_boxes", "scores", "classes", "valid")
+
+
+def make_detect_fn(model) -> Callable:
+    """jitted (variables, batch) -> detections in original-image pixels."""
+    def detect(variables, batch):
+        out = model.apply(variables, batch, train=False)
+        keep = {k: out[k] for k in DETECTION_KEYS}
+        if "masks" in out:
+            keep["masks"] = out["masks"]
+        keep["image_id"] = batch["image_id"]
+        keep["example_valid"] = batch["example_valid"]
+        return keep
+    return jax.jit(detect)
+
+
+def _model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k in ("image", "image_info", "image_id", "example_valid")}
+
+
+def evaluate_detector(detect_fn: Callable, variables: Any, eval_pipeline, *, to_device: Callable | None = None,
+                      include_masks: bool = False, max_detections: int = 100) -> dict:
+    """Runs one pass of `eval_pipeline` and returns the COCO summary (see CocoEvaluator)."""
+    source = eval_pipeline.source
+    ground_truth = source.coco_ground_truth(eval_pipeline.split)
+    evaluator = CocoEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
+                              max_detections=max_detections)
+    for batch in eval_pipeline:
+        inputs = _model_inputs(batch)
+        out = detect_fn(variables, to_device(inputs) if to_device else inputs)
+        out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
+        keep = np.asarray(out["example_valid"]).astype(bool)
+        if not keep.any():
+            continue
+        evaluator.add(np.asarray(out["image_id"])[keep], np.asarray(out["original_boxes"])[keep],
+                      np.asarray(out["scores"])[keep], np.asarray(out["classes"])[keep],
+                      np.asarray(out["valid"])[keep],
+                      np.asarray(out["masks"])[keep] if include_masks and "masks" in out else None)
+    result = evaluator.evaluate()
+    names = source.info.class_names
+    by_category = {int(c): names[i] for i, c in enumerate(source.info.category_ids) if i > 0}
+    for key in ("per_class_AP", "mask_per_class_AP"):
+        if key in result:
+            result[key] = {by_category.get(int(c), str(c)): v for c, v in result[key].items()}
+    return result
+
+
+def write_eval_json(workdir: str, split: str, step: int, result: dict) -> str:
+    """`workdir/eval/<split>_step<N>.json` (process 0 only)."""
+    path = os.path.join(workdir, "eval", f"{split.replace('/', '_')}_step{step}.json")
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(dict(result, step=step, split=split), f, indent=2, sort_keys=True, default=float)
+    return path

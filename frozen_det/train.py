@@ -1,0 +1,29 @@
+"""Train (or resume) a detector.
+
+    python -m frozen_det.train --config configs/tiny/two_stage.py --workdir /tmp/run [--config.train.total_steps=50]
+
+Running the same command again after an interruption (SIGTERM saves a checkpoint) resumes
+from the latest checkpoint in WORKDIR/checkpoints, including the input pipeline's position.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and evaluations.")
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    from frozen_det.training.loop import train_and_evaluate
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

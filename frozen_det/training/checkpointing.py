@@ -1,0 +1,115 @@
+"""Resumable training checkpoints with orbax (DESIGN.md: `workdir/checkpoints`).
+
+A checkpoint holds the trainable state (step, trainable parameters, BatchNorm statistics,
+optimizer state) and a JSON item with the input pipeline's position and a fingerprint of the
+frozen parameters. Frozen parameters are not written again (DESIGN.md, the freeze switch
+point 4): a resumed run rebuilds them exactly as the first run did (same pretrained weights or
+seed) and the fingerprint check refuses to continue if they came out different.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from frozen_det.training.step import TrainState
+
+
+def fingerprint(tree: Any) -> list[float]:
+    """[number of leaves, number of elements, sum, sum of squares] in float64, on the host."""
+    leaves = [np.asarray(jax.device_get(x), np.float64) for x in jax.tree.leaves(tree)]
+    return [float(len(leaves)), float(sum(x.size for x in leaves)),
+            float(sum(x.sum() for x in leaves)), float(sum((x * x).sum() for x in leaves))]
+
+
+def _saved_part(state: TrainState) -> dict:
+    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+            "opt_state": state.opt_state}
+
+
+class Checkpointer:
+    """Thin wrapper over `ocp.CheckpointManager` with the items 'state' and 'meta'."""
+
+    def __init__(self, workdir: str, *, max_to_keep: int = 3, save_interval_steps: int = 1000):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.save_interval_steps = max(1, int(save_interval_steps))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False),
+            item_names=("state", "meta"),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def should_save(self, step: int) -> bool:
+        return step % self.save_interval_steps == 0
+
+    def save(self, state: TrainState, meta: dict) -> None:
+        step = int(jax.device_get(state.step))
+        if step in self.manager.all_steps():
+            return
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_saved_part(state)),
+            meta=ocp.args.JsonSave(dict(meta, frozen_fingerprint=fingerprint(state.frozen_params)))),
+            force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, state: TrainState, step: int | None = None) -> tuple[TrainState, dict]:
+        """Restores into the structure (and shardings) of `state`, whose frozen parameters must
+        already be the run's. Returns (state, meta)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saved_part(state))
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        meta = dict(restored["meta"])
+        saved_print = meta.get("frozen_fingerprint")
+        if saved_print is not None and not np.allclose(saved_print, fingerprint(state.frozen_params),
+                                                      rtol=1e-6, atol=1e-6):
+            raise RuntimeError(
+                f"the frozen parameters of this run differ from those the checkpoint at step {step} "
+                "was trained with (different init_checkpoint or seed?); resume with the original "
+                "config or start a new workdir.")
+        part = restored["state"]
+        return state.replace(step=part["step"], params=part["params"], batch_stats=part["batch_stats"],
+                             opt_state=part["opt_state"]), meta
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+class PreemptionFlag:
+    """Set by SIGTERM (and SIGINT when `catch_interrupt`): the loop saves and stops cleanly."""
+
+    def __init__(self, catch_interrupt: bool = False):
+        self._event = threading.Event()
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            signals = [signal.SIGTERM] + ([signal.SIGINT] if catch_interrupt else [])
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        del frame
+        self._event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def restore_handlers(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
