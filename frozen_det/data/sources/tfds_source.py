@@ -140,8 +140,11 @@ class TfdsSource(Source):
                     m = tf.io.decode_png(png, channels=1)
                     m = tf.image.resize(m, tf.stack([h, w]), method="nearest")
                     return tf.cast(m[..., 0] > 0, tf.uint8)
-                ex["masks"] = tf.map_fn(one, record["segmentation"],
-                                        fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
+                segs = record["segmentation"]
+                ex["masks"] = tf.cond(  # map_fn cannot produce an empty [0, h, w] result
+                    tf.size(segs) > 0,
+                    lambda: tf.map_fn(one, segs, fn_output_signature=tf.TensorSpec([None, None], tf.uint8)),
+                    lambda: tf.zeros(tf.stack([0, h, w]), tf.uint8))
                 ex["masks"] = tf.reshape(ex["masks"], tf.stack([-1, h, w]))
         return ex
 
