@@ -142,7 +142,8 @@ class Conv(nn.Module):
         x = inputs.reshape((-1,) + inputs.shape[-3:])
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
                             self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+                if self.use_bias else None)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = conv2d(x, kernel, self.strides, self.padding, self.precision)
         if bias is not None:
