@@ -46,7 +46,7 @@ def two_stage_model(num_classes=91, neck=None, backbone_cfg=None, cascade=False,
     m.backbone = backbone_cfg or backbone()
     m.neck = neck or fpn()
     # 2.4: 3 anchors per location, side 8 * stride (kept at 8 for NAS-FPN L3-7).
-    m.anchors = ConfigDict(dict(num_scales=1, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=8.0))
+    m.anchors = ConfigDict(dict(num_scales=1, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=8.0))
     m.rpn = ConfigDict(dict(
         num_convs=1, num_filters=256, use_batch_norm=True,
         negative_below=0.3, positive_from=0.7,  # 2.5 matcher bands + force-match
@@ -65,11 +65,11 @@ def two_stage_model(num_classes=91, neck=None, backbone_cfg=None, cascade=False,
     ))
     m.box_head = ConfigDict(dict(
         num_convs=4, num_filters=256, num_fcs=2, fc_dims=1024, use_batch_norm=True,  # 2.10
-        class_agnostic=False, weights=[10.0, 10.0, 5.0, 5.0], huber_delta=1.0,
+        class_agnostic=False, weights=(10.0, 10.0, 5.0, 5.0), huber_delta=1.0,
     ))
     m.cascade = ConfigDict(dict(
-        enabled=cascade, iou_thresholds=[0.7, 0.8], class_ensemble=True,
-        weights=[[10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0], [30.0, 30.0, 15.0, 15.0]],
+        enabled=cascade, iou_thresholds=(0.7, 0.8), class_ensemble=True,
+        weights=((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
     ))
     m.mask = ConfigDict(dict(enabled=mask, num_samples=128, crop_size=14, output_size=28,
                              num_convs=4, num_filters=256))
@@ -119,8 +119,8 @@ def train(batch_size=64, total_steps=133_056, boundaries=(88_704, 125_664), base
         total_steps=total_steps,
         optimizer=ConfigDict(dict(name="sgd", momentum=0.9, nesterov=False)),
         schedule=ConfigDict(dict(name="warmup_piecewise", base_lr=base_lr, warmup_steps=warmup_steps,
-                                 warmup_lr=warmup_lr, boundaries=list(boundaries),
-                                 multipliers=[0.1 ** (i + 1) for i in range(len(boundaries))])),
+                                 warmup_lr=warmup_lr, boundaries=tuple(boundaries),
+                                 multipliers=tuple(0.1 ** (i + 1) for i in range(len(boundaries))))),
         weight_decay=weight_decay,
         grad_clip_norm=0.0,  # 0: off
         seed=0,
@@ -130,8 +130,8 @@ def train(batch_size=64, total_steps=133_056, boundaries=(88_704, 125_664), base
         eval_every=0,  # 0: evaluate only at the end
         eval_at_end=True,
         init_from="",  # another run's workdir: start from its parameters (e.g. LVIS stage 2)
-        trainable_only=[],  # path regexes: train only these (classifier-only fine-tuning)
-        sharding_rules=[],  # (regex, "fsdp" | "replicate") over state paths
+        trainable_only=(),  # path regexes: train only these (classifier-only fine-tuning)
+        sharding_rules=(),  # (regex, "fsdp" | "replicate") over state paths
         fsdp_min_size=0,  # >0: FSDP-shard every state leaf with at least this many elements
         distributed=False,  # call jax.distributed.initialize() (multi-host)
     ))

@@ -25,7 +25,7 @@ def get_config(arg=None):
         mask=True,
         activation="relu",
         backbone_cfg=d.backbone("efficientnet", None, variant="b7", bn_momentum=0.99, bn_epsilon=1e-3))
-    model.anchors.update(num_scales=3, anchor_size=4.0, aspect_ratios=[1.0, 2.0, 0.5])
+    model.anchors.update(num_scales=3, anchor_size=4.0, aspect_ratios=(1.0, 2.0, 0.5))
     model.rpn.num_convs = 2
     model.rpn.score_normalizer = "num_anchors"  # the TPU codebase normalises by the 256 anchors
     model.roi.update(fg_iou=0.6, strict_fg=True)
@@ -35,6 +35,6 @@ def get_config(arg=None):
     config.data.augment.copy_paste = args["augment"] == "copy_paste"
     vanilla = args["augment"] == "vanilla"
     config.train = d.train(batch_size=256, total_steps=90_000 if vanilla else 180_000,
-                           boundaries=[81_000, 85_500, 87_750] if vanilla else [162_000, 171_000, 175_500],
+                           boundaries=(81_000, 85_500, 87_750) if vanilla else (162_000, 171_000, 175_500),
                            base_lr=0.32, warmup_steps=1000, warmup_lr=0.0032)
     return config

@@ -19,6 +19,6 @@ def get_config(arg=None):
     d.apply_strategy(config.model, args["strategy"], "")
     config.data = d.ConfigDict(dict(source="synthetic", canvas=128, max_instances=10,
                                     with_masks=args["masks"] == "mask", mask_size=16))
-    config.train = d.train(batch_size=2, total_steps=100, boundaries=[80], base_lr=0.02,
+    config.train = d.train(batch_size=2, total_steps=100, boundaries=(80,), base_lr=0.02,
                            warmup_steps=10, warmup_lr=0.002)
     return config

@@ -8,6 +8,7 @@ pretrained weights (`model.backbone.init_checkpoint`); (4) scratch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -192,6 +193,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     raise FloatingPointError(f"non-finite training metrics at step {step}: {means}; the last "
                                              f"good checkpoint is step {checkpointer.latest_step()}")
                 writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+                if jax.process_index() == 0:
+                    with open(os.path.join(workdir, "train_metrics.jsonl"), "a") as f:
+                        f.write(json.dumps({"step": step, **means}) + "\n")
                 rate = (step - start_step) / max(time.time() - start, 1e-9)
                 eta = (total_steps - step) / max(rate, 1e-9)
                 print(f"step {step}/{total_steps}  loss {means['total']:.4f}  lr {means['learning_rate']:.4g}  "

@@ -40,8 +40,7 @@ def test_keras_momentum_folds_the_learning_rate_into_the_velocity():
 
 
 def test_weight_decay_applies_to_kernels_only():
-    train = config_defaults.train(weight_decay=0.5, base_lr=1.0, warmup_steps=0, boundaries=[], total_steps=10)
-    train.schedule.multipliers = []
+    train = config_defaults.train(weight_decay=0.5, base_lr=1.0, warmup_steps=0, boundaries=(), total_steps=10)
     opt, _ = build_optimizer(train)
     params = {"conv": {"kernel": jnp.ones((2,)), "bias": jnp.ones((2,))}, "bn": {"scale": jnp.ones((2,))}}
     zeros = jax.tree.map(jnp.zeros_like, params)
