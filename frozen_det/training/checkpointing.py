@@ -86,6 +86,28 @@ class Checkpointer:
         return state.replace(step=part["step"], params=part["params"], batch_stats=part["batch_stats"],
                              opt_state=part["opt_state"]), meta
 
+    def restore_model(self, state: TrainState, step: int | None = None) -> TrainState:
+        """Restores only the step, trainable parameters and BN statistics (inference, or starting
+        another run from this one): the optimizer may differ from the one that trained it."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        # Restored without a target (the saved optimizer state may have any structure), then
+        # checked against and laid out like this run's parameters.
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        out = {}
+        for key in ("params", "batch_stats"):
+            ours = getattr(state, key)
+            theirs = restored.get(key, {})
+            if jax.tree.structure(ours) != jax.tree.structure(theirs) or any(
+                    a.shape != b.shape for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs))):
+                raise ValueError(f"the {key} of the checkpoint at step {step} in {self.directory} do not "
+                                 "match this model (a different model config or freeze setting?)")
+            out[key] = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                                    theirs, ours)
+        return state.replace(step=jax.device_put(np.asarray(restored["step"], np.int32), state.step.sharding),
+                             **out)
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

@@ -97,7 +97,8 @@ def _init_from_other_run(state: TrainState, directory: str) -> TrainState:
     """Loads parameters and BN statistics (not optimizer state or step) from another run."""
     other = Checkpointer(os.path.dirname(os.path.abspath(directory.rstrip("/")))
                          if os.path.basename(directory.rstrip("/")) == "checkpoints" else directory)
-    restored, _ = other.restore(state)
+    restored = other.restore_model(state)
+    other.close()
     log.info("initialised from %s step %d", directory, int(restored.step))
     return state.replace(params=restored.params, batch_stats=restored.batch_stats)
 
@@ -237,7 +238,7 @@ def restore_for_inference(config, workdir: str, step: int | None = None, example
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: train first "
                                 f"(python -m frozen_det.train --workdir {workdir} ...)")
-    state, _ = checkpointer.restore(state, step)
+    state = checkpointer.restore_model(state, step)
     checkpointer.close()
     variables = {"params": state.all_params(), "batch_stats": state.batch_stats}
     return model, variables, int(jax.device_get(state.step))

@@ -32,9 +32,15 @@ def losses(workdir):
     return curve
 
 
-def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path):
-    reference = tmp_path / "uninterrupted"
-    subprocess.run(command(reference), cwd=ROOT, check=True, capture_output=True, timeout=900)
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(command(workdir), cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return workdir
+
+
+def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, reference_run):
+    reference = reference_run
 
     run = tmp_path / "preempted"
     process = subprocess.Popen(command(run), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -65,3 +71,29 @@ def test_bad_config_values_fail_at_start_naming_the_field(tmp_path, override, fi
                          timeout=300)
     assert out.returncode != 0
     assert field in out.stderr, out.stderr[-2000:]
+
+
+def test_evaluate_and_predict_read_the_run(reference_run, tmp_path):
+    overrides = ["--config.data.canvas=64"]
+    out = subprocess.run([sys.executable, "-m", "frozen_det.evaluate", "--config", CONFIG,
+                          "--workdir", str(reference_run), *overrides],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["step"] == STEPS and 0.0 <= summary["AP50"] <= 1.0
+    with open(os.path.join(reference_run, "eval", f"validation_step{STEPS}.json")) as f:
+        assert set(json.load(f)) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class_AP"}
+
+    from PIL import Image
+    image = tmp_path / "shapes.png"
+    Image.new("RGB", (96, 80), (40, 60, 200)).save(image)
+    out = subprocess.run([sys.executable, "-m", "frozen_det.predict", "--config", CONFIG, "--workdir",
+                          str(reference_run), "--output", str(tmp_path / "pred"), "--min_score=0.0",
+                          *overrides, str(image)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / "pred" / "shapes.json") as f:
+        detections = json.load(f)["detections"]
+    for d in detections:  # boxes are in the original 96x80 image
+        x0, y0, x1, y1 = d["box_xyxy"]
+        assert 0 <= x0 <= x1 <= 96 and 0 <= y0 <= y1 <= 80
+    assert Image.open(tmp_path / "pred" / "shapes.png").size == (96, 80)
