@@ -19,7 +19,6 @@ from PIL import Image
 from frozen_det.checkpoints.pretrained import load_backbone_variables
 from frozen_det.models.backbones import build_backbone
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
 
 def load_image(path: str, size: int, crop_fraction: float) -> np.ndarray:
@@ -65,5 +64,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module can be imported (tests,
+    # notebooks) beside other entry points that define the same flag names.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.mark_flag_as_required("config")
     app.run(main)

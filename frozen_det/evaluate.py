@@ -14,9 +14,6 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 
 
 def evaluate(config, workdir: str, step: int | None = None) -> dict:
@@ -46,5 +43,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module can be imported (tests,
+    # notebooks) beside other entry points that define the same flag names.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+    _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

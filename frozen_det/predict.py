@@ -17,11 +17,6 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory for the JSON and PNG outputs.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_MIN_SCORE = flags.DEFINE_float("min_score", 0.3, "Draw detections at or above this score.")
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
@@ -109,5 +104,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module can be imported (tests,
+    # notebooks) beside other entry points that define the same flag names.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+    _OUTPUT = flags.DEFINE_string("output", None, "Directory for the JSON and PNG outputs.")
+    _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    _MIN_SCORE = flags.DEFINE_float("min_score", 0.3, "Draw detections at or above this score.")
     flags.mark_flags_as_required(["config", "workdir", "output"])
     app.run(main)

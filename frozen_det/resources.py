@@ -30,7 +30,6 @@ from frozen_det.models.detector import TwoStageDetector
 from frozen_det.training import partition
 from frozen_det.training.step import create_train_state, make_train_step
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
 
 def abstract_batch(config, batch_size: int) -> dict:
@@ -124,4 +123,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module can be imported (tests,
+    # notebooks) beside other entry points that define the same flag names.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     app.run(main)

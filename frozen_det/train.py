@@ -13,8 +13,6 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and evaluations.")
 
 
 def main(argv):
@@ -25,5 +23,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module can be imported (tests,
+    # notebooks) beside other entry points that define the same flag names.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and evaluations.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

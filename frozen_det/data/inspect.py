@@ -19,10 +19,6 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/**.py)")
-_NUM = flags.DEFINE_integer("num", 8, "number of training examples to draw")
-_OUTPUT = flags.DEFINE_string("output", "inspect", "output directory")
-_SPLIT = flags.DEFINE_string("split", None, "split (default data.train_split)")
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -118,4 +114,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so the module can be imported (tests,
+    # notebooks) beside other entry points that define the same flag names.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/**.py)")
+    _NUM = flags.DEFINE_integer("num", 8, "number of training examples to draw")
+    _OUTPUT = flags.DEFINE_string("output", "inspect", "output directory")
+    _SPLIT = flags.DEFINE_string("split", None, "split (default data.train_split)")
     app.run(main)
