@@ -177,7 +177,10 @@ def _load_legacy(f: BinaryIO, path: str) -> Any:
     obj = _RestrictedUnpickler(f, lambda pid: _storage_from_pid(pid, storages)).load()
     keys = safe_load()
     for key in keys:
-        (count,) = struct.unpack("<q", f.read(8))
+        header = f.read(8)
+        if len(header) != 8:
+            raise pickle.UnpicklingError(f"{path}: storage {key} is truncated (no size header)")
+        (count,) = struct.unpack("<q", header)
         storage = storages[str(key)]
         nbytes = count * storage.dtype.itemsize
         raw = f.read(nbytes)

@@ -26,8 +26,10 @@ def tight_box(mask):
 
 def assert_boxes_tight(batch, tol=1.0):
     """Every valid box is the tight box of its full-canvas mask and inside the canvas; within
-    ``tol`` px or one original pixel (the LSJ scale), the resolution of the nearest-resampled
-    canvas mask."""
+    ``tol`` px plus one original pixel (the LSJ scale). The comparison mask is itself
+    nearest-resampled onto the canvas, so its edges can sit up to a canvas pixel from the exact
+    transformed edge in addition to the original-pixel quantisation (a 1.48 px difference at a
+    down-scaling LSJ factor was seen in full-suite runs with the stricter max(1, scale))."""
     canvas = batch["image"].shape[1]
     checked = 0
     for i in range(len(batch["image"])):
@@ -37,7 +39,7 @@ def assert_boxes_tight(batch, tol=1.0):
             assert box[2] > box[0] and box[3] > box[1], box
             t = tight_box(batch["canvas_masks"][i, j])
             assert t is not None, f"valid box {box} has an empty mask"
-            scale = max(tol, float(batch["image_info"][i, 2].max()))
+            scale = tol + float(batch["image_info"][i, 2].max())
             np.testing.assert_allclose(box, t, atol=scale, err_msg=f"example {i} object {j}")
             checked += 1
     return checked
