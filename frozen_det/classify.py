@@ -8,7 +8,6 @@ prints one JSON line per image: {"image": PATH, "top5": [[class_id, probability]
 from __future__ import annotations
 
 import json
-import sys
 
 import jax
 import numpy as np

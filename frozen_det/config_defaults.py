@@ -13,12 +13,13 @@ ConfigDict = ml_collections.ConfigDict
 
 def backbone(type="resnet_rs", depth=101, variant=None, freeze="all", adapters=False,
              init_checkpoint="", bn_momentum=None, bn_epsilon=None, drop_path_rate=None,
-             dtype="float32") -> ConfigDict:
+             dtype="float32", conv_impl="xla") -> ConfigDict:
     """`model.backbone` (see frozen_det.models.backbones). Detection backbones have no
     ImageNet head (num_classes=None)."""
     return ConfigDict(dict(type=type, depth=depth, variant=variant, freeze=freeze, adapters=adapters,
                            num_classes=None, init_checkpoint=init_checkpoint, bn_momentum=bn_momentum,
-                           bn_epsilon=bn_epsilon, drop_path_rate=drop_path_rate, dtype=dtype))
+                           bn_epsilon=bn_epsilon, drop_path_rate=drop_path_rate, dtype=dtype,
+                           conv_impl=conv_impl))
 
 
 def fpn(min_level=2, max_level=6, num_filters=256) -> ConfigDict:

@@ -32,7 +32,6 @@ def photos(tmp_path_factory):
 
 
 def _load_config(path):
-    from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
     import importlib.util
     spec = importlib.util.spec_from_file_location("cfg", path)
     module = importlib.util.module_from_spec(spec)

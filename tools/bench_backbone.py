@@ -37,7 +37,6 @@ machine). Compare ratios from one run only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -45,13 +44,11 @@ import platform
 import statistics
 import sys
 import time
-import types
 
 # torch before anything that might pull in TensorFlow (the reverse order segfaults).
 import torch
 import torchvision
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,24 +98,6 @@ def parse_variant(name: str) -> dict:
                              f"choose from {sorted(OPTION_SETS) + list(MODEL_FLAGS)} joined by '+'.")
     return {"name": name, "options": options, "fast_conv": fast,
             "dtype": jnp.bfloat16 if bf16 else jnp.float32}
-
-
-@contextlib.contextmanager
-def conv_impl(use_fast: bool):
-    """While active, resnet.py's `nn.Conv` is fast_conv.Conv (same parameters). Tracing (init,
-    lower) must happen inside; compiled executables keep what they traced."""
-    if not use_fast:
-        yield
-        return
-    proxy = types.ModuleType("flax_linen_with_fast_conv")
-    proxy.__getattr__ = lambda name: getattr(nn, name)  # type: ignore[attr-defined]
-    proxy.Conv = fast_conv.Conv
-    saved = resnet_module.nn
-    resnet_module.nn = proxy
-    try:
-        yield
-    finally:
-        resnet_module.nn = saved
 
 
 # ---------------------------------------------------------------- torch reference
@@ -186,36 +165,36 @@ def _xla_stats(compiled) -> dict:
 def jax_contenders(variables, images, labels, variant, rows):
     """{row: (callable, xla stats, compile seconds)} for one variant."""
     out = {}
-    with conv_impl(variant["fast_conv"]):
-        for row in rows:
-            t0 = time.perf_counter()
-            if row == "forward":
-                model = resnet_module.ResNet(50, dtype=variant["dtype"])
-                fn = jax.jit(lambda v, x: model.apply(v, x, train=False, return_logits=True)[1])
-                compiled = fn.lower(variables, images).compile(compiler_options=variant["options"] or None)
-                args = (variables, images)
-            else:
-                freeze = ROW_FREEZE[row]
-                model = resnet_module.ResNet(50, freeze=freeze, dtype=variant["dtype"])
+    impl = "fast" if variant["fast_conv"] else "xla"
+    for row in rows:
+        t0 = time.perf_counter()
+        if row == "forward":
+            model = resnet_module.ResNet(50, dtype=variant["dtype"], conv_impl=impl)
+            fn = jax.jit(lambda v, x: model.apply(v, x, train=False, return_logits=True)[1])
+            compiled = fn.lower(variables, images).compile(compiler_options=variant["options"] or None)
+            args = (variables, images)
+        else:
+            freeze = ROW_FREEZE[row]
+            model = resnet_module.ResNet(50, freeze=freeze, dtype=variant["dtype"], conv_impl=impl)
 
-                def loss_fn(params, batch_stats, batch, rng, model=model):
-                    x, y = batch
-                    (_, logits), updates = model.apply(
-                        {"params": params, "batch_stats": batch_stats}, x, train=True,
-                        return_logits=True, mutable=["batch_stats"])
-                    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-                    return loss, ({}, updates["batch_stats"])
+            def loss_fn(params, batch_stats, batch, rng, model=model):
+                x, y = batch
+                (_, logits), updates = model.apply(
+                    {"params": params, "batch_stats": batch_stats}, x, train=True,
+                    return_logits=True, mutable=["batch_stats"])
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+                return loss, ({}, updates["batch_stats"])
 
-                mask = partition.trainable_mask(
-                    variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}))
-                optimizer = optax.sgd(LR, momentum=MOMENTUM)
-                state = create_train_state(variables, mask, optimizer)
-                fn = jax.jit(make_train_step(loss_fn, optimizer))
-                args = (state, (images, labels), jax.random.key(0))
-                compiled = fn.lower(*args).compile(compiler_options=variant["options"] or None)
-            jax.block_until_ready(compiled(*args))  # warm-up outside the timings
-            out[row] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
-                        _xla_stats(compiled), time.perf_counter() - t0)
+            mask = partition.trainable_mask(
+                variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}))
+            optimizer = optax.sgd(LR, momentum=MOMENTUM)
+            state = create_train_state(variables, mask, optimizer)
+            fn = jax.jit(make_train_step(loss_fn, optimizer))
+            args = (state, (images, labels), jax.random.key(0))
+            compiled = fn.lower(*args).compile(compiler_options=variant["options"] or None)
+        jax.block_until_ready(compiled(*args))  # warm-up outside the timings
+        out[row] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+                    _xla_stats(compiled), time.perf_counter() - t0)
     return out
 
 

@@ -24,10 +24,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from frozen_det.checkpoints.efficientnet_lite import HEAD_PATH, conversion_target

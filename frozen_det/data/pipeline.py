@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf

@@ -175,15 +175,15 @@ class TwoStageDetector(nn.Module):
                               strict_fg=r.strict_fg, mix_gt_boxes=r.mix_gt_boxes,
                               box_weights=self.stage_weights[0])
         cls_losses, box_losses, num_fg = [], [], []
+        box_deltas = None  # the previous stage's (class-agnostic) deltas, for cascades
         for stage, weights in enumerate(self.stage_weights):
             if stage > 0:
                 rois = box_ops.clip_boxes(
-                    box_ops.decode_boxes(stage_deltas, targets.rois, self.stage_weights[stage - 1]),
+                    box_ops.decode_boxes(box_deltas, targets.rois, self.stage_weights[stage - 1]),
                     image_shape)
                 targets = assign_rois(rois, gt_boxes, gt_classes, gt_valid,
                                       iou_threshold=c.cascade.iou_thresholds[stage - 1], box_weights=weights)
             logits, box_deltas = self.box_stage(stage, features, targets, train=True)
-            stage_deltas = box_deltas  # class-agnostic in cascades
             class_deltas = select_class_deltas(box_deltas, targets.classes)
             cls_losses.append(loss_lib.frcnn_class_loss(logits, targets.classes))
             box_losses.append(loss_lib.frcnn_box_loss(class_deltas, targets.box_targets, targets.foreground,

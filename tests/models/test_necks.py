@@ -419,7 +419,7 @@ def test_bottleneck_drop_connect():
     x = normal((16, 4, 4, 8))
     block = BottleneckBlock(filters=4, drop_connect_rate=0.5)
     v = random_variables(block, x)
-    p, s = v["params"], v["batch_stats"]
+    p = v["params"]
 
     def bn_train(name, y):  # batch statistics (biased variance), as BN in training
         m, var = jnp.mean(y, axis=(0, 1, 2)), jnp.var(y, axis=(0, 1, 2))

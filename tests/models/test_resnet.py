@@ -148,3 +148,20 @@ def test_torchvision_converter_rejects_unknown_names():
     with pytest.raises(KeyError, match="avgpool.weight"):
         convert_torchvision_resnet({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32),
                                     "avgpool.weight": np.zeros((1,), np.float32)})
+
+
+def test_fast_conv_impl_is_the_same_function_and_gradient():
+    x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    slow, fast = ResNet(18, num_classes=None), ResNet(18, num_classes=None, conv_impl="fast")
+    variables = slow.init(jax.random.key(0), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(fast.init(jax.random.key(0), x))
+
+    def loss(model):
+        return lambda p: jnp.sum(model.apply({**variables, "params": p}, x)[5] ** 2)
+
+    g_slow = jax.jit(jax.grad(loss(slow)))(variables["params"])
+    g_fast = jax.jit(jax.grad(loss(fast)))(variables["params"])
+    for a, b in zip(jax.tree.leaves(g_slow), jax.tree.leaves(g_fast)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()) + 1e-8)
+    with pytest.raises(ValueError, match="'xla' or 'fast'"):
+        ResNet(18, conv_impl="cudnn").init(jax.random.key(0), x)

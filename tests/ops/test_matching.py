@@ -2,10 +2,9 @@
 
 import jax
 import numpy as np
-import pytest
 
 from frozen_det.ops import matching as M
-from ops_test_utils import SEEDS, over_seeds
+from ops_test_utils import over_seeds
 
 P, N, I, INV = M.POSITIVE, M.NEGATIVE, M.IGNORE, M.INVALID
 

@@ -6,7 +6,7 @@ import pytest
 
 from frozen_det.ops.boxes import decode_boxes
 from frozen_det.ops.postprocess import detection_postprocess
-from ops_test_utils import SEEDS, over_seeds, random_boxes
+from ops_test_utils import over_seeds, random_boxes
 
 tf = pytest.importorskip("tensorflow")
 tf.config.set_visible_devices([], "GPU")

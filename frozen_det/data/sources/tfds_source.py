@@ -8,7 +8,6 @@ they become pixels once the image is decoded.
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import tensorflow as tf
