@@ -8,6 +8,9 @@ prints one JSON object:
   backbone_forward_gflops              backbone alone
   train_step_gflops                    forward + target assignment + losses + backward of the
                                        trainable parameters + SGD update
+  backbone_train_mode_forward_gflops   the backbone as the train step runs it
+  head_train_step_gflops               the same train step with the backbone's outputs given
+                                       (frozen: train_step ~= backbone + head train step)
   train_step_temp_bytes                XLA's temporary buffer size for the train step
 at the config's canvas (`data.canvas`) and per-device batch (`train.batch_size` / devices).
 This is how freezing's savings are measured rather than assumed.
@@ -16,6 +19,7 @@ This is how freezing's savings are measured rather than assumed.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -82,13 +86,57 @@ def parameter_counts(config):
             "params_trainable": partition.count_params(trainable)}, model, variables, mask
 
 
+def _init(model, config) -> dict:
+    rngs = {"params": jax.random.key(0), "sampling": jax.random.key(1)}
+    return jax.jit(lambda b: model.init(rngs, b, train=True))(_sample_batch(abstract_batch(config, 1)))
+
+
+def _train_step_flops(model, variables, mask, batch, backbone_features=None) -> tuple[float, Any]:
+    """(GFLOPs, compiled) of one SGD train step; with `backbone_features`, of the heads alone."""
+    def loss_fn(params, batch_stats, b, rng):
+        b, feats = b
+        (losses, metrics), updates = model.apply(
+            {"params": params, "batch_stats": batch_stats}, b, train=True, backbone_features=feats,
+            rngs=dict(zip(("sampling", "dropout"), jax.random.split(rng))), mutable=["batch_stats"])
+        return losses["total"], (metrics, updates["batch_stats"])
+
+    optimizer = optax.sgd(0.01, momentum=0.9)
+    state = create_train_state(variables, mask, optimizer)
+    step = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
+    compiled = step.lower(state, (batch, backbone_features), jax.random.key(0)).compile()
+    return _gflops(compiled), compiled
+
+
+def freeze_savings(config, model=None, variables=None, mask=None, batch=None) -> dict:
+    """FLOPs of the backbone's forward pass, the full train step and the heads' train step
+    (backbone outputs given as inputs). With a frozen backbone, full = backbone + heads: XLA
+    built no backbone backward pass."""
+    if model is None:
+        _, model, _, mask = parameter_counts(config)
+        per_device = max(1, int(config.train.batch_size) // jax.device_count())
+        batch = _sample_batch(abstract_batch(config, per_device))
+        variables = _init(model, config)
+    backbone = build_backbone(config.model.backbone)
+    backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
+    # The frozen parts of a backbone run in inference mode inside the train step too.
+    backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"])[0])
+    compiled_backbone = backbone_forward.lower(backbone_vars, batch["image"]).compile()
+    features = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                            jax.eval_shape(backbone_forward, backbone_vars, batch["image"]))
+    train_gflops, compiled_step = _train_step_flops(model, variables, mask, batch)
+    head_gflops, _ = _train_step_flops(model, variables, mask, batch, features)
+    return {"backbone_train_mode_forward_gflops": round(_gflops(compiled_backbone), 3),
+            "train_step_gflops": round(train_gflops, 3),
+            "head_train_step_gflops": round(head_gflops, 3),
+            "_compiled_step": compiled_step}
+
+
 def measure(config) -> dict:
     counts, model, _, mask = parameter_counts(config)
     per_device = max(1, int(config.train.batch_size) // jax.device_count())
     spec = abstract_batch(config, per_device)
     batch = _sample_batch(spec)
-    variables = model.init({"params": jax.random.key(0), "sampling": jax.random.key(1)},
-                           _sample_batch(abstract_batch(config, 1)), train=True)
+    variables = _init(model, config)
 
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile()
     backbone = build_backbone(config.model.backbone)
@@ -96,21 +144,13 @@ def measure(config) -> dict:
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(
         backbone_vars, batch["image"]).compile()
 
-    def loss_fn(params, batch_stats, b, rng):
-        (losses, metrics), updates = model.apply({"params": params, "batch_stats": batch_stats}, b,
-                                                 train=True, rngs={"sampling": rng}, mutable=["batch_stats"])
-        return losses["total"], (metrics, updates["batch_stats"])
-
-    optimizer = optax.sgd(0.01, momentum=0.9)
-    state = create_train_state(variables, mask, optimizer)
-    step = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
-    compiled_step = step.lower(state, batch, jax.random.key(0)).compile()
-    memory = compiled_step.memory_analysis()
+    savings = freeze_savings(config, model, variables, mask, batch)
+    memory = savings.pop("_compiled_step").memory_analysis()
     return {
         **counts,
         "forward_gflops": round(_gflops(forward), 3),
         "backbone_forward_gflops": round(_gflops(backbone_forward), 3),
-        "train_step_gflops": round(_gflops(compiled_step), 3),
+        **savings,
         "train_step_temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)),
         "canvas": int(config.data.canvas),
         "per_device_batch": per_device,

@@ -96,8 +96,11 @@ class TwoStageDetector(nn.Module):
 
     # ------------------------------------------------------------------ shared pieces
 
-    def features(self, images, train: bool):
-        backbone_features = self.backbone(images, train=train)
+    def features(self, images, train: bool, backbone_features=None):
+        """Neck outputs. `backbone_features` given: the backbone is skipped (used to measure
+        what the heads alone cost, frozen_det.resources)."""
+        if backbone_features is None:
+            backbone_features = self.backbone(images, train=train)
         return self.neck(backbone_features, train=train)
 
     def roi_features(self, features, rois, output_size):
@@ -145,7 +148,7 @@ class TwoStageDetector(nn.Module):
         roi_feats = self.roi_features(features, targets.rois, self.config.roi.crop_size)
         return self.box_heads[stage](roi_feats, train)
 
-    def training_losses(self, batch: Mapping[str, Any]):
+    def training_losses(self, batch: Mapping[str, Any], backbone_features=None):
         c = self.config
         images = batch["image"]
         image_shape = images.shape[1:3]
@@ -154,7 +157,7 @@ class TwoStageDetector(nn.Module):
         gt_valid = batch["valid"].astype(bool)
         rpn_key, roi_key = jax.random.split(self.make_rng("sampling"))
 
-        features = self.features(images, train=True)
+        features = self.features(images, train=True, backbone_features=backbone_features)
         scores, deltas, anchors, proposals, _, proposal_valid = self.proposals(features, image_shape, True)
 
         # RPN losses.
@@ -251,8 +254,8 @@ class TwoStageDetector(nn.Module):
             out["original_boxes"] = to_original_boxes(dets.boxes, batch["image_info"])
         return out
 
-    def __call__(self, batch: Mapping[str, Any], train: bool = False):
-        return self.training_losses(batch) if train else self.detect(batch)
+    def __call__(self, batch: Mapping[str, Any], train: bool = False, backbone_features=None):
+        return self.training_losses(batch, backbone_features) if train else self.detect(batch)
 
 
 def to_original_boxes(boxes: jax.Array, image_info: jax.Array) -> jax.Array:

@@ -176,3 +176,24 @@ def test_faster_rcnn_overfits_a_fixed_batch_and_detects_its_objects():
     evaluator = CocoEvaluator(_ground_truth_dict(batch), [0, 1, 2, 3])
     evaluator.add(np.arange(BATCH), out["original_boxes"], out["scores"], out["classes"], out["valid"])
     assert evaluator.evaluate()["AP50"] > 0.9
+
+
+def test_frozen_detector_train_step_has_no_backbone_backward_pass():
+    """XLA FLOPs: frozen train step = backbone forward + the heads' own train step (within 5%);
+    fine-tuning costs clearly more."""
+    from frozen_det import config_defaults
+    from frozen_det.resources import freeze_savings
+
+    def config(strategy):
+        c = config_defaults.ConfigDict()
+        c.model = tiny_two_stage_model(num_classes=4)
+        config_defaults.apply_strategy(c.model, strategy, "")
+        c.data = config_defaults.ConfigDict(dict(canvas=CANVAS, max_instances=MAX_GT))
+        c.train = config_defaults.ConfigDict(dict(batch_size=BATCH))
+        return c
+
+    frozen = freeze_savings(config("frozen"))
+    expected = frozen["backbone_train_mode_forward_gflops"] + frozen["head_train_step_gflops"]
+    assert abs(frozen["train_step_gflops"] - expected) <= 0.05 * expected, frozen
+    finetune = freeze_savings(config("finetune"))
+    assert finetune["train_step_gflops"] > frozen["train_step_gflops"] + frozen["backbone_train_mode_forward_gflops"]
