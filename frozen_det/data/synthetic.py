@@ -9,6 +9,8 @@ an earlier object, so every object stays recognisable. The instance masks are st
 PNG "instance map" (pixel value j+1 = object j, 0 = background, the *visible* region), and
 each box is the tight box of its visible mask. Every example is a pure function of
 (split, index) through ``numpy.random.default_rng``, so two builds are byte-identical.
+The drawing helpers (``background``, ``random_shape_mask``, ``place``, ``paint``,
+``visible_boxes``) also build the long-tailed LVIS-format dataset (:mod:`frozen_det.data.long_tail`).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _shape_polygon(kind, cy, cx, r, rot):
     raise ValueError(kind)
 
 
-def _draw_shape(kind, size, cy, cx, r, rot) -> np.ndarray:
+def draw_shape(kind, size, cy, cx, r, rot) -> np.ndarray:
     """Binary mask of one shape on a size x size grid."""
     im = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(im)
@@ -87,7 +89,7 @@ def _draw_shape(kind, size, cy, cx, r, rot) -> np.ndarray:
     return np.asarray(im, np.uint8)
 
 
-def _background(rng, size) -> np.ndarray:
+def background(rng, size) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     c0, c1 = rng.uniform(40, 200, 3), rng.uniform(40, 200, 3)
     t = (yy * rng.uniform(-1, 1) + xx * rng.uniform(-1, 1))
@@ -100,13 +102,51 @@ def _background(rng, size) -> np.ndarray:
     return bg
 
 
+def random_shape_mask(rng, kind, size, radius=(0.07, 0.2)) -> np.ndarray:
+    """Bool mask of one shape at a random position, rotation and radius (``radius``: a range
+    of fractions of ``size``), fully inside the image."""
+    r = rng.uniform(*radius) * size
+    cy, cx = rng.uniform(r, size - r, 2)
+    return draw_shape(kind, size, cy, cx, r, rng.uniform(0, 2 * np.pi)).astype(bool)
+
+
+def place(instance_map, full_areas, mask):
+    """``instance_map`` with ``mask`` drawn on top as object ``len(full_areas) + 1`` (a new
+    array), or None when the mask is smaller than 30 pixels or would hide more than half of an
+    earlier object (``full_areas``: their unoccluded pixel counts)."""
+    if mask.sum() < 30:
+        return None
+    trial = instance_map.copy()
+    trial[mask] = len(full_areas) + 1
+    visible = [(trial == j + 1).sum() for j in range(len(full_areas))]
+    if any(v < 0.5 * a for v, a in zip(visible, full_areas)):
+        return None
+    return trial
+
+
+def paint(rng, image, mask, colour) -> None:
+    """Fills ``mask`` of the float image with ``colour`` plus a little per-pixel noise."""
+    image[mask] = colour + rng.normal(0, 4, (int(mask.sum()), 3))
+
+
+def visible_boxes(instance_map, num_objects) -> tuple:
+    """Tight boxes (ymin, xmin, ymax, xmax; float32 [n, 4]) and pixel areas (int64 [n]) of the
+    visible parts of objects 1..num_objects of an instance map."""
+    boxes, areas = [], []
+    for j in range(num_objects):
+        ys, xs = np.nonzero(instance_map == j + 1)
+        boxes.append([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
+        areas.append(len(ys))
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(areas, np.int64)
+
+
 def generate_example(index: int, split: str, image_size: int, num_classes: int,
                      max_objects: int) -> dict:
     """One example as numpy: image uint8 [S,S,3], instance_map uint8 [S,S,1], boxes
     (ymin,xmin,ymax,xmax, pixels), labels (0-based), visible areas."""
     rng = np.random.default_rng([_SPLIT_SEED.get(split, 2), index, image_size, num_classes])
     size = image_size
-    image = _background(rng, size)
+    image = background(rng, size)
     inst = np.zeros((size, size), np.uint8)
     full_areas, labels = [], []
     n_target = int(rng.integers(0, max_objects + 1))
@@ -114,15 +154,9 @@ def generate_example(index: int, split: str, image_size: int, num_classes: int,
     while len(labels) < n_target and attempts < 50:
         attempts += 1
         label = int(rng.integers(0, num_classes))
-        r = rng.uniform(0.07, 0.2) * size
-        cy, cx = rng.uniform(r, size - r, 2)
-        mask = _draw_shape(SHAPES[label], size, cy, cx, r, rng.uniform(0, 2 * np.pi)).astype(bool)
-        if mask.sum() < 30:
-            continue
-        trial = inst.copy()
-        trial[mask] = len(labels) + 1
-        visible = [(trial == j + 1).sum() for j in range(len(labels))]
-        if any(v < 0.5 * a for v, a in zip(visible, full_areas)):
+        mask = random_shape_mask(rng, SHAPES[label], size)
+        trial = place(inst, full_areas, mask)
+        if trial is None:
             continue
         inst = trial
         labels.append(label)
@@ -130,15 +164,10 @@ def generate_example(index: int, split: str, image_size: int, num_classes: int,
         colour = rng.uniform(0, 255, 3)
         while np.abs(colour - image[mask].mean(0)).sum() < 150:  # contrast with the background
             colour = rng.uniform(0, 255, 3)
-        image[mask] = colour + rng.normal(0, 4, (int(mask.sum()), 3))
-    boxes, areas = [], []
-    for j in range(len(labels)):
-        ys, xs = np.nonzero(inst == j + 1)
-        boxes.append([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1])
-        areas.append(len(ys))
+        paint(rng, image, mask, colour)
+    boxes, areas = visible_boxes(inst, len(labels))
     return dict(image=np.clip(image, 0, 255).astype(np.uint8), instance_map=inst[..., None],
-                boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=np.asarray(labels, np.int64),
-                areas=np.asarray(areas, np.int64))
+                boxes=boxes, labels=np.asarray(labels, np.int64), areas=areas)
 
 
 class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
