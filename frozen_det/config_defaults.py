@@ -67,6 +67,13 @@ def two_stage_model(num_classes=91, neck=None, backbone_cfg=None, cascade=False,
     m.box_head = ConfigDict(dict(
         num_convs=4, num_filters=256, num_fcs=2, fc_dims=1024, use_batch_norm=True,  # 2.10
         class_agnostic=False, weights=(10.0, 10.0, 5.0, 5.0), huber_delta=1.0,
+        # Classification loss: "softmax" CE (reference), "sigmoid" BCE per class, or "federated"
+        # (Zhou et al. 2021: sigmoid BCE on the batch's classes + `federated_num_classes` sampled
+        # by training image frequency^federated_power). Class-balanced re-weighting of the loss
+        # by training instance counts: "none", "effective_number" (Cui et al. 2019, beta),
+        # "inverse_frequency", "inverse_sqrt_frequency" (the LVIS second stage uses one).
+        class_loss="softmax", class_weighting="none", class_balance_beta=0.999,
+        federated_num_classes=50, federated_power=0.5,
     ))
     m.cascade = ConfigDict(dict(
         enabled=cascade, iou_thresholds=(0.7, 0.8), class_ensemble=True,
@@ -132,6 +139,7 @@ def train(batch_size=64, total_steps=133_056, boundaries=(88_704, 125_664), base
         eval_at_end=True,
         init_from="",  # another run's workdir: start from its parameters (e.g. LVIS stage 2)
         trainable_only=(),  # path regexes: train only these (classifier-only fine-tuning)
+        freeze_batch_stats=False,  # keep every BatchNorm statistic as restored (second stage)
         sharding_rules=(),  # (regex, "fsdp" | "replicate") over state paths
         fsdp_min_size=0,  # >0: FSDP-shard every state leaf with at least this many elements
         distributed=False,  # call jax.distributed.initialize() (multi-host)

@@ -28,7 +28,8 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     result = evaluate_detector(make_detect_fn(model), variables, eval_pipeline,
                                to_device=lambda b: sharding.global_batch(b, mesh),
                                include_masks=bool(config.model.mask.enabled),
-                               max_detections=int(config.model.detections.max_detections))
+                               max_detections=int(config.model.detections.max_detections),
+                               metric=eval_pipeline.config.eval_metric)
     result["path"] = write_eval_json(workdir, eval_pipeline.split, step, result)
     result["step"] = step
     return result

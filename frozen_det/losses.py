@@ -10,6 +10,7 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -39,9 +40,72 @@ def rpn_box_loss(deltas: Mapping[int, jax.Array], targets: Mapping[int, jax.Arra
     return total
 
 
-def frcnn_class_loss(logits: jax.Array, classes: jax.Array) -> jax.Array:
-    """Softmax cross-entropy averaged over all sampled ROIs of the batch."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, classes))
+def frcnn_class_loss(logits: jax.Array, classes: jax.Array, class_weights: jax.Array | None = None) -> jax.Array:
+    """Softmax cross-entropy averaged over all sampled ROIs of the batch. `class_weights` [C + 1]:
+    each ROI's term is scaled by the weight of its target class (class-balanced loss)."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, classes)
+    if class_weights is not None:
+        ce = ce * class_weights[classes]
+    return jnp.mean(ce)
+
+
+def sigmoid_class_loss(logits: jax.Array, classes: jax.Array, class_weights: jax.Array | None = None,
+                       class_mask: jax.Array | None = None) -> jax.Array:
+    """Per-class sigmoid BCE on the foreground logits (the background logit, index 0, is unused;
+    a background ROI is negative for every class), summed over classes, averaged over ROIs.
+    `class_mask` [C + 1] bool: only these classes' terms count (the federated loss)."""
+    num_classes = logits.shape[-1]
+    targets = jax.nn.one_hot(classes, num_classes)[..., 1:]
+    bce = optax.sigmoid_binary_cross_entropy(logits[..., 1:].astype(jnp.float32), targets)
+    if class_mask is not None:
+        bce = bce * class_mask[1:].astype(bce.dtype)
+    per_roi = jnp.sum(bce, axis=-1)
+    if class_weights is not None:
+        per_roi = per_roi * class_weights[classes]
+    return jnp.mean(per_roi)
+
+
+def federated_class_mask(key: jax.Array, classes: jax.Array, sampling_weights: jax.Array,
+                         num_sampled: int) -> jax.Array:
+    """The class subset S of the federated loss (Zhou et al. 2021, "Probabilistic two-stage
+    detection", sec. 4): every class that is a target of some ROI in the batch, plus classes
+    drawn without replacement with probability proportional to `sampling_weights` [C + 1]
+    (frequency^0.5 there) until |S| = `num_sampled` (when fewer classes are present). Static
+    shapes: a Gumbel top-k in which present classes rank first. Returns bool [C + 1]
+    (background never in S)."""
+    num_classes = sampling_weights.shape[0]
+    present = jnp.zeros(num_classes, bool).at[classes.reshape(-1)].set(True).at[0].set(False)
+    gumbel = jax.random.gumbel(key, (num_classes,))
+    score = jnp.where(sampling_weights > 0, jnp.log(jnp.maximum(sampling_weights, 1e-30)) + gumbel, -jnp.inf)
+    score = jnp.where(present, jnp.inf, score).at[0].set(-jnp.inf)
+    k = min(num_sampled, num_classes - 1)
+    threshold = jax.lax.top_k(score, k)[0][-1]
+    return present | ((score >= threshold) & jnp.isfinite(score))
+
+
+def class_balance_weights(instance_counts, method: str, beta: float = 0.999):
+    """Per-class loss weights [C + 1] (numpy) from training instance counts [C + 1]:
+    "effective_number" (Cui et al. 2019): (1 - beta) / (1 - beta^n_c); "inverse_frequency": 1 / n_c;
+    "inverse_sqrt_frequency": 1 / sqrt(n_c). Normalised to mean 1 over the foreground classes
+    with instances; classes without instances get the largest weight; background weight 1."""
+    n = np.asarray(instance_counts, np.float64)[1:]
+    seen = n > 0
+    if not seen.any():
+        raise ValueError("class-balanced weights need training instance counts; all are zero")
+    if method == "effective_number":
+        if not 0 < beta < 1:
+            raise ValueError(f"class_balance_beta={beta}: must be in (0, 1)")
+        raw = np.where(seen, (1 - beta) / (1 - np.power(beta, np.maximum(n, 1))), 0.0)
+    elif method == "inverse_frequency":
+        raw = np.where(seen, 1.0 / np.maximum(n, 1), 0.0)
+    elif method == "inverse_sqrt_frequency":
+        raw = np.where(seen, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0)
+    else:
+        raise ValueError(f"class weighting {method!r}: 'effective_number', 'inverse_frequency' or "
+                         "'inverse_sqrt_frequency'")
+    raw = raw / raw[seen].mean()
+    raw = np.where(seen, raw, raw[seen].max())
+    return np.concatenate([[1.0], raw]).astype(np.float32)
 
 
 def frcnn_box_loss(deltas: jax.Array, targets: jax.Array, foreground: jax.Array,

@@ -45,6 +45,14 @@ def defaults() -> ConfigDict:
         shuffle_buffer=2048,      # tfds sources stream; local/synthetic shuffle the full split
         kshot=0,                  # >0: keep k images per class in the train split (papers 001/003)
         kshot_seed=0,
+        # Train image sampling: "uniform" (every image once per epoch) or "repeat_factor" (LVIS
+        # sec. 4.1: image i appears r_i = max over its classes c of max(1, (t / f_c)^power) times
+        # per epoch in expectation, f_c = fraction of train images containing c).
+        sampling="uniform",
+        repeat_threshold=0.001,   # t (LVIS: 0.001)
+        repeat_power=0.5,         # 0.5: LVIS; 1.0: close to class-balanced image sampling
+        eval_metric="auto",       # "coco" (pycocotools), "lvis" (official lvis API, federated),
+                                  # "auto": lvis when the source has LVIS r/c/f frequencies
         augment=ConfigDict(dict(
             hflip=True,
             scale_min=0.1, scale_max=2.0,  # LSJ, tfmg.md 2.11
@@ -119,6 +127,12 @@ def validate(cfg: ConfigDict) -> None:
         bad("masks_dtype", "'float32' or 'uint8'")
     if cfg.voc_difficult not in ("crowd", "keep", "drop"):
         bad("voc_difficult", "'crowd', 'keep' or 'drop'")
+    if cfg.sampling not in ("uniform", "repeat_factor"):
+        bad("sampling", "'uniform' or 'repeat_factor'")
+    if cfg.repeat_threshold <= 0 or cfg.repeat_power <= 0:
+        bad("repeat_threshold", "repeat_threshold and repeat_power must be positive")
+    if cfg.eval_metric not in ("auto", "coco", "lvis"):
+        bad("eval_metric", "'auto', 'coco' or 'lvis'")
     if cfg.augment.copy_paste and not cfg.with_masks:
         bad("augment.copy_paste", "Copy-Paste pastes objects by their instance masks: set "
             "data.with_masks=True (on a source with masks) or augment.copy_paste=False")

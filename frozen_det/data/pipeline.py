@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from frozen_det.data import config as config_lib
+from frozen_det.data.class_stats import class_statistics, epoch_repeats, repeat_factors
 from frozen_det.data.example import make_eval_fn, make_train_fn
 from frozen_det.data.kshot import kshot_select
 from frozen_det.data.sources import build_source
@@ -99,12 +100,29 @@ class _Base:
         if self.source.random_access:
             self.source.num_records(self.split)  # a missing split fails here, with its name
         self.stats = {"examples": 0, "examples_skipped": 0, "bad_boxes": 0, "dropped_instances": 0}
-        self._selected = None
+        self._selected = None  # k-shot: the record indices kept
+        self._repeat_factors = None  # repeat-factor sampling: per kept record
 
     # ------------------------------------------------------------------ record order
-    def _shard_indices(self) -> np.ndarray:
+    def _epoch_repeats(self, epoch: int):
+        """Per record of the whole split, how often it is read in ``epoch``; None = each once.
+        The same on every process (seeded by the epoch only), so shards stay disjoint."""
+        if self._selected is None and self._repeat_factors is None:
+            return None
         n = self.source.num_records(self.split)
-        idx = self._selected if self._selected is not None else np.arange(n)
+        repeats = np.zeros(n, np.int64)
+        chosen = self._selected if self._selected is not None else np.arange(n)
+        if self._repeat_factors is None:
+            repeats[chosen] = 1
+        else:
+            rng = np.random.default_rng([self.config.seed, epoch, 7])
+            repeats[chosen] = epoch_repeats(self._repeat_factors, rng)
+        return repeats
+
+    def _shard_indices(self, epoch: int = 0) -> np.ndarray:
+        n = self.source.num_records(self.split)
+        repeats = self._epoch_repeats(epoch)
+        idx = np.arange(n) if repeats is None else np.repeat(np.arange(n), repeats)
         return idx[self.process_index::self.process_count]
 
     def _records(self, epoch: int, offset: int, stream: int = 0):
@@ -113,7 +131,7 @@ class _Base:
         cfg, src = self.config, self.source
         shuffle = self.train
         if src.random_access:
-            order = self._shard_indices()
+            order = self._shard_indices(epoch)
             if shuffle:
                 rng = np.random.default_rng([cfg.seed, epoch, self.process_index, stream])
                 order = order[rng.permutation(len(order))]
@@ -124,7 +142,7 @@ class _Base:
             seed = int(np.random.default_rng([cfg.seed, epoch, self.process_index, stream])
                        .integers(0, 2**31 - 1))
         ds = src.stream(self.split, (self.process_index, self.process_count), seed,
-                        cfg.shuffle_buffer, selected=self._selected)
+                        cfg.shuffle_buffer, repeats=self._epoch_repeats(epoch))
         return ds.skip(offset)
 
     def _traced_fn(self, fn, element_spec):
@@ -211,9 +229,23 @@ class TrainPipeline(_Base):
             self._selected = kshot_select(self.source.record_classes(self.split), cfg.kshot, cfg.kshot_seed)
             log.info("k-shot: %d images of split %r keep >= %d images per class", len(self._selected),
                      self.split, cfg.kshot)
+        if cfg.sampling == "repeat_factor":
+            self._repeat_factors = self._compute_repeat_factors()
         self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: make_train_fn(self.source, cfg))
         self._epoch, self._offset = 0, 0
         self._gen = None
+
+    def _compute_repeat_factors(self) -> np.ndarray:
+        cfg = self.config
+        counts = self.source.record_class_counts(self.split)
+        if self._selected is not None:
+            counts = [counts[i] for i in self._selected]
+        stats = class_statistics(counts, self.source.info.num_classes)
+        factors = repeat_factors(counts, stats, cfg.repeat_threshold, cfg.repeat_power)
+        log.info("repeat-factor sampling (t=%g, power=%g): %.1f%% of %d images repeated, mean factor %.3f, "
+                 "max %.2f", cfg.repeat_threshold, cfg.repeat_power, 100 * np.mean(factors > 1), len(factors),
+                 factors.mean(), factors.max())
+        return factors
 
     def state(self) -> dict:
         """A small JSON-able dict; save it with the training checkpoint."""

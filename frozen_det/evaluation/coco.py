@@ -56,15 +56,15 @@ def paste_mask(mask: np.ndarray, box: Sequence[float], image_hw: tuple[int, int]
     return out
 
 
-class CocoEvaluator:
-    """Accumulates detections for a set of images and runs COCOeval (bbox, and segm if masks).
+class DetectionResults:
+    """Accumulates padded detections as COCO-format result dicts (xywh boxes in original
+    pixels, dataset category ids, RLE masks): the common input of the COCO and LVIS APIs.
 
     Args:
       ground_truth: a COCO-format dict (images, annotations, categories) in original pixels.
       category_ids: maps the model's contiguous class id (index) to the dataset category id;
         index 0 (background) is unused.
-      max_detections: detections per image submitted (the top-scoring ones); COCOeval itself
-        scores at most 100 per image, as the COCO metric defines.
+      max_detections: detections per image submitted (the top-scoring ones).
     """
 
     def __init__(self, ground_truth: Mapping[str, Any], category_ids: Sequence[int], *,
@@ -98,6 +98,11 @@ class CocoEvaluator:
                     rle["counts"] = rle["counts"].decode("ascii")
                     result["segmentation"] = rle
                 self.results.append(result)
+
+
+class CocoEvaluator(DetectionResults):
+    """COCOeval (bbox, and segm with masks) over the accumulated detections; COCOeval itself
+    scores at most 100 detections per image, as the COCO metric defines."""
 
     def _run(self, gt: COCO, iou_type: str) -> tuple[dict, dict]:
         image_ids = sorted(set(self.image_ids))

@@ -1,4 +1,5 @@
-"""Run a detector over an eval split and score it with COCO (pycocotools) metrics.
+"""Run a detector over an eval split and score it with COCO (pycocotools) or LVIS (official
+`lvis` API, federated rules) metrics.
 
 Each process runs the same number of jitted detection steps over its shard (the eval pipeline
 pads the last batch); detections are gathered to every process and the host scores them.
@@ -15,6 +16,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from frozen_det.evaluation.coco import CocoEvaluator
+
+METRICS = ("coco", "lvis")
 
 DETECTION_KEYS = ("original_boxes", "scores", "classes", "valid")
 
@@ -36,13 +39,31 @@ def _model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in ("image", "image_info", "image_id", "example_valid")}
 
 
+def resolve_metric(metric: str, source) -> str:
+    """`data.eval_metric`: "auto" is LVIS for sources with r/c/f frequencies (LVIS json folders,
+    TFDS lvis), else COCO."""
+    if metric == "auto":
+        lvis_like = source.info.frequencies is not None or getattr(source, "kind", "") == "lvis"
+        return "lvis" if lvis_like else "coco"
+    if metric not in METRICS:
+        raise ValueError(f"config.data.eval_metric={metric!r}: choose 'auto' or one of {METRICS}")
+    return metric
+
+
 def evaluate_detector(detect_fn: Callable, variables: Any, eval_pipeline, *, to_device: Callable | None = None,
-                      include_masks: bool = False, max_detections: int = 100) -> dict:
-    """Runs one pass of `eval_pipeline` and returns the COCO summary (see CocoEvaluator)."""
+                      include_masks: bool = False, max_detections: int = 100, metric: str = "auto") -> dict:
+    """Runs one pass of `eval_pipeline` and returns the COCO or LVIS summary (CocoEvaluator,
+    LvisEvaluator), with per-class AP keyed by class name and `metric` naming the protocol."""
     source = eval_pipeline.source
+    metric = resolve_metric(metric, source)
     ground_truth = source.coco_ground_truth(eval_pipeline.split)
-    evaluator = CocoEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
-                              max_detections=max_detections)
+    if metric == "lvis":
+        from frozen_det.evaluation.lvis import LvisEvaluator
+        evaluator = LvisEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
+                                  max_detections=max_detections)
+    else:
+        evaluator = CocoEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
+                                  max_detections=max_detections)
     for batch in eval_pipeline:
         inputs = _model_inputs(batch)
         out = detect_fn(variables, to_device(inputs) if to_device else inputs)
@@ -54,7 +75,7 @@ def evaluate_detector(detect_fn: Callable, variables: Any, eval_pipeline, *, to_
                       np.asarray(out["scores"])[keep], np.asarray(out["classes"])[keep],
                       np.asarray(out["valid"])[keep],
                       np.asarray(out["masks"])[keep] if include_masks and "masks" in out else None)
-    result = evaluator.evaluate()
+    result = dict(evaluator.evaluate(), metric=metric)
     names = source.info.class_names
     by_category = {int(c): names[i] for i, c in enumerate(source.info.category_ids) if i > 0}
     for key in ("per_class_AP", "mask_per_class_AP"):

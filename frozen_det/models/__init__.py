@@ -29,12 +29,29 @@ def validate_model_config(config, num_data_classes: int | None = None) -> None:
     if num_data_classes is not None and int(m.num_classes) != num_data_classes + 1:
         raise ValueError(f"config.model.num_classes={m.num_classes} but the dataset has {num_data_classes} "
                          f"classes: set model.num_classes={num_data_classes + 1} (classes + background).")
+    from frozen_det.models.detector import CLASS_LOSSES, CLASS_WEIGHTINGS
+    if m.box_head.get("class_loss", "softmax") not in CLASS_LOSSES:
+        raise ValueError(f"config.model.box_head.class_loss={m.box_head.class_loss!r}: choose one of {CLASS_LOSSES}.")
+    if m.box_head.get("class_weighting", "none") not in CLASS_WEIGHTINGS:
+        raise ValueError(f"config.model.box_head.class_weighting={m.box_head.class_weighting!r}: choose one of "
+                         f"{CLASS_WEIGHTINGS}.")
     if m.mask.enabled and not config.data.get("with_masks", False):
         raise ValueError("config.model.mask.enabled=True needs config.data.with_masks=True.")
 
 
-def build_model(model_config):
+def needs_class_statistics(model_config) -> bool:
+    """Whether the model's training losses read the training split's class counts."""
+    head = model_config.box_head
+    return head.get("class_weighting", "none") != "none" or head.get("class_loss", "softmax") == "federated"
+
+
+def build_model(model_config, class_statistics=None):
+    """`class_statistics`: a frozen_det.data.class_stats.ClassStatistics of the training split,
+    for the losses that need it (`needs_class_statistics`)."""
     from frozen_det.models.detector import TwoStageDetector
     frozen = (model_config if isinstance(model_config, ml_collections.FrozenConfigDict)
               else ml_collections.FrozenConfigDict(model_config))
-    return TwoStageDetector(frozen)
+    if class_statistics is None:
+        return TwoStageDetector(frozen)
+    return TwoStageDetector(frozen, class_instance_counts=tuple(int(n) for n in class_statistics.instance_counts),
+                            class_image_counts=tuple(int(n) for n in class_statistics.image_counts))

@@ -16,7 +16,8 @@ masks (optional, box-aligned crops), image_info.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -43,10 +44,22 @@ def _dtype(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
+CLASS_LOSSES = ("softmax", "sigmoid", "federated")
+CLASS_WEIGHTINGS = ("none", "effective_number", "inverse_frequency", "inverse_sqrt_frequency")
+SIGMOID_PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)  # a 1% prior per class (RetinaNet's)
+
+
 class TwoStageDetector(nn.Module):
-    """`config` is `config.model` (see configs/ for the fields), frozen for hashing."""
+    """`config` is `config.model` (see configs/ for the fields), frozen for hashing.
+
+    `class_instance_counts` / `class_image_counts` ([C + 1] tuples, the training split's
+    non-crowd instances / images per class) are needed only by the losses that use them
+    (`box_head.class_weighting`, `box_head.class_loss="federated"`); inference never does.
+    """
 
     config: ml_collections.FrozenConfigDict
+    class_instance_counts: Optional[tuple] = None
+    class_image_counts: Optional[tuple] = None
 
     def setup(self):
         c = self.config
@@ -60,7 +73,8 @@ class TwoStageDetector(nn.Module):
         head_kwargs = dict(num_classes=c.num_classes, num_convs=c.box_head.num_convs,
                            num_filters=c.box_head.num_filters, num_fcs=c.box_head.num_fcs,
                            fc_dims=c.box_head.fc_dims, use_batch_norm=c.box_head.use_batch_norm,
-                           activation=c.activation, **bn)
+                           activation=c.activation,
+                           class_bias_init=0.0 if self.class_loss == "softmax" else SIGMOID_PRIOR_BIAS, **bn)
         if self.cascade:
             # Cascade heads are class-agnostic (the reference's MaskRCNNModel requires it).
             self.box_heads = [BoxHead(class_agnostic=True, **head_kwargs)
@@ -144,6 +158,38 @@ class TwoStageDetector(nn.Module):
                 {l: v.reshape(v.shape[:3] + (-1,)) for l, v in target_levels.items()},
                 jnp.sum(positive & sample.indicator))
 
+    @property
+    def class_loss(self) -> str:
+        return self.config.box_head.get("class_loss", "softmax")
+
+    def _class_weights(self):
+        """Per-class weights of the classification loss (None: unweighted)."""
+        method = self.config.box_head.get("class_weighting", "none")
+        if method == "none":
+            return None
+        if self.class_instance_counts is None:
+            raise ValueError(f"model.box_head.class_weighting={method!r} needs the training split's class counts: "
+                             "build the model with class_instance_counts (the training loop does)")
+        return jnp.asarray(loss_lib.class_balance_weights(
+            self.class_instance_counts, method, self.config.box_head.get("class_balance_beta", 0.999)))
+
+    def classification_loss(self, key, logits, classes):
+        """`box_head.class_loss`: softmax CE (the reference), per-class sigmoid BCE, or the
+        federated loss (sigmoid BCE on a sampled class subset)."""
+        weights = self._class_weights()
+        if self.class_loss == "softmax":
+            return loss_lib.frcnn_class_loss(logits, classes, weights)
+        class_mask = None
+        if self.class_loss == "federated":
+            if self.class_image_counts is None:
+                raise ValueError("model.box_head.class_loss='federated' samples classes by training frequency: "
+                                 "build the model with class_image_counts (the training loop does)")
+            h = self.config.box_head
+            sampling = jnp.asarray(self.class_image_counts, jnp.float32) ** h.get("federated_power", 0.5)
+            class_mask = loss_lib.federated_class_mask(key, classes, sampling.at[0].set(0.0),
+                                                       int(h.get("federated_num_classes", 50)))
+        return loss_lib.sigmoid_class_loss(logits, classes, weights, class_mask)
+
     def box_stage(self, stage: int, features, targets: RoiTargets, train: bool):
         roi_feats = self.roi_features(features, targets.rois, self.config.roi.crop_size)
         return self.box_heads[stage](roi_feats, train)
@@ -155,7 +201,7 @@ class TwoStageDetector(nn.Module):
         gt_boxes = batch["boxes"].astype(jnp.float32)
         gt_classes = batch["classes"].astype(jnp.int32)
         gt_valid = batch["valid"].astype(bool)
-        rpn_key, roi_key = jax.random.split(self.make_rng("sampling"))
+        rpn_key, roi_key, class_key = jax.random.split(self.make_rng("sampling"), 3)
 
         features = self.features(images, train=True, backbone_features=backbone_features)
         scores, deltas, anchors, proposals, _, proposal_valid = self.proposals(features, image_shape, True)
@@ -188,7 +234,8 @@ class TwoStageDetector(nn.Module):
                                       iou_threshold=c.cascade.iou_thresholds[stage - 1], box_weights=weights)
             logits, box_deltas = self.box_stage(stage, features, targets, train=True)
             class_deltas = select_class_deltas(box_deltas, targets.classes)
-            cls_losses.append(loss_lib.frcnn_class_loss(logits, targets.classes))
+            cls_losses.append(self.classification_loss(jax.random.fold_in(class_key, stage), logits,
+                                                       targets.classes))
             box_losses.append(loss_lib.frcnn_box_loss(class_deltas, targets.box_targets, targets.foreground,
                                                       c.box_head.huber_delta))
             num_fg.append(jnp.sum(targets.foreground))
@@ -244,7 +291,8 @@ class TwoStageDetector(nn.Module):
         d = c.detections
         dets = detection_postprocess(logits, deltas, rois, image_shape, weights=self.stage_weights[-1],
                                      max_detections=d.max_detections, pre_nms_top_k=d.pre_nms_top_k,
-                                     score_threshold=d.score_threshold, iou_threshold=d.iou_threshold)
+                                     score_threshold=d.score_threshold, iou_threshold=d.iou_threshold,
+                                     score_activation="softmax" if self.class_loss == "softmax" else "sigmoid")
         out = {"boxes": dets.boxes, "scores": dets.scores, "classes": dets.classes, "valid": dets.valid,
                "num_detections": dets.num_detections}
         if c.mask.enabled:

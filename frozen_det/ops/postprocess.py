@@ -97,6 +97,7 @@ def detection_postprocess(
     image_shape,
     *,
     weights: Optional[Sequence[float]] = FRCNN_WEIGHTS,
+    score_activation: str = "softmax",
     **nms_kwargs,
 ) -> Detections:
   """From second-stage head outputs to final detections (tfmg.md 2.7, v2).
@@ -110,10 +111,17 @@ def detection_postprocess(
       reference clips to the padded canvas size, tfmg.md 2.6).
     weights: box-coder weights of the stage whose deltas these are ([30, 30, 15, 15] for the
       last cascade stage).
+    score_activation: "softmax" over all classes (softmax-CE heads), or "sigmoid" per class
+      (heads trained with sigmoid / federated losses; the background logit is unused).
     **nms_kwargs: forwarded to :func:`multiclass_nms`.
   """
   num_classes = class_logits.shape[-1]
-  scores = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)[..., 1:]
+  if score_activation == "softmax":
+    scores = jax.nn.softmax(class_logits.astype(jnp.float32), axis=-1)[..., 1:]
+  elif score_activation == "sigmoid":
+    scores = jax.nn.sigmoid(class_logits[..., 1:].astype(jnp.float32))
+  else:
+    raise ValueError(f"score_activation={score_activation!r}: 'softmax' or 'sigmoid'")
   deltas = box_deltas.astype(jnp.float32)
   if deltas.shape[-1] == 4 * num_classes and num_classes > 1:
     deltas = deltas.reshape(deltas.shape[:-1] + (num_classes, 4))

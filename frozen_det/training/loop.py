@@ -22,7 +22,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from frozen_det import data as data_lib
 from frozen_det.checkpoints.pretrained import load_backbone_variables
 from frozen_det.evaluation.runner import evaluate_detector, make_detect_fn, write_eval_json
-from frozen_det.models import build_model, validate_model_config
+from frozen_det.models import build_model, needs_class_statistics, validate_model_config
 from frozen_det.models.backbones import backbone_frozen_patterns
 from frozen_det.training import partition, sharding
 from frozen_det.training.checkpointing import Checkpointer, PreemptionFlag
@@ -53,20 +53,37 @@ def trainable_mask(config, params) -> Any:
         trainable_only=list(only) if only else None)
 
 
-def loss_fn_for(model):
+def loss_fn_for(model, freeze_batch_stats: bool = False):
+    """`freeze_batch_stats`: the restored BN statistics are kept (returned unchanged), e.g. in
+    the LVIS second stage, where only the classifier may change."""
     def loss_fn(params, batch_stats, batch, rng):
         sampling, dropout = jax.random.split(rng)
         (losses, metrics), updates = model.apply(
             {"params": params, "batch_stats": batch_stats}, batch, train=True,
             rngs={"sampling": sampling, "dropout": dropout}, mutable=["batch_stats"])
-        return losses["total"], ({**losses, **metrics}, updates["batch_stats"])
+        new_stats = batch_stats if freeze_batch_stats else updates["batch_stats"]
+        return losses["total"], ({**losses, **metrics}, new_stats)
     return loss_fn
 
 
-def initial_variables(config, model, example_batch, rng) -> dict:
-    """Random init (jitted), then the backbone's pretrained weights if the config names them."""
+def training_class_statistics(config, source, split: str):
+    """The train split's class counts when the model's losses need them (else None); one
+    label-only pass over the split, logged."""
+    if not needs_class_statistics(config.model):
+        return None
+    from frozen_det.data.class_stats import source_statistics
+    stats = source_statistics(source, split)
+    log.info("class statistics of %r: %d images, %d instances, %d classes without instances", split,
+             stats.num_images, int(stats.instance_counts.sum()), int((stats.instance_counts[1:] == 0).sum()))
+    return stats
+
+
+def initial_variables(config, model, example_batch, rng, train: bool = True) -> dict:
+    """Random init (jitted), then the backbone's pretrained weights if the config names them.
+    `train=False` initialises through the inference path (same variables; needs no training
+    statistics)."""
     first = {k: v[:1] for k, v in example_batch.items()}
-    variables = jax.jit(lambda b: model.init({"params": rng, "sampling": rng, "dropout": rng}, b, train=True))(first)
+    variables = jax.jit(lambda b: model.init({"params": rng, "sampling": rng, "dropout": rng}, b, train=train))(first)
     variables = jax.tree.map(np.asarray, dict(variables))
     init_checkpoint = config.model.backbone.get("init_checkpoint") or ""
     if init_checkpoint:
@@ -80,10 +97,10 @@ def initial_variables(config, model, example_batch, rng) -> dict:
     return variables
 
 
-def build_state(config, model, example_batch, mesh):
+def build_state(config, model, example_batch, mesh, train: bool = True):
     """TrainState laid out on the mesh, plus its shardings and the optimizer's schedule."""
     optimizer, schedule = build_optimizer(config.train)
-    variables = initial_variables(config, model, example_batch, jax.random.key(int(config.train.seed)))
+    variables = initial_variables(config, model, example_batch, jax.random.key(int(config.train.seed)), train)
     mask = trainable_mask(config, variables["params"])
     state = create_train_state(variables, mask, optimizer)
     rules = [tuple(r) for r in config.train.get("sharding_rules", [])]
@@ -121,7 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     first_batch = next(train_pipeline)  # shapes for init; also the first training batch
 
     # ------------------------------------------------------------------ model and state
-    model = build_model(config.model)
+    model = build_model(config.model, training_class_statistics(config, train_pipeline.source, train_pipeline.split))
     state, state_shardings, optimizer, schedule = build_state(
         config, model, model_batch(first_batch, with_masks), mesh)
     if jax.process_index() == 0:
@@ -144,7 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ------------------------------------------------------------------ the jitted step
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
-    train_step = jax.jit(make_train_step(loss_fn_for(model), optimizer),
+    loss_fn = loss_fn_for(model, bool(config.train.get("freeze_batch_stats", False)))
+    train_step = jax.jit(make_train_step(loss_fn, optimizer),
                          in_shardings=(state_shardings, batch_sharding, replicated),
                          out_shardings=(state_shardings, replicated), donate_argnums=0)
     base_rng = jax.random.key(int(config.train.seed) + 1)
@@ -159,7 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         result = evaluate_detector(detect_fn, variables, eval_pipeline,
                                    to_device=lambda b: sharding.global_batch(b, mesh),
                                    include_masks=with_masks,
-                                   max_detections=int(config.model.detections.max_detections))
+                                   max_detections=int(config.model.detections.max_detections),
+                                   metric=eval_pipeline.config.eval_metric)
         path = write_eval_json(workdir, eval_pipeline.split, step, result)
         writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)})
         log.info("eval step %d: AP %.4f AP50 %.4f (%s)", step, result["AP"], result["AP50"], path)
@@ -227,12 +246,8 @@ def restore_for_inference(config, workdir: str, step: int | None = None, example
         eval_pipeline = data_lib.build_eval_pipeline(config)
         validate_model_config(config, num_data_classes=eval_pipeline.source.info.num_classes)
         example_batch = next(iter(eval_pipeline))
-    with_masks = bool(config.model.mask.enabled)
-    batch = model_batch(example_batch, with_masks)
-    if with_masks and "masks" not in batch:  # eval batches may lack training mask crops
-        n, m = batch["boxes"].shape[1], int(config.data.get("mask_size", 112))
-        batch["masks"] = np.zeros(batch["boxes"].shape[:1] + (n, m, m), np.float32)
-    state, _, _, _ = build_state(config, model, batch, mesh)
+    batch = model_batch(example_batch, with_masks=False)  # the inference path reads no masks
+    state, _, _, _ = build_state(config, model, batch, mesh, train=False)
     checkpointer = Checkpointer(workdir)
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: train first "

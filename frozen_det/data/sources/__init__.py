@@ -30,7 +30,8 @@ def build_source(cfg, split: str | None = None) -> Source:
         return src
     if cfg.source == "tfds":
         from frozen_det.data.sources.tfds_source import TfdsSource, tfds_builder
-        return TfdsSource(tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult)
+        return TfdsSource(tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult,
+                          frequency_split=cfg.train_split)
     raise DataError(f"config.data.source={cfg.source!r} unknown")
 
 

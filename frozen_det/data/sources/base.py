@@ -82,9 +82,21 @@ class Source:
     def num_records(self, split: str) -> int:
         raise NotImplementedError
 
-    def record_classes(self, split: str) -> list:
-        """Per record, the set of (non-crowd) class ids: for k-shot subsampling."""
+    def record_class_counts(self, split: str) -> list:
+        """Per record, ``{class id: number of non-crowd instances}`` (one pass over the split's
+        annotations, images not decoded; cached). Drives k-shot subsampling, repeat-factor
+        sampling, class-balanced losses and the LVIS frequency groups."""
+        cache = self.__dict__.setdefault("_class_count_cache", {})
+        if split not in cache:
+            cache[split] = self._record_class_counts(split)
+        return cache[split]
+
+    def _record_class_counts(self, split: str) -> list:
         raise NotImplementedError
+
+    def record_classes(self, split: str) -> list:
+        """Per record, the set of (non-crowd) class ids."""
+        return [set(counts) for counts in self.record_class_counts(split)]
 
     def records(self, split: str, indices: np.ndarray) -> tf.data.Dataset:
         """Records of ``split`` at ``indices`` (in that order)."""
@@ -92,10 +104,11 @@ class Source:
 
     # --- streaming sources -----------------------------------------------------------
     def stream(self, split: str, shard: tuple, seed: Optional[int], buffer: int,
-               selected: Optional[np.ndarray] = None) -> tf.data.Dataset:
+               repeats: Optional[np.ndarray] = None) -> tf.data.Dataset:
         """Records of this process's shard ``(index, count)``; shuffled when ``seed`` is set.
-        ``selected``: if given, only these record indices of the whole split are read
-        (k-shot), and they are sharded instead of the split."""
+        ``repeats``: if given, record i of the whole split is read ``repeats[i]`` times (0:
+        skipped; k-shot selection and repeat-factor sampling), and records are sharded by
+        index (i % count == index)."""
         raise NotImplementedError
 
     # --- both --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from typing import Optional
@@ -46,8 +47,8 @@ class RecordListSource(Source):
     def num_records(self, split):
         return len(self.split_records(split))
 
-    def record_classes(self, split):
-        return [set(r.classes[~r.is_crowd].tolist()) for r in self.split_records(split)]
+    def _record_class_counts(self, split):
+        return [dict(collections.Counter(r.classes[~r.is_crowd].tolist())) for r in self.split_records(split)]
 
     def describe_record(self, split, index):
         rec = self.split_records(split)[index]

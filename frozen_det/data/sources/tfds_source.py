@@ -8,6 +8,7 @@ they become pixels once the image is decoded.
 
 from __future__ import annotations
 
+import collections
 
 import numpy as np
 import tensorflow as tf
@@ -26,7 +27,8 @@ COCO_CATEGORY_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 
 class TfdsSource(Source):
     random_access = False
 
-    def __init__(self, builder: tfds.core.DatasetBuilder, voc_difficult: str = "crowd"):
+    def __init__(self, builder: tfds.core.DatasetBuilder, voc_difficult: str = "crowd",
+                 frequency_split: str = "train"):
         self.builder = builder
         self.name = builder.info.full_name if hasattr(builder.info, "full_name") else builder.name
         self.kind = self._kind(builder.name)
@@ -42,6 +44,7 @@ class TfdsSource(Source):
         self.info = DatasetInfo(name=builder.name, class_names=["background"] + names,
                                 category_ids=cat_ids, has_masks=self.has_masks)
         self.voc_difficult = voc_difficult
+        self.frequency_split = frequency_split  # LVIS: r/c/f groups from this split's image counts
         self._counts = {}
 
     @staticmethod
@@ -76,12 +79,13 @@ class TfdsSource(Source):
                             f"splits: {list(self.builder.info.splits.keys())}. Set data.train_split / "
                             "data.eval_split, or prepare the dataset (tfds build) into data.path.") from e
 
-    def stream(self, split, shard, seed, buffer, selected=None):
+    def stream(self, split, shard, seed, buffer, repeats=None):
         index, count = shard
-        if selected is not None:
-            mine = tf.constant(np.asarray(selected, np.int64)[index::count])
+        if repeats is not None:
+            times = tf.constant(np.asarray(repeats, np.int64))
             ds = self._as_dataset(split).enumerate()
-            ds = ds.filter(lambda i, r: tf.reduce_any(tf.equal(mine, i))).map(lambda i, r: r)
+            ds = ds.filter(lambda i, r: tf.logical_and(i % count == index, times[i] > 0))
+            ds = ds.flat_map(lambda i, r: tf.data.Dataset.from_tensors(r).repeat(times[i]))
         elif count > 1 and self._split_known(split):
             ds = self._as_dataset(tfds.even_splits(split, count)[index], seed)
         else:
@@ -113,6 +117,8 @@ class TfdsSource(Source):
             rec["is_crowd"] = tf.zeros([n], tf.bool)
         if self.kind == "lvis":
             rec["segmentation"] = objs["segmentation"]
+            for key in ("neg_category_ids", "not_exhaustive_category_ids"):  # labels = category id - 1
+                rec[key] = tf.cast(ex[key], tf.int64) + 1
         rec["image_id"] = self._image_id(ex)
         return rec
 
@@ -155,11 +161,19 @@ class TfdsSource(Source):
             self._counts[split] = int(self._as_dataset(split).reduce(np.int64(0), lambda c, _: c + 1))
         return self._counts[split]
 
-    def record_classes(self, split):
-        out = []
-        for rec in self._as_dataset(split).map(self._record).as_numpy_iterator():
-            out.append(set((rec["label"][~rec["is_crowd"]] + 1).tolist()))
-        return out
+    def _record_class_counts(self, split):
+        def labels(rec):
+            return tf.boolean_mask(rec["label"], tf.logical_not(rec["is_crowd"])) + 1
+        ds = self._as_dataset(split).map(self._record).map(labels)
+        return [dict(collections.Counter(classes.tolist())) for classes in ds.as_numpy_iterator()]
+
+    def _lvis_frequencies(self) -> list:
+        """TFDS lvis does not ship the categories' r/c/f groups; LVIS defines them by the number
+        of training images per category, which one label-only pass over the split recovers."""
+        from frozen_det.data.class_stats import source_statistics
+        stats = source_statistics(self, self.frequency_split)
+        log.info("LVIS frequency groups from %d images of split %r", stats.num_images, self.frequency_split)
+        return stats.frequency_groups()
 
     def describe_record(self, split, index):
         return f"record {index} of tfds {self.builder.name} {split!r}"
@@ -180,6 +194,8 @@ class TfdsSource(Source):
             h, w = (int(v) for v in rec["hw"])
             image_id = int(rec["image_id"])
             images.append(coco_image_entry(image_id, f"{image_id}", h, w))
+            if self.kind == "lvis":
+                images[-1].update({k: rec[k].tolist() for k in ("neg_category_ids", "not_exhaustive_category_ids")})
             boxes = rec["bbox"] * np.array([h, w, h, w], np.float32)
             masks = None
             if self.kind == "synthetic":
@@ -201,6 +217,8 @@ class TfdsSource(Source):
                                             self.info.category_ids[int(rec["label"][j]) + 1],
                                             rec["is_crowd"][j], segmentation=seg, area=area))
         log.info("tfds %s %s: %d images, %d annotations", self.builder.name, split, len(images), len(anns))
+        if self.kind == "lvis" and self.info.frequencies is None:
+            self.info.frequencies = self._lvis_frequencies()
         return {"images": images, "annotations": anns, "categories": self.info.categories(),
                 "info": {"description": f"{self.builder.name} {split}"}}
 

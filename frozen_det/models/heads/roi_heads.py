@@ -92,6 +92,9 @@ class BoxHead(nn.Module):
     activation: str = "swish"
     bn_momentum: float = 0.997
     bn_epsilon: float = 1e-4
+    # Initial class-logit bias: 0 for softmax CE; -log((1 - p) / p) with p = 0.01 for sigmoid
+    # losses, so that hundreds of classes do not start at a loss of C * log 2 per ROI.
+    class_bias_init: float = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -116,7 +119,8 @@ class BoxHead(nn.Module):
                          name=f"fc{i}")(x)
             x = act(norm(f"fc{i}_bn")(x) if self.use_batch_norm else x)
         logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                          kernel_init=nn.initializers.normal(0.01), name="class_logits")(x)
+                          kernel_init=nn.initializers.normal(0.01),
+                          bias_init=nn.initializers.constant(self.class_bias_init), name="class_logits")(x)
         box_outputs = 4 if self.class_agnostic else 4 * self.num_classes
         deltas = nn.Dense(box_outputs, dtype=self.dtype,
                           kernel_init=nn.initializers.normal(0.001), name="box_deltas")(x)
