@@ -60,7 +60,9 @@ def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
         c = int(batch["classes"][i, j])
         y0, x0, y1, x1 = [float(v) for v in batch["boxes"][i, j]]
         colour = PALETTE[c % len(PALETTE)]
-        d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=2 if out.width >= 256 else 1)
+        # the last covered pixel; boxes under one pixel wide (crop slivers) still get one
+        d.rectangle([x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)], outline=colour,
+                    width=2 if out.width >= 256 else 1)
         name = class_names[c] if c < len(class_names) else str(c)
         if batch["is_crowd"][i, j]:
             name += " (crowd)"

@@ -34,3 +34,12 @@ def test_inspect_command(tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert '"examples": 8' in res.stdout and len(os.listdir(out)) == 2
+
+
+def test_draw_example_with_a_sub_pixel_box():
+    """A box under one pixel wide (an object cut to a sliver by the LSJ crop) is still drawn."""
+    batch = dict(image=np.zeros((1, 32, 32, 3), np.float32), valid=np.array([[True]]),
+                 classes=np.array([[1]]), boxes=np.array([[[10.0, 10.0, 10.4, 20.0]]], np.float32),
+                 is_crowd=np.array([[False]]))
+    im = np.asarray(inspect_lib.draw_example(batch, 0, ["background", "thing"], [0, 0, 0], [1, 1, 1]))
+    assert im[10:20, 10].any()
