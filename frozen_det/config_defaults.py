@@ -192,3 +192,38 @@ def parse_arg(arg: str | None, **defaults) -> dict:
             raise ValueError(f"config argument {token!r} not understood; allowed: {allowed}")
         chosen[keys[0]] = token
     return chosen
+
+
+# ---------------------------------------------------------------------------- LVIS second stage
+
+# The detection classifier's final layer(s): every box head's `class_logits` (one per cascade
+# stage). The second stage trains only these.
+CLASSIFIER_PATTERNS = (r"^box_heads_\d+/class_logits/",)
+
+
+def second_stage(config: ConfigDict, *, init_from: str = "", balance: str = "loss", total_steps: int,
+                 base_lr: float, weighting: str = "effective_number", beta: float = 0.999) -> None:
+    """Turns a first-stage config into the LVIS second stage (paper 002 sec. 4.3, after Ghiasi
+    et al.): restore the first stage (`train.init_from`, its workdir), train only the final
+    classification layer(s) with everything else - BatchNorm statistics included - bit-identical,
+    class-balanced by `balance`:
+      "loss":     re-weight the classification loss per class (`weighting`, `beta`);
+      "sampling": repeat-factor sampling with power 1 (close to class-balanced image sampling).
+    The schedule is short and fresh: warm-up 10% of `total_steps`, then cosine to 0. No public
+    code fixes these values (tfmg.md 5.7); they are ours."""
+    if balance not in ("loss", "sampling"):
+        raise ValueError(f"second stage balance {balance!r}: 'loss' or 'sampling'")
+    t = config.train
+    t.init_from = init_from
+    t.trainable_only = CLASSIFIER_PATTERNS
+    t.freeze_batch_stats = True
+    t.total_steps = total_steps
+    t.schedule = ConfigDict(dict(name="warmup_cosine", base_lr=base_lr, warmup_steps=max(1, total_steps // 10),
+                                 warmup_lr=base_lr / 10))
+    if balance == "loss":
+        config.model.box_head.class_weighting = weighting
+        config.model.box_head.class_balance_beta = beta
+    else:
+        config.data.sampling = "repeat_factor"
+        config.data.repeat_power = 1.0
+        config.data.repeat_threshold = 1.0

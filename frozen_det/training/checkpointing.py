@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from frozen_det.training import partition
 from frozen_det.training.step import TrainState
 
 
@@ -75,26 +76,32 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         meta = dict(restored["meta"])
-        saved_print = meta.get("frozen_fingerprint")
-        if saved_print is not None and not np.allclose(saved_print, fingerprint(state.frozen_params),
-                                                      rtol=1e-6, atol=1e-6):
-            raise RuntimeError(
-                f"the frozen parameters of this run differ from those the checkpoint at step {step} "
-                "was trained with (different init_checkpoint or seed?); resume with the original "
-                "config or start a new workdir.")
+        self._check_frozen(meta, state.frozen_params, step)
         part = restored["state"]
         return state.replace(step=part["step"], params=part["params"], batch_stats=part["batch_stats"],
                              opt_state=part["opt_state"]), meta
 
+    def _check_frozen(self, meta: dict, frozen: Any, step: int) -> None:
+        saved_print = meta.get("frozen_fingerprint")
+        if saved_print is not None and not np.allclose(saved_print, fingerprint(frozen), rtol=1e-6, atol=1e-6):
+            raise RuntimeError(
+                f"the frozen parameters of this run differ from those the checkpoint at step {step} in "
+                f"{self.directory} was trained with (different init_checkpoint, seed or train.init_from?); "
+                "use the original config or start a new workdir.")
+
     def restore_model(self, state: TrainState, step: int | None = None) -> TrainState:
-        """Restores only the step, trainable parameters and BN statistics (inference, or starting
-        another run from this one): the optimizer may differ from the one that trained it."""
+        """Restores only the step, trainable parameters and BN statistics (inference): the
+        optimizer may differ from the one that trained it. The frozen parameters of `state` must
+        be the run's (checked by fingerprint)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         # Restored without a target (the saved optimizer state may have any structure), then
         # checked against and laid out like this run's parameters.
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                      meta=ocp.args.JsonRestore()))
+        self._check_frozen(dict(restored["meta"]), state.frozen_params, step)
+        restored = restored["state"]
         out = {}
         for key in ("params", "batch_stats"):
             ours = getattr(state, key)
@@ -107,6 +114,39 @@ class Checkpointer:
                                     theirs, ours)
         return state.replace(step=jax.device_put(np.asarray(restored["step"], np.int32), state.step.sharding),
                              **out)
+
+    def restore_into(self, state: TrainState, step: int | None = None) -> TrainState:
+        """Another run's parameters and BN statistics as the starting point of `state`, whatever
+        the two runs' trainable partitions (e.g. the LVIS second stage, which trains only the
+        classifier, from a first stage that trained everything but the backbone). The other run
+        saved its trainable parameters; the rest of `state` must equal its frozen ones (same
+        pretrained weights and seed; checked by fingerprint). Step and optimizer state stay
+        `state`'s."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                      meta=ocp.args.JsonRestore()))
+        saved = {p: np.asarray(v) for p, v in partition.flatten(restored["state"].get("params", {})).items()}
+        ours = partition.flatten(state.all_params())
+        bad = sorted(p for p in saved if p not in ours or saved[p].shape != ours[p].shape)
+        if bad:
+            raise ValueError(f"the checkpoint at step {step} in {self.directory} has parameters this model lacks "
+                             f"or shapes it does not have: {bad[:10]}")
+        self._check_frozen(dict(restored["meta"]), [x for p, x in ours.items() if p not in saved], step)
+
+        def take(path, old):
+            return jax.device_put(np.asarray(saved[path], old.dtype), old.sharding) if path in saved else old
+
+        batch_stats = restored["state"].get("batch_stats", {})
+        if jax.tree.structure(batch_stats) != jax.tree.structure(state.batch_stats):
+            raise ValueError(f"the BN statistics of the checkpoint at step {step} in {self.directory} do not "
+                             "match this model")
+        return state.replace(
+            params=partition.map_paths(state.params, take),
+            frozen_params=partition.map_paths(state.frozen_params, take),
+            batch_stats=jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                                     batch_stats, state.batch_stats))
 
     def close(self) -> None:
         self.manager.wait_until_finished()

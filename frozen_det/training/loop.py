@@ -110,13 +110,18 @@ def build_state(config, model, example_batch, mesh, train: bool = True):
 
 
 def _init_from_other_run(state: TrainState, directory: str) -> TrainState:
-    """Loads parameters and BN statistics (not optimizer state or step) from another run."""
+    """Parameters and BN statistics (not optimizer state or step) of another run's latest
+    checkpoint, whatever its trainable partition (Checkpointer.restore_into)."""
     other = Checkpointer(os.path.dirname(os.path.abspath(directory.rstrip("/")))
                          if os.path.basename(directory.rstrip("/")) == "checkpoints" else directory)
-    restored = other.restore_model(state)
+    if other.latest_step() is None:
+        other.close()
+        raise FileNotFoundError(f"train.init_from={directory}: no checkpoint there; train that run first")
+    step = other.latest_step()
+    state = other.restore_into(state)
     other.close()
-    log.info("initialised from %s step %d", directory, int(restored.step))
-    return state.replace(params=restored.params, batch_stats=restored.batch_stats)
+    log.info("initialised from %s step %d", directory, step)
+    return state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -150,13 +155,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpointer = Checkpointer(workdir, max_to_keep=int(config.train.get("keep_checkpoints", 3)),
                                 save_interval_steps=int(config.train.get("checkpoint_every", 1000)))
     pending = [first_batch]
+    if config.train.get("init_from"):
+        # Also on resume: this run's checkpoints hold only its trainable part; the rest is the
+        # other run's (e.g. everything but the classifier in the LVIS second stage).
+        state = _init_from_other_run(state, config.train.init_from)
     if checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(state)
         train_pipeline.restore(meta["data"])
         pending = []
         log.info("resumed from step %d", int(state.step))
-    elif config.train.get("init_from"):
-        state = _init_from_other_run(state, config.train.init_from)
 
     # ------------------------------------------------------------------ the jitted step
     batch_sharding = sharding.batch_sharding(mesh)
@@ -248,6 +255,8 @@ def restore_for_inference(config, workdir: str, step: int | None = None, example
         example_batch = next(iter(eval_pipeline))
     batch = model_batch(example_batch, with_masks=False)  # the inference path reads no masks
     state, _, _, _ = build_state(config, model, batch, mesh, train=False)
+    if config.train.get("init_from"):  # the part this run did not train (see train_and_evaluate)
+        state = _init_from_other_run(state, config.train.init_from)
     checkpointer = Checkpointer(workdir)
     if checkpointer.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: train first "

@@ -19,7 +19,8 @@ def leaf_paths(tree: Mapping[str, Any]) -> list[str]:
     return ["/".join(k) for k in traverse_util.flatten_dict(dict(tree))]
 
 
-def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """{path: leaf} of a nested dict."""
     return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
 
 
@@ -33,7 +34,7 @@ def matches_any(path: str, patterns: Iterable[str]) -> bool:
 
 def map_paths(tree: Mapping[str, Any], fn: Callable[[str, Any], Any]) -> dict[str, Any]:
     """A tree of the same structure with fn(path, leaf) at each leaf."""
-    return _unflat({k: fn(k, v) for k, v in _flat(tree).items()})
+    return _unflat({k: fn(k, v) for k, v in flatten(tree).items()})
 
 
 def trainable_mask(params: Mapping[str, Any], *, frozen: Sequence[str] = (),
@@ -53,7 +54,7 @@ def trainable_mask(params: Mapping[str, Any], *, frozen: Sequence[str] = (),
 
 def split(tree: Mapping[str, Any], mask: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(leaves where mask is True, the others), each a nested dict holding only its leaves."""
-    flat, flat_mask = _flat(tree), _flat(mask)
+    flat, flat_mask = flatten(tree), flatten(mask)
     if set(flat) != set(flat_mask):
         raise ValueError("mask does not have the structure of the tree it splits: "
                          f"{sorted(set(flat) ^ set(flat_mask))[:10]}")
@@ -66,7 +67,7 @@ def merge(*trees: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of `split`: the union of disjoint partial trees."""
     out: dict[str, Any] = {}
     for t in trees:
-        flat = _flat(t)
+        flat = flatten(t)
         overlap = set(flat) & set(out)
         if overlap:
             raise ValueError(f"trees to merge overlap at {sorted(overlap)[:10]}")
