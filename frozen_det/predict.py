@@ -46,12 +46,35 @@ def draw(image: Image.Image, detections: list[dict], masks: list | None) -> Imag
         colour = PALETTE[det["class_id"] % len(PALETTE)]
         x0, y0, x1, y1 = det["box_xyxy"]
         pen.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-        pen.text((x0 + 2, max(y0 - 11, 0)), f"{det['class_name']} {det['score']:.2f}", fill=colour)
+        label = f"{det['class_name']} {det['score']:.2f}"
+        # The label on a filled tab in the box colour, above the box (inside it at the top edge).
+        left, top, right, bottom = pen.textbbox((0, 0), label)
+        tw, th = right - left + 4, bottom - top + 4
+        tx = min(max(x0, 0), max(drawn.width - tw, 0))
+        ty = y0 - th if y0 - th >= 0 else max(y0, 0)
+        pen.rectangle([tx, ty, tx + tw, ty + th], fill=colour)
+        text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+        pen.text((tx + 2 - left, ty + 2 - top), label, fill=text_colour)
     return drawn
 
 
 def predict(config, workdir: str, paths: list[str], output: str, step: int | None = None,
             min_score: float = 0.3) -> list[dict]:
+    """Detections of the images at `paths` (see predict_images)."""
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, Image.open(path).convert("RGB")))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read image {path}: {e}") from None
+    return predict_images(config, workdir, loaded, output, step, min_score)
+
+
+def predict_images(config, workdir: str, images: list[tuple[str, Image.Image]], output: str,
+                   step: int | None = None, min_score: float = 0.3) -> list[dict]:
+    """Runs the run's latest (or `step`) checkpoint on `(name, PIL image)` pairs; writes
+    OUTPUT/<stem>.json (boxes [x0, y0, x1, y1] in image pixels, class, score) and <stem>.png
+    (boxes, labels, scores and masks drawn) per image, and returns the JSON records."""
     import jax
     from frozen_det import data as data_lib
     from frozen_det.evaluation.coco import paste_mask
@@ -59,13 +82,7 @@ def predict(config, workdir: str, paths: list[str], output: str, step: int | Non
 
     data_config = data_lib.resolve_config(config)
     info = data_lib.build_source(data_config).info
-    loaded = []
-    for path in paths:
-        try:
-            loaded.append((path, Image.open(path).convert("RGB")))
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"cannot read image {path}: {e}") from None
-    prepared = [preprocess(np.asarray(im), data_config) for _, im in loaded]
+    prepared = [preprocess(np.asarray(im), data_config) for _, im in images]
     n = int(data_config.max_instances)
     example = {"image": prepared[0][0][None], "image_info": prepared[0][1][None],
                "boxes": np.zeros((1, n, 4), np.float32), "classes": np.zeros((1, n), np.int32),
@@ -74,7 +91,7 @@ def predict(config, workdir: str, paths: list[str], output: str, step: int | Non
     detect = jax.jit(lambda v, b: model.apply(v, b, train=False))
     os.makedirs(output, exist_ok=True)
     results = []
-    for (path, image), (canvas_image, info_array) in zip(loaded, prepared):
+    for (path, image), (canvas_image, info_array) in zip(images, prepared):
         out = jax.device_get(detect(variables, {"image": canvas_image[None], "image_info": info_array[None]}))
         detections, masks = [], []
         for k in np.nonzero(out["valid"][0])[0]:
@@ -91,7 +108,7 @@ def predict(config, workdir: str, paths: list[str], output: str, step: int | Non
         with open(os.path.join(output, f"{stem}.json"), "w") as f:
             json.dump({"image": path, "detections": detections}, f, indent=2)
         draw(image, detections, masks if masks else None).save(os.path.join(output, f"{stem}.png"))
-        results.append({"image": path, "detections": detections})
+        results.append({"image": path, "detections": detections, "png": os.path.join(output, f"{stem}.png")})
     return results
 
 

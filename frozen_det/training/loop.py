@@ -203,12 +203,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     last_eval: dict = {}
     accumulated: list = []
     start, start_step = time.time(), step
+    first_step = step
     try:
         while step < total_steps:
             batch = pending.pop() if pending else next(train_pipeline)
             device_batch = sharding.global_batch(model_batch(batch, with_masks), mesh)
             state, metrics = train_step(state, device_batch, base_rng)
             step += 1
+            if step == first_step + 1:  # steps/s and the ETA leave out the first step's compilation
+                jax.block_until_ready(metrics)
+                start, start_step = time.time(), step
             accumulated.append(metrics)
             progress(step)
             if step % log_every == 0 or step == total_steps:
@@ -222,10 +226,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 if jax.process_index() == 0:
                     with open(os.path.join(workdir, "train_metrics.jsonl"), "a") as f:
                         f.write(json.dumps({"step": step, **means}) + "\n")
-                rate = (step - start_step) / max(time.time() - start, 1e-9)
-                eta = (total_steps - step) / max(rate, 1e-9)
-                print(f"step {step}/{total_steps}  loss {means['total']:.4f}  lr {means['learning_rate']:.4g}  "
-                      f"{rate:.2f} steps/s  ETA {eta / 60:.1f} min", flush=True)
+                rate = (step - start_step) / max(time.time() - start, 1e-9) if step > start_step else 0.0
+                eta = f"ETA {(total_steps - step) / rate / 60:.1f} min" if rate > 0 else "ETA ?"
+                print(f"{progress_bar(step, total_steps)} step {step}/{total_steps}  loss {means['total']:.4f}  "
+                      f"lr {means['learning_rate']:.4g}  {rate:.2f} steps/s  {eta}", flush=True)
                 accumulated = []
             if checkpointer.should_save(step) or step == total_steps or preempted.is_set:
                 checkpointer.save(state, meta())
@@ -241,6 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpointer.close()
         writer.flush()
     return last_eval
+
+
+def progress_bar(step: int, total: int, width: int = 24) -> str:
+    done = int(width * step / max(total, 1))
+    return "[" + "#" * done + "." * (width - done) + "]"
 
 
 def restore_for_inference(config, workdir: str, step: int | None = None, example_batch: dict | None = None):
