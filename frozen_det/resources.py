@@ -13,7 +13,9 @@ prints one JSON object:
                                        (frozen: train_step ~= backbone + head train step)
   train_step_temp_bytes                XLA's temporary buffer size for the train step
 at the config's canvas (`data.canvas`) and per-device batch (`train.batch_size` / devices).
-This is how freezing's savings are measured rather than assumed.
+This is how freezing's savings are measured rather than assumed. `train_step_cost(config)`
+gives the parameter counts, train-step GFLOPs and temp bytes alone (one compilation), e.g. to
+compare transfer strategies side by side.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ def _cost(compiled) -> dict:
 
 def _gflops(compiled) -> float:
     return float(_cost(compiled).get("flops", float("nan"))) / 1e9
+
+
+def _temp_bytes(compiled) -> int:
+    return int(getattr(compiled.memory_analysis(), "temp_size_in_bytes", -1))
+
+
+def _per_device_batch(config) -> int:
+    return max(1, int(config.train.batch_size) // jax.device_count())
 
 
 def _sample_batch(spec) -> dict:
@@ -113,8 +123,7 @@ def freeze_savings(config, model=None, variables=None, mask=None, batch=None) ->
     built no backbone backward pass."""
     if model is None:
         _, model, _, mask = parameter_counts(config)
-        per_device = max(1, int(config.train.batch_size) // jax.device_count())
-        batch = _sample_batch(abstract_batch(config, per_device))
+        batch = _sample_batch(abstract_batch(config, _per_device_batch(config)))
         variables = _init(model, config)
     backbone = build_backbone(config.model.backbone)
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
@@ -131,9 +140,18 @@ def freeze_savings(config, model=None, variables=None, mask=None, batch=None) ->
             "_compiled_step": compiled_step}
 
 
+def train_step_cost(config) -> dict:
+    """params_total, params_trainable, train_step_gflops and train_step_temp_bytes, as in
+    `measure` but from the train step's compilation alone."""
+    counts, model, _, mask = parameter_counts(config)
+    batch = _sample_batch(abstract_batch(config, _per_device_batch(config)))
+    gflops, compiled = _train_step_flops(model, _init(model, config), mask, batch)
+    return {**counts, "train_step_gflops": round(gflops, 3), "train_step_temp_bytes": _temp_bytes(compiled)}
+
+
 def measure(config) -> dict:
     counts, model, _, mask = parameter_counts(config)
-    per_device = max(1, int(config.train.batch_size) // jax.device_count())
+    per_device = _per_device_batch(config)
     spec = abstract_batch(config, per_device)
     batch = _sample_batch(spec)
     variables = _init(model, config)
@@ -145,13 +163,13 @@ def measure(config) -> dict:
         backbone_vars, batch["image"]).compile()
 
     savings = freeze_savings(config, model, variables, mask, batch)
-    memory = savings.pop("_compiled_step").memory_analysis()
+    temp_bytes = _temp_bytes(savings.pop("_compiled_step"))
     return {
         **counts,
         "forward_gflops": round(_gflops(forward), 3),
         "backbone_forward_gflops": round(_gflops(backbone_forward), 3),
         **savings,
-        "train_step_temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)),
+        "train_step_temp_bytes": temp_bytes,
         "canvas": int(config.data.canvas),
         "per_device_batch": per_device,
     }
