@@ -154,7 +154,7 @@ def torch_contenders(ref, x_nchw, labels):
 # ---------------------------------------------------------------- ours
 
 
-def _xla_stats(compiled) -> dict:
+def xla_stats(compiled) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = compiled.memory_analysis()
@@ -194,7 +194,7 @@ def jax_contenders(variables, images, labels, variant, rows):
             compiled = fn.lower(*args).compile(compiler_options=variant["options"] or None)
         jax.block_until_ready(compiled(*args))  # warm-up outside the timings
         out[row] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
-                    _xla_stats(compiled), time.perf_counter() - t0)
+                    xla_stats(compiled), time.perf_counter() - t0)
     return out
 
 

@@ -95,7 +95,7 @@ import optax
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_backbone import _xla_stats, round_robin  # noqa: E402
+from bench_backbone import xla_stats, round_robin  # noqa: E402
 from frozen_det.config_defaults import backbone, fpn, two_stage_model  # noqa: E402
 from frozen_det.models import build_model  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
@@ -228,7 +228,7 @@ def our_contender(config, variables, batch: dict):
         return float(metrics["loss"])
 
     step()  # warm-up outside the timings
-    return step, _xla_stats(compiled), time.perf_counter() - t0
+    return step, xla_stats(compiled), time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- run and report
