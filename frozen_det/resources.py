@@ -25,14 +25,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import app
 from ml_collections import config_flags
 
-from frozen_det.models.backbones import backbone_frozen_patterns, build_backbone
-from frozen_det.models.detector import TwoStageDetector
+from frozen_det.models import build_model, needs_class_statistics, trainable_mask
+from frozen_det.models.backbones import build_backbone
 from frozen_det.training import partition
 from frozen_det.training.step import create_train_state, make_train_step
 
@@ -83,14 +82,19 @@ def _sample_batch(spec) -> dict:
 
 
 def parameter_counts(config):
-    """({params_total, params_trainable}, model, abstract variables, trainable mask)."""
-    model = TwoStageDetector(ml_collections.FrozenConfigDict(config.model))
+    """({params_total, params_trainable}, model, abstract variables, trainable mask). Losses
+    that read the training split's class counts get uniform stand-ins (costs do not depend on
+    them)."""
+    stats = None
+    if needs_class_statistics(config.model):
+        from frozen_det.data.class_stats import uniform_statistics
+        stats = uniform_statistics(int(config.model.num_classes) - 1)
+    model = build_model(config.model, stats)
     spec = abstract_batch(config, 1)
     variables = jax.eval_shape(
         lambda b: model.init({"params": jax.random.key(0), "sampling": jax.random.key(0)}, b, train=True),
         spec)
-    mask = partition.trainable_mask(
-        variables["params"], frozen=backbone_frozen_patterns(config.model.backbone, prefix="backbone/"))
+    mask = trainable_mask(config, variables["params"])
     trainable, _ = partition.split(variables["params"], mask)
     return {"params_total": partition.count_params(variables),
             "params_trainable": partition.count_params(trainable)}, model, variables, mask

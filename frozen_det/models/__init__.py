@@ -39,6 +39,18 @@ def validate_model_config(config, num_data_classes: int | None = None) -> None:
         raise ValueError("config.model.mask.enabled=True needs config.data.with_masks=True.")
 
 
+def trainable_mask(config, params):
+    """The config's trainable partition of `params`: the backbone's freeze rules plus
+    `train.trainable_only` (e.g. the LVIS second stage's classifier-only training)."""
+    from frozen_det.models.backbones import backbone_frozen_patterns
+    from frozen_det.training import partition
+    train = config.get("train") or {}
+    only = train.get("trainable_only") or None
+    return partition.trainable_mask(
+        params, frozen=backbone_frozen_patterns(config.model.backbone, prefix="backbone/"),
+        trainable_only=list(only) if only else None)
+
+
 def needs_class_statistics(model_config) -> bool:
     """Whether the model's training losses read the training split's class counts."""
     head = model_config.box_head

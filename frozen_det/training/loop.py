@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -22,8 +21,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from frozen_det import data as data_lib
 from frozen_det.checkpoints.pretrained import load_backbone_variables
 from frozen_det.evaluation.runner import evaluate_detector, make_detect_fn, write_eval_json
-from frozen_det.models import build_model, needs_class_statistics, validate_model_config
-from frozen_det.models.backbones import backbone_frozen_patterns
+from frozen_det.models import build_model, needs_class_statistics, trainable_mask, validate_model_config
 from frozen_det.training import partition, sharding
 from frozen_det.training.checkpointing import Checkpointer, PreemptionFlag
 from frozen_det.training.optimizer import build_optimizer
@@ -42,15 +40,6 @@ def _hide_accelerators_from_tensorflow():
 def model_batch(batch: dict, with_masks: bool) -> dict:
     """The part of a pipeline batch the model reads."""
     return {k: v for k, v in batch.items() if k in MODEL_INPUTS and (with_masks or k != "masks")}
-
-
-def trainable_mask(config, params) -> Any:
-    """Freeze switch rules for the backbone, plus `train.trainable_only` (e.g. the LVIS second
-    stage's classifier-only fine-tuning)."""
-    only = config.train.get("trainable_only") or None
-    return partition.trainable_mask(
-        params, frozen=backbone_frozen_patterns(config.model.backbone, prefix="backbone/"),
-        trainable_only=list(only) if only else None)
 
 
 def loss_fn_for(model, freeze_batch_stats: bool = False):

@@ -69,3 +69,24 @@ def test_matches_per_class_tf_nms(seed, class_specific, score_threshold):
     assert not np.any(out.scores[b, n:]) and not np.any(out.classes[b, n:])
   if score_threshold == 0.85:
     assert int(out.num_detections.min()) < 20  # the padding path is exercised
+
+
+def test_sigmoid_scores_for_sigmoid_trained_heads():
+    """score_activation='sigmoid': each class's score is sigmoid(its logit), the background
+    logit plays no part; softmax scores differ."""
+    logits = np.array([[[5.0, 2.0, -1.0], [0.0, -3.0, 1.5]]], np.float32)  # 2 ROIs, bg + 2 classes
+    rois = np.array([[[10, 10, 40, 40], [60, 60, 90, 100]]], np.float32)
+    deltas = np.zeros((1, 2, 4), np.float32)
+    kw = dict(max_detections=4, pre_nms_top_k=2, score_threshold=0.05, iou_threshold=0.5)
+    out = detection_postprocess(logits, deltas, rois, (128, 128), score_activation="sigmoid", **kw)
+    got = sorted(float(s) for s, v in zip(out.scores[0], out.valid[0]) if v)
+    expected = sorted(float(1 / (1 + np.exp(-x))) for x in logits[0, :, 1:].ravel() if 1 / (1 + np.exp(-x)) > 0.05)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    shifted = logits.copy()
+    shifted[..., 0] -= 10
+    again = detection_postprocess(shifted, deltas, rois, (128, 128), score_activation="sigmoid", **kw)
+    np.testing.assert_allclose(again.scores, out.scores)
+    soft = detection_postprocess(logits, deltas, rois, (128, 128), **kw)
+    assert not np.allclose(soft.scores, out.scores)
+    with pytest.raises(ValueError, match="score_activation"):
+        detection_postprocess(logits, deltas, rois, (128, 128), score_activation="tanh", **kw)
