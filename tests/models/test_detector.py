@@ -198,26 +198,3 @@ def test_frozen_detector_train_step_has_no_backbone_backward_pass():
     finetune = freeze_savings(config("finetune"))
     assert finetune["train_step_gflops"] > frozen["train_step_gflops"] + frozen["backbone_train_mode_forward_gflops"]
 
-
-def test_federated_loss_detector_trains_and_scores_with_sigmoids():
-    """box_head.class_loss='federated' (+ class-balanced weights): the class logits start at the
-    1% prior, train steps are finite and move them, and the model refuses to train without class
-    counts (sigmoid scoring at inference: tests/ops/test_postprocess.py)."""
-    from frozen_det.data.class_stats import ClassStatistics
-    from frozen_det.models import build_model
-    from frozen_det.models.detector import SIGMOID_PRIOR_BIAS
-    config = tiny_two_stage_model(num_classes=4, freeze="all")
-    config.box_head.update(class_loss="federated", federated_num_classes=2, class_weighting="inverse_frequency")
-    stats = ClassStatistics(np.array([0, 50, 5, 1]), np.array([0, 40, 5, 1]), 45)
-    model = build_model(config, stats)
-    batch = make_batch()
-    variables = dict(jax.jit(lambda b: model.init({"params": jax.random.key(0), "sampling": jax.random.key(1)},
-                                                  b, train=True))(batch))
-    bias = variables["params"]["box_heads_0"]["class_logits"]["bias"]
-    np.testing.assert_allclose(bias, SIGMOID_PRIOR_BIAS, rtol=1e-6)
-    state, history, _ = train_steps(config, model, variables, batch, steps=2)
-    assert all(np.isfinite(h["total"]) and np.isfinite(h["frcnn_class"]) for h in history)
-    new_bias = state.all_params()["box_heads_0"]["class_logits"]["bias"]
-    assert not np.allclose(new_bias, bias)
-    with pytest.raises(ValueError, match="class counts"):
-        build_model(config).init({"params": jax.random.key(0), "sampling": jax.random.key(1)}, batch, train=True)

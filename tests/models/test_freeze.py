@@ -84,7 +84,7 @@ def _train_step(freeze, adapters=False):
 
 def _changed(before, after):
     """Set of '/'-paths whose leaves differ (bitwise) between two trees."""
-    b, a = partition._flat(before), partition._flat(after)
+    b, a = partition.flatten(before), partition.flatten(after)
     return {k for k in b if not np.array_equal(np.asarray(b[k]), np.asarray(a[k]))}
 
 
