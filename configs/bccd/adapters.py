@@ -1,0 +1,17 @@
+"""BCCD transfer study: EfficientNet-Lite0 pretrained on ImageNet, frozen, with residual adapters (a zero-initialised
+1x1 conv beside every MBConv block, trainable; paper Table 7).
+
+    python -m frozen_det.train --config configs/bccd/adapters.py:fpn --workdir /tmp/bccd_study/adapters_fpn
+    python tools/bccd_study.py --rows adapters:fpn,adapters:cascade
+
+Argument: the head, fpn | cascade. Data, model, schedule: configs/bccd/common.py.
+"""
+
+import os
+import runpy
+
+_COMMON = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+
+
+def get_config(arg=None):
+    return _COMMON["get_config"]("adapters", arg)

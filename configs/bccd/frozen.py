@@ -1,0 +1,17 @@
+"""BCCD transfer study: EfficientNet-Lite0 pretrained on ImageNet, frozen (freeze='all'): only the FPN, RPN and
+box heads train; the backbone runs in inference mode without a backward pass.
+
+    python -m frozen_det.train --config configs/bccd/frozen.py:fpn --workdir /tmp/bccd_study/frozen_fpn
+    python tools/bccd_study.py --rows frozen:fpn,frozen:cascade
+
+Argument: the head, fpn | cascade. Data, model, schedule: configs/bccd/common.py.
+"""
+
+import os
+import runpy
+
+_COMMON = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+
+
+def get_config(arg=None):
+    return _COMMON["get_config"]("frozen", arg)

@@ -1,0 +1,17 @@
+"""BCCD transfer study: EfficientNet-Lite0 randomly initialised, trained end to end (freeze='none', no
+checkpoint): the no-pretraining baseline.
+
+    python -m frozen_det.train --config configs/bccd/scratch.py:fpn --workdir /tmp/bccd_study/scratch_fpn
+    python tools/bccd_study.py --rows scratch:fpn,scratch:cascade
+
+Argument: the head, fpn | cascade. Data, model, schedule: configs/bccd/common.py.
+"""
+
+import os
+import runpy
+
+_COMMON = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+
+
+def get_config(arg=None):
+    return _COMMON["get_config"]("scratch", arg)
