@@ -78,9 +78,11 @@ def eval_path(workdir: str, split: str, step: int) -> str:
 
 def run_row(row: str, workdir: str, config) -> None:
     """Trains (or resumes) and evaluates one row; appends the session's time to timing.json
-    and writes cost.json (XLA train-step cost) once."""
+    and writes cost.json (XLA train-step cost) once. Exits after a preempted session (SIGTERM
+    saves a checkpoint) without evaluating."""
     from frozen_det.evaluate import evaluate
     from frozen_det.resources import train_step_cost
+    from frozen_det.training.checkpointing import Checkpointer
     from frozen_det.training.loop import train_and_evaluate
 
     os.makedirs(workdir, exist_ok=True)
@@ -92,6 +94,11 @@ def run_row(row: str, workdir: str, config) -> None:
     train_and_evaluate(config, workdir)
     timing["sessions"].append({"seconds": round(time.time() - start, 1), "finished_at": time.ctime()})
     _write_json(timing_path, timing)
+    checkpointer = Checkpointer(workdir)
+    reached, total = checkpointer.latest_step(), int(config.train.total_steps)
+    checkpointer.close()
+    if reached is None or reached < total:  # SIGTERM: the loop saved a checkpoint and returned
+        raise SystemExit(f"{row} stopped at step {reached} of {total}; run the same command again to resume")
     result = evaluate(config, workdir)
     logging.info("%s: AP %.4f AP50 %.4f (%s)", row, result["AP"], result["AP50"], result["path"])
     cost_path = os.path.join(workdir, "cost.json")
