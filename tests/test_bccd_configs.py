@@ -79,6 +79,8 @@ def test_table_from_fake_eval_jsons(tmp_path):
     _fake_row(bccd_study.row_dir(root, "frozen:fpn"), 0.5, 0.875, 10, [300.0, 300.0], cost)
     # A row evaluated at another step than the schedule's end is not finished.
     _fake_row(bccd_study.row_dir(root, "frozen:cascade"), 0.9, 0.99, 5, [60.0], cost)
+    with open(os.path.join(bccd_study.row_dir(root, "frozen:cascade"), "train_metrics.jsonl"), "w") as f:
+        f.write('{"step": 2, "loss": 1.5}\n{"step": 4, "loss": 1.0}\n')
     rows = [bccd_study.collect_row(r, bccd_study.row_dir(root, r), "test", 10) for r in bccd_study.ALL_ROWS]
     assert [r["status"] for r in rows] == ["done"] + ["pending"] * (len(bccd_study.ALL_ROWS) - 1)
     assert rows[0]["train_seconds"] == 600.0 and rows[0]["seconds_per_step"] == 60.0
@@ -89,7 +91,8 @@ def test_table_from_fake_eval_jsons(tmp_path):
     assert all(line.count("|") == len(bccd_study.COLUMNS) + 1 for line in lines)
     assert lines[2] == ("| frozen | fpn | 0.500 | 0.875 | 0.250 | 0.100 / 0.200 / 0.300 | 10.0 | 60.00 | 101.0 | "
                         "400 | 4.30 / 7.30 |")
-    assert lines[3].startswith("| frozen | cascade | pending |")
+    assert lines[3].startswith("| frozen | cascade | pending (trained 4/10 steps) |")
+    assert lines[4].startswith("| adapters | fpn | pending |")
     with open(os.path.join(root, "results.md")) as f:
         assert f.read() == table + "\nCommand: `fake`\n"
     with open(os.path.join(root, "results.json")) as f:

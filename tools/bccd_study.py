@@ -4,6 +4,7 @@ under a Faster R-CNN FPN head and a Cascade R-CNN head (configs/bccd/), one sche
     python tools/bccd_study.py                              # every row, table in /tmp/bccd_study
     python tools/bccd_study.py --rows frozen:fpn,frozen:cascade
     python tools/bccd_study.py --rows finetune:fpn --force  # rerun a finished row
+    python tools/bccd_study.py --table_only                 # the table from what has run so far
 
 Each row trains into ROOT/<strategy>_<head> with the library's Python API
 (frozen_det.training.loop.train_and_evaluate, then frozen_det.evaluate.evaluate on the test
@@ -108,6 +109,15 @@ def run_row(row: str, workdir: str, config) -> None:
 
 # --- collecting and writing the table -------------------------------------------------------
 
+def _last_logged_step(workdir: str) -> int:
+    path = os.path.join(workdir, "train_metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.read().splitlines()
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
 def collect_row(row: str, workdir: str, split: str, total_steps: int) -> dict:
     """One table row from a workdir's eval/<split>_step<total_steps>.json, timing.json and
     cost.json; status 'pending' when the final evaluation is missing."""
@@ -115,7 +125,7 @@ def collect_row(row: str, workdir: str, split: str, total_steps: int) -> dict:
     out = {"row": row, "strategy": strategy, "head": head, "steps": total_steps, "workdir": workdir}
     result = _read_json(eval_path(workdir, split, total_steps))
     if result is None:
-        return dict(out, status="pending")
+        return dict(out, status="pending", reached_step=_last_logged_step(workdir))
     timing = _read_json(os.path.join(workdir, "timing.json")) or {"sessions": []}
     seconds = sum(s["seconds"] for s in timing["sessions"]) if timing["sessions"] else None
     cost = _read_json(os.path.join(workdir, "cost.json")) or {}
@@ -134,7 +144,8 @@ COLUMNS = ("backbone", "head", "AP", "AP50", "AP75", "AP " + " / ".join(CLASSES)
 
 def _cells(r: dict) -> list[str]:
     if r["status"] != "done":
-        return [r["strategy"], r["head"], "pending"] + [""] * (len(COLUMNS) - 3)
+        progress = f" (trained {r['reached_step']}/{r['steps']} steps)" if r.get("reached_step") else ""
+        return [r["strategy"], r["head"], "pending" + progress] + [""] * (len(COLUMNS) - 3)
     return [r["strategy"], r["head"], f"{r['AP']:.3f}", f"{r['AP50']:.3f}", f"{r['AP75']:.3f}",
             " / ".join(_fmt(r["per_class_AP"].get(c), ".3f") for c in CLASSES),
             _fmt(r.get("train_seconds"), ".1f", 1 / 60), _fmt(r.get("seconds_per_step"), ".2f"),
@@ -163,18 +174,20 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", default="", help=f"comma-separated rows (default all): {','.join(ALL_ROWS)}")
     parser.add_argument("--root", default="/tmp/bccd_study", help="one workdir per row under this directory")
     parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows even if finished")
+    parser.add_argument("--table_only", action="store_true", help="only assemble the table from the workdirs")
     parser.add_argument("--total_steps", type=int, default=0,
                         help="override the configs' schedule length (smoke tests; use another --root)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    chosen = parse_rows(args.rows)
+    chosen = [] if args.table_only else parse_rows(args.rows)
     configs = {row: load_config(row, args.total_steps) for row in ALL_ROWS}
 
     def table_rows():
         return [collect_row(row, row_dir(args.root, row), c.data.eval_split, int(c.train.total_steps))
                 for row, c in configs.items()]
 
-    command = "python tools/bccd_study.py" + (f" --rows {args.rows}" if args.rows else "")
+    command = "python tools/bccd_study.py" + (" --table_only" if args.table_only else
+                                              f" --rows {args.rows}" if args.rows else "")
     for row in chosen:
         workdir = row_dir(args.root, row)
         if args.force and os.path.isdir(workdir):
