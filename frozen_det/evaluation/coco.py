@@ -100,6 +100,38 @@ class DetectionResults:
                 self.results.append(result)
 
 
+    def _ground_truth(self):
+        """The ground truth in the evaluating API's own form."""
+        raise NotImplementedError
+
+    def _run(self, gt, iou_type: str) -> tuple[dict, dict]:
+        """(summary, per-class AP) for "bbox" or "segm"."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict[str, Any]:
+        """The summary ("AP", "AP50", ...), "per_class_AP" {category id: AP} and "num_images",
+        plus mask_* keys with masks."""
+        gt = self._ground_truth()
+        summary, per_class = self._run(gt, "bbox")
+        out: dict[str, Any] = dict(summary, per_class_AP=per_class, num_images=len(set(self.image_ids)))
+        if self.include_masks:
+            mask_summary, mask_per_class = self._run(gt, "segm")
+            out.update({f"mask_{k}": v for k, v in mask_summary.items()})
+            out["mask_per_class_AP"] = mask_per_class
+        return out
+
+
+def per_class_ap(precision: np.ndarray, category_ids) -> dict:
+    """Per-category AP from a [T, R, K] precision array (IoU thresholds, recall points,
+    categories; -1 where a category has no ground truth): the mean over valid entries, NaN
+    for categories never evaluated."""
+    out = {}
+    for k, cat in enumerate(category_ids):
+        p = precision[:, :, k]
+        out[int(cat)] = float(np.mean(p[p > -1])) if np.any(p > -1) else float("nan")
+    return out
+
+
 class CocoEvaluator(DetectionResults):
     """COCOeval (bbox, and segm with masks) over the accumulated detections; COCOeval itself
     scores at most 100 detections per image, as the COCO metric defines."""
@@ -117,24 +149,12 @@ class CocoEvaluator(DetectionResults):
             ev.accumulate()
             ev.summarize()
         summary = {k: float(v) for k, v in zip(SUMMARY_KEYS, ev.stats)}
-        # Per-class AP at IoU .50:.95, area all, max dets: mean over precision != -1.
-        precision = ev.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
-        per_class = {}
-        for k, cat in enumerate(ev.params.catIds):
-            p = precision[:, :, k]
-            per_class[int(cat)] = float(np.mean(p[p > -1])) if np.any(p > -1) else float("nan")
-        return summary, per_class
+        # Per-class AP at IoU .50:.95, area all, max dets 100.
+        return summary, per_class_ap(ev.eval["precision"][:, :, :, 0, -1], ev.params.catIds)
 
-    def evaluate(self) -> dict[str, Any]:
-        """{"AP": ..., "AP50": ..., ..., "per_class_AP": {category_id: AP}} plus mask_* keys."""
+    def _ground_truth(self) -> COCO:
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO()
             gt.dataset = copy.deepcopy(self._gt_dict)
             gt.createIndex()
-        summary, per_class = self._run(gt, "bbox")
-        out: dict[str, Any] = dict(summary, per_class_AP=per_class, num_images=len(set(self.image_ids)))
-        if self.include_masks:
-            mask_summary, mask_per_class = self._run(gt, "segm")
-            out.update({f"mask_{k}": v for k, v in mask_summary.items()})
-            out["mask_per_class_AP"] = mask_per_class
-        return out
+        return gt

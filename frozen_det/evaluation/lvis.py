@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from frozen_det.evaluation.coco import DetectionResults
+from frozen_det.evaluation.coco import DetectionResults, per_class_ap
 
 LVIS_MAX_DETECTIONS = 300
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
@@ -105,22 +105,6 @@ class LvisEvaluator(DetectionResults):
         finally:
             quiet.setLevel(level)
         summary = {k: float(v) for k, v in ev.get_results().items()}
-        # Per-class AP over IoU .50:.95, area "all"; -1 marks categories without ground truth.
-        precision = ev.eval["precision"][:, :, :, 0]  # [T, R, K]
-        per_class = {}
-        for k, cat in enumerate(ev.params.cat_ids):
-            p = precision[:, :, k]
-            per_class[int(cat)] = float(np.mean(p[p > -1])) if np.any(p > -1) else float("nan")
-        return summary, per_class
-
-    def evaluate(self) -> dict[str, Any]:
-        """{"AP", "AP50", ..., "APr", "APc", "APf", "AR@300", ..., "per_class_AP": {category id: AP}}
-        plus mask_* keys with masks. Groups without evaluated categories report -1 (the API's)."""
-        gt = self._ground_truth()
-        summary, per_class = self._run(gt, "bbox")
-        out: dict[str, Any] = dict(summary, per_class_AP=per_class, num_images=len(set(self.image_ids)))
-        if self.include_masks:
-            mask_summary, mask_per_class = self._run(gt, "segm")
-            out.update({f"mask_{k}": v for k, v in mask_summary.items()})
-            out["mask_per_class_AP"] = mask_per_class
-        return out
+        # Per-class AP over IoU .50:.95, area "all". Groups without evaluated categories
+        # report -1 (the API's convention).
+        return summary, per_class_ap(ev.eval["precision"][:, :, :, 0], ev.params.cat_ids)
