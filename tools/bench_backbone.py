@@ -56,6 +56,7 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench_common import round_robin, xla_stats  # noqa: E402
 from frozen_det.checkpoints.mapping import assign_by_path  # noqa: E402
 from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet  # noqa: E402
 from frozen_det.models import fast_conv  # noqa: E402
@@ -154,14 +155,6 @@ def torch_contenders(ref, x_nchw, labels):
 # ---------------------------------------------------------------- ours
 
 
-def xla_stats(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    return {"gflops": float(cost.get("flops", float("nan"))) / 1e9,
-            "temp_mb": mem.temp_size_in_bytes / 1e6 if mem is not None else float("nan")}
-
-
 def jax_contenders(variables, images, labels, variant, rows):
     """{row: (callable, xla stats, compile seconds)} for one variant."""
     out = {}
@@ -198,21 +191,7 @@ def jax_contenders(variables, images, labels, variant, rows):
     return out
 
 
-# ---------------------------------------------------------------- timing
-
-
-def round_robin(contenders: dict, repeats: int, cpu_times: dict | None = None) -> dict:
-    """Wall seconds per call, A B C A B C ...; process CPU seconds (all threads) into `cpu_times`
-    (steadier than wall time when other jobs share the cores)."""
-    times = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for key, fn in contenders.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-            if cpu_times is not None:
-                cpu_times.setdefault(key, []).append(time.process_time() - c0)
-    return times
+# ---------------------------------------------------------------- the benchmark
 
 
 def run_model_bench(args) -> dict:

@@ -95,7 +95,7 @@ import optax
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_backbone import xla_stats, round_robin  # noqa: E402
+from bench_common import round_robin, xla_stats  # noqa: E402
 from frozen_det.config_defaults import backbone, fpn, two_stage_model  # noqa: E402
 from frozen_det.models import build_model  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402

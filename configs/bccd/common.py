@@ -46,7 +46,8 @@ def get_config(strategy: str, arg=None):
     the head."""
     head = d.parse_arg(arg, head=("fpn", HEADS))["head"]
     model = d.two_stage_model(num_classes=4, neck=d.fpn(3, 6, num_filters=128), cascade=head == "cascade",
-                              backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9))
+                              backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9,
+                                                         conv_impl="fast"))
     d.apply_strategy(model, strategy, CHECKPOINT)
     model.anchors.anchor_size = 4.0
     model.bn.momentum = 0.9

@@ -25,10 +25,11 @@ class ResidualAdapter(nn.Module):
     features: int
     strides: int = 1
     dtype: Any = jnp.float32
+    conv_cls: type[nn.Module] = nn.Conv  # the backbone's convolution (nn.Conv or fast_conv.Conv)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Conv(
+        return self.conv_cls(
             self.features,
             (1, 1),
             strides=(self.strides, self.strides),
@@ -39,6 +40,7 @@ class ResidualAdapter(nn.Module):
         )(x)
 
 
-def adapter(features: int, strides: int, dtype: Any) -> ResidualAdapter:
+def adapter(features: int, strides: int, dtype: Any,
+            conv_cls: type[nn.Module] = nn.Conv) -> ResidualAdapter:
     """The adapter of the enclosing block, under the name the freeze rules recognise."""
-    return ResidualAdapter(features, strides, dtype, name=ADAPTER_NAME)
+    return ResidualAdapter(features, strides, dtype, conv_cls, name=ADAPTER_NAME)

@@ -218,3 +218,29 @@ def test_adapters_start_as_identity_and_stay_trainable_when_frozen():
     grads = traverse_util.flatten_dict(jax.jit(jax.grad(loss))(variables["params"]))
     assert all(float(jnp.abs(g).max()) == 0.0 for k, g in grads.items() if k[0] == "stem")
     assert all(float(jnp.abs(g).max()) > 0.0 for k, g in grads.items() if k[0] == "stage1" and "adapter" in k)
+
+
+def test_fast_conv_impl_is_the_same_function_and_gradient():
+    # Lite0 (ReLU6, no SE) with adapters: depthwise, 1x1 and adapter convolutions all switch.
+    slow = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0)
+    fast = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0,
+                        conv_impl="fast")
+    variables = _random_variables(slow)
+    assert jax.tree.structure(_shapes(slow)) == jax.tree.structure(_shapes(fast))
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)
+
+    def loss(model):
+        def f(params):
+            out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+            return sum(jnp.sum(out[level] ** 2) for level in (3, 5))
+        return f
+
+    v_slow, g_slow = jax.jit(jax.value_and_grad(loss(slow)))(variables["params"])
+    v_fast, g_fast = jax.jit(jax.value_and_grad(loss(fast)))(variables["params"])
+    np.testing.assert_allclose(v_fast, v_slow, rtol=1e-4)
+    # Some train-mode BN gradients are sums that cancel to float noise (~1e-5 of the largest
+    # gradient); their absolute tolerance follows the overall gradient scale.
+    scale = max(float(np.abs(a).max()) for a in jax.tree.leaves(g_slow))
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_slow), jax.tree.leaves(g_fast)):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()) + 1e-5 * scale,
+                                   err_msg=jax.tree_util.keystr(path))

@@ -1,4 +1,5 @@
-"""fast_conv.Conv is a drop-in flax.linen.Conv: same parameters, outputs and gradients."""
+"""fast_conv.Conv is a drop-in flax.linen.Conv: same parameters, outputs and gradients,
+for dense and depthwise convolutions."""
 
 import flax.linen as nn
 import jax
@@ -54,6 +55,57 @@ def test_outputs_and_gradients_match_nn_conv(kernel, strides, padding, use_bias)
         assert _rel(mine, g) <= 1e-4, path
 
 
+DEPTHWISE_CASES = [  # kernel, strides, padding, use_bias
+    ((3, 3), 1, "SAME", False),
+    ((3, 3), 2, "SAME", True),
+    ((5, 5), 1, "SAME", False),
+    ((5, 5), 2, "SAME", False),
+    ((3, 3), 1, "VALID", True),
+    ((3, 5), (2, 1), ((1, 2), (0, 2)), False),
+]
+
+
+@pytest.mark.parametrize("kernel,strides,padding,use_bias", DEPTHWISE_CASES)
+def test_depthwise_outputs_and_gradients_match_grouped_nn_conv(kernel, strides, padding, use_bias):
+    rng = np.random.default_rng(2)
+    # Odd sizes: stride-2 'SAME' padding is asymmetric (TF's rule, which EfficientNet needs).
+    x = jnp.asarray(rng.normal(size=(2, 11, 14, 6)).astype(np.float32))
+    kwargs = dict(features=6, kernel_size=kernel, strides=strides, padding=padding,
+                  feature_group_count=6, use_bias=use_bias,
+                  bias_init=nn.initializers.normal(0.5))
+    ref, ours = nn.Conv(**kwargs), fast_conv.Conv(**kwargs)
+    params = ref.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x))
+    y_ref, y_ours = ref.apply(params, x), ours.apply(params, x)
+    assert y_ref.shape == y_ours.shape
+    assert _rel(y_ours, y_ref) <= 1e-5
+    cotangent = jnp.asarray(rng.normal(size=y_ref.shape).astype(np.float32))
+
+    def grads(module):
+        return jax.grad(lambda p, x: jnp.sum(module.apply(p, x) * cotangent), argnums=(0, 1))(params, x)
+
+    (gp_ref, gx_ref), (gp_ours, gx_ours) = grads(ref), grads(ours)
+    assert _rel(gx_ours, gx_ref) <= 1e-5
+    for (path, g), (_, mine) in zip(jax.tree_util.tree_leaves_with_path(gp_ref),
+                                    jax.tree_util.tree_leaves_with_path(gp_ours)):
+        assert _rel(mine, g) <= 1e-5, path
+
+
+def test_depthwise_bfloat16_accumulates_in_float32():
+    # 49 taps of bfloat16 products summed in bfloat16 would lose ~3 significant bits.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(1, 16, 16, 8)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(7, 7, 1, 8)).astype(np.float32))
+    ours = fast_conv.depthwise_conv2d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+    assert ours.dtype == jnp.bfloat16
+    exact = jax.lax.conv_general_dilated(
+        x.astype(jnp.bfloat16).astype(jnp.float32), kernel.astype(jnp.bfloat16).astype(jnp.float32),
+        (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=8,
+        precision="highest")
+    # Only the final rounding to bfloat16 remains: half an ulp, 2^-8 relative.
+    assert float(jnp.max(jnp.abs(ours.astype(jnp.float32) - exact) / (jnp.abs(exact) + 1e-3))) <= 2 ** -8
+
+
 def test_leading_batch_dims_and_unbatched_inputs():
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(3, 2, 8, 8, 4)).astype(np.float32))
@@ -95,7 +147,11 @@ def test_jits_once():
 
 def test_unsupported_options_are_clear_errors():
     x = jnp.ones((1, 8, 8, 3))
-    with pytest.raises(ValueError, match="dilation or feature groups"):
+    with pytest.raises(ValueError, match="no dilation"):
         fast_conv.Conv(4, (3, 3), kernel_dilation=2).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="only as a depthwise convolution"):
+        fast_conv.Conv(6, (3, 3), feature_group_count=3).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="use one of"):
+        fast_conv.conv_class("cudnn", "EfficientNet")
     with pytest.raises(ValueError, match="CIRCULAR"):
         fast_conv.Conv(4, (3, 3), padding="CIRCULAR").init(jax.random.key(0), x)

@@ -10,7 +10,8 @@ Fields (ml_collections ConfigDict):
   bn_momentum, bn_epsilon: None keeps the family default
   drop_path_rate: stochastic depth / drop-connect (None keeps the family default)
   dtype: "float32" | "bfloat16" activations (parameters stay float32)
-  conv_impl: ResNet only, "xla" | "fast" (1x1 weight gradients as a dot; faster on CPU)
+  conv_impl: "xla" | "fast" (fast_conv.Conv: 1x1 weight gradients as a dot, depthwise
+             convolutions as shifted multiply-adds; same parameters, much faster on XLA:CPU)
   init_checkpoint: a converted checkpoint directory, "package:efficientnet_lite0", or ""
 """
 
@@ -57,7 +58,8 @@ def build_backbone(cfg: Any) -> nn.Module:
         from frozen_det.models.backbones.efficientnet import EfficientNet
         if "drop_path_rate" in common:
             common["drop_connect_rate"] = common.pop("drop_path_rate")
-        return EfficientNet(variant=str(_get(cfg, "variant", "b0")), **common)
+        return EfficientNet(variant=str(_get(cfg, "variant", "b0")),
+                            conv_impl=str(_get(cfg, "conv_impl", "xla")), **common)
     raise ValueError(f"model.backbone.type={family!r} is unknown; choose one of {FAMILIES}.")
 
 

@@ -85,7 +85,7 @@ class _Block(nn.Module):
             residual = residual * mask.astype(residual.dtype) / keep
         y = self.shortcut(x, out_features) + residual
         if self.adapters:
-            y = y + adapter(out_features, self.strides, self.dtype)(x)
+            y = y + adapter(out_features, self.strides, self.dtype, self.conv_cls)(x)
         return self.act(y)
 
 
@@ -211,9 +211,7 @@ class ResNet(nn.Module):
         plan: FreezePlan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
         act = activation_fn(self.activation or ("swish" if rs else "relu"))
         se_ratio = (0.25 if rs else 0.0) if self.se_ratio is None else self.se_ratio
-        if self.conv_impl not in ("xla", "fast"):
-            raise ValueError(f"ResNet conv_impl={self.conv_impl!r}: use 'xla' or 'fast'.")
-        conv_cls = fast_conv.Conv if self.conv_impl == "fast" else nn.Conv
+        conv_cls = fast_conv.conv_class(self.conv_impl, "ResNet")
 
         def norm_for(part: int):
             # A frozen part always runs BN in inference mode with the checkpoint's statistics.
