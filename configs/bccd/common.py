@@ -16,7 +16,8 @@ Argument: the head, ``fpn`` (Faster R-CNN + FPN) or ``cascade`` (Cascade R-CNN o
 FPN: three box-head stages at IoU 0.5 / 0.7 / 0.8). Why Cascade on FPN rather than NAS-FPN
 as the higher-capacity head on this CPU: measured train steps of the frozen model at batch
 4 / canvas 512 took 2.9 CPU-seconds (fpn), 3.2 (cascade) and 4.1 (NAS-FPN L3-7, 3 repeats,
-128 filters), of which 2.0 are the frozen Lite0's forward pass. The cascade adds its capacity
+128 filters), of which 2.0 are the frozen Lite0's forward pass (with XLA's convolutions;
+conv_impl "fast" below makes that forward pass ~2.7x cheaper, not the heads). The cascade adds its capacity
 on 7x7 ROI crops, whose cost does not grow with the canvas, and aims at the localisation
 quality (AP75) where BCCD detectors are weakest; NAS-FPN's cost grows with every pixel of
 the L3 map (and needs L7, a multiple-of-128 canvas).
@@ -24,10 +25,11 @@ the L3 map (and needs L7, a multiple-of-128 canvas).
 Schedule (every row): batch 4, 500 steps (~6.8 epochs), SGD momentum 0.9, linear warm-up
 from 0.004 over 50 steps to 0.04, cosine decay to 0, weight decay 4e-5, gradient clipping
 at norm 10, BatchNorm momentum 0.9 in the neck and heads (and in a trained backbone; the
-reference 0.997 needs thousands of steps). On the shared 2-core CPU a frozen row trains in
-22-26 min (2.6-3.1 s/step; XLA: 66 GFLOPs / 185 MB temp per fpn step, 87 / 265 MB cascade),
-a fine-tuned one at ~11 s/step; canvas 640 has 1.56x the pixels and would not fit the
-frozen rows in ~30 min.
+reference 0.997 needs thousands of steps). The backbone uses conv_impl "fast"
+(frozen_det/models/fast_conv.py: depthwise convolutions as shifted multiply-adds): on the
+shared 2-core CPU the frozen fpn row trains in ~9 min (1.06 s/step; XLA: 66 GFLOPs / 238 MB
+temp per step) and the fine-tuned one in ~27 min (3.25 s/step, 104 GFLOPs / 4.5 GB); with
+XLA's own convolutions they took 26 min and ~90 min (3.1 and ~11 s/step).
 """
 
 import os
