@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -56,7 +54,7 @@ import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_common import round_robin, xla_stats  # noqa: E402
+from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
 from frozen_det.checkpoints.mapping import assign_by_path  # noqa: E402
 from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet  # noqa: E402
 from frozen_det.models import fast_conv  # noqa: E402
@@ -382,11 +380,9 @@ def main(argv=None):
                    help="instead: per-convolution forward / input-grad / weight-grad times")
     args = p.parse_args(argv)
 
-    meta = {"size": args.size, "batch": args.batch, "repeats": args.repeats, "jax": jax.__version__,
+    meta = {"size": args.size, "batch": args.batch, "repeats": args.repeats, **machine_info(),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "load_average_at_start": os.getloadavg()}
+            "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg()}
     if args.conv_split:
         res = run_conv_split(args)
         print(conv_split_markdown(res))
@@ -394,18 +390,12 @@ def main(argv=None):
     else:
         res = run_model_bench(args)
         print(markdown(res, args))
-        key = lambda k: "/".join(map(str, k))  # noqa: E731
         out = dict(meta, variants=res["variants"], max_abs_logit_diff=res["max_abs_logit_diff"],
-                   median_s={key(k): v for k, v in res["median_s"].items()},
-                   times_s={key(k): v for k, v in res["times_s"].items()},
-                   cpu_median_s={key(k): v for k, v in res["cpu_median_s"].items()},
-                   xla={key(k): v for k, v in res["xla"].items()},
-                   compile_s={key(k): v for k, v in res["compile_s"].items()},
+                   **{name: keyed(res[name]) for name in ("median_s", "times_s", "cpu_median_s", "xla",
+                                                          "compile_s")},
                    options={v: parse_variant(v)["options"] for v in res["variants"]})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1, default=str)
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """Helpers the tools/bench_*.py benchmarks share: XLA's cost and memory of a compiled
-function, and round-robin wall-clock timing."""
+function, round-robin wall-clock timing, and the machine description and JSON output."""
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import sys
 import time
+
+import jax
 
 
 def xla_stats(compiled) -> dict:
@@ -26,3 +32,20 @@ def round_robin(contenders: dict, repeats: int, cpu_times: dict | None = None) -
             if cpu_times is not None:
                 cpu_times.setdefault(key, []).append(time.process_time() - c0)
     return times
+
+
+def machine_info() -> dict:
+    """What a timing depends on besides the code and the load: versions, cores, XLA flags."""
+    return {"jax": jax.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def keyed(table: dict) -> dict:
+    """{("a", "b"): v} -> {"a/b": v}: tuple keys as JSON object keys."""
+    return {"/".join(map(str, k)): v for k, v in table.items()}
+
+
+def write_json(path: str, out: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=str)
+    print(f"wrote {path}", file=sys.stderr)

@@ -19,9 +19,7 @@ reported with XLA's temporary memory of each compiled function. Compare within o
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 
@@ -33,7 +31,7 @@ from jax import lax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_common import round_robin, xla_stats  # noqa: E402
+from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
 from frozen_det.models import fast_conv  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
 from frozen_det.models.backbones import efficientnet  # noqa: E402
@@ -178,16 +176,11 @@ def main(argv=None):
     result = run(args)
     print(markdown(result, args))
     if args.json:
-        key = lambda k: "/".join(map(str, k))  # noqa: E731
-        out = {"variant": args.variant, "size": args.size, "batch": args.batch, "repeats": args.repeats,
-               "jax": jax.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-               "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_average_at_end": os.getloadavg(),
-               "median_s": {key(k): v for k, v in result["median_s"].items()},
-               "xla": {key(k): v for k, v in result["xla"].items()},
-               "max_rel_diff": result["max_rel_diff"]}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args.json, {"variant": args.variant, "size": args.size, "batch": args.batch,
+                               "repeats": args.repeats, **machine_info(),
+                               "load_average_at_end": os.getloadavg(),
+                               **{name: keyed(result[name]) for name in ("median_s", "xla")},
+                               "max_rel_diff": result["max_rel_diff"]})
     return result
 
 

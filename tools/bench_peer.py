@@ -74,7 +74,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -95,7 +94,7 @@ import optax
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import round_robin, xla_stats  # noqa: E402
+from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
 from frozen_det.config_defaults import backbone, fpn, two_stage_model  # noqa: E402
 from frozen_det.models import build_model  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
@@ -337,22 +336,17 @@ def main(argv=None):
     result = run(args)
     table = markdown(result, args)
     print(table, flush=True)
-    key = lambda k: "/".join(k)  # noqa: E731
     out = {"size": args.size, "batch": args.batch, "repeats": args.repeats, "pre_nms": args.pre_nms,
            "post_nms": args.post_nms, "rois": args.rois, "max_instances": args.max_instances,
-           "jax": jax.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "cpu_count": os.cpu_count(), "machine": platform.machine(),
-           "xla_flags": os.environ.get("XLA_FLAGS", ""),
+           **machine_info(), "torch": torch.__version__, "torchvision": torchvision.__version__,
            "load_average_at_start": load_start, "load_average_at_end": os.getloadavg(),
            "torch_settings": torch_settings(args), "our_settings": our_config(args, "frozen", "xla").to_dict(),
            "modes": result["modes"], "torch_contenders": result["torch"], "our_contenders": result["ours"],
-           "table": table, **{name: {key(k): v for k, v in result[name].items()}
+           "table": table, **{name: keyed(result[name])
                               for name in ("median_s", "best_s", "times_s", "cpu_median_s", "xla", "compile_s",
                                            "torch_gflops", "first_loss")}}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args.json, out)
     return out
 
 

@@ -27,32 +27,38 @@ def _rel(a, b):
     return np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
 
 
-@pytest.mark.parametrize("kernel,strides,padding,use_bias", CASES)
-def test_outputs_and_gradients_match_nn_conv(kernel, strides, padding, use_bias):
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 11, 13, 6)).astype(np.float32))
-    kwargs = dict(features=5, kernel_size=kernel, strides=strides, padding=padding, use_bias=use_bias)
+def _assert_matches_nn_conv(kwargs, x, rng, tol):
+    """Same parameter shapes and dtypes, outputs, input gradient and parameter gradients as
+    flax.linen.Conv built from the same arguments."""
     ref, ours = nn.Conv(**kwargs), fast_conv.Conv(**kwargs)
     params = ref.init(jax.random.key(0), x)
     ours_params = ours.init(jax.random.key(0), x)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), params) == \
         jax.tree.map(lambda a: (a.shape, a.dtype), ours_params)
-    if use_bias:  # a non-zero bias, so its gradient path is exercised too
+    if kwargs.get("use_bias", True):  # a non-zero bias, so its gradient path is exercised too
         params = jax.tree.map(lambda a: a + 0.1 * jnp.arange(a.size, dtype=a.dtype).reshape(a.shape)
                               if a.ndim == 1 else a, params)
     y_ref, y_ours = ref.apply(params, x), ours.apply(params, x)
     assert y_ref.shape == y_ours.shape
-    assert _rel(y_ours, y_ref) <= 1e-4
+    assert _rel(y_ours, y_ref) <= tol
     cotangent = jnp.asarray(rng.normal(size=y_ref.shape).astype(np.float32))
 
     def grads(module):
         return jax.grad(lambda p, x: jnp.sum(module.apply(p, x) * cotangent), argnums=(0, 1))(params, x)
 
     (gp_ref, gx_ref), (gp_ours, gx_ours) = grads(ref), grads(ours)
-    assert _rel(gx_ours, gx_ref) <= 1e-4
+    assert _rel(gx_ours, gx_ref) <= tol
     for path, g in jax.tree_util.tree_leaves_with_path(gp_ref):
         mine = dict(jax.tree_util.tree_leaves_with_path(gp_ours))[path]
-        assert _rel(mine, g) <= 1e-4, path
+        assert _rel(mine, g) <= tol, path
+
+
+@pytest.mark.parametrize("kernel,strides,padding,use_bias", CASES)
+def test_outputs_and_gradients_match_nn_conv(kernel, strides, padding, use_bias):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 11, 13, 6)).astype(np.float32))
+    kwargs = dict(features=5, kernel_size=kernel, strides=strides, padding=padding, use_bias=use_bias)
+    _assert_matches_nn_conv(kwargs, x, rng, tol=1e-4)
 
 
 DEPTHWISE_CASES = [  # kernel, strides, padding, use_bias
@@ -71,24 +77,8 @@ def test_depthwise_outputs_and_gradients_match_grouped_nn_conv(kernel, strides, 
     # Odd sizes: stride-2 'SAME' padding is asymmetric (TF's rule, which EfficientNet needs).
     x = jnp.asarray(rng.normal(size=(2, 11, 14, 6)).astype(np.float32))
     kwargs = dict(features=6, kernel_size=kernel, strides=strides, padding=padding,
-                  feature_group_count=6, use_bias=use_bias,
-                  bias_init=nn.initializers.normal(0.5))
-    ref, ours = nn.Conv(**kwargs), fast_conv.Conv(**kwargs)
-    params = ref.init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x))
-    y_ref, y_ours = ref.apply(params, x), ours.apply(params, x)
-    assert y_ref.shape == y_ours.shape
-    assert _rel(y_ours, y_ref) <= 1e-5
-    cotangent = jnp.asarray(rng.normal(size=y_ref.shape).astype(np.float32))
-
-    def grads(module):
-        return jax.grad(lambda p, x: jnp.sum(module.apply(p, x) * cotangent), argnums=(0, 1))(params, x)
-
-    (gp_ref, gx_ref), (gp_ours, gx_ours) = grads(ref), grads(ours)
-    assert _rel(gx_ours, gx_ref) <= 1e-5
-    for (path, g), (_, mine) in zip(jax.tree_util.tree_leaves_with_path(gp_ref),
-                                    jax.tree_util.tree_leaves_with_path(gp_ours)):
-        assert _rel(mine, g) <= 1e-5, path
+                  feature_group_count=6, use_bias=use_bias)
+    _assert_matches_nn_conv(kwargs, x, rng, tol=1e-5)
 
 
 def test_depthwise_bfloat16_accumulates_in_float32():

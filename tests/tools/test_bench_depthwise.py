@@ -1,16 +1,9 @@
 """tools/bench_depthwise.py: the layer inventory, and one tiny real run of both row kinds."""
 
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-try:
-    import bench_depthwise
-finally:
-    sys.path.remove(os.path.join(ROOT, "tools"))
+import bench_depthwise  # (tools/ is on sys.path: tests/tools/conftest.py)
 
 
 def test_lite0_depthwise_layers_at_512():

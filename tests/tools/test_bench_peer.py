@@ -3,20 +3,13 @@ one tiny real run (64x64, batch 1, few proposals, frozen mode only: one compile)
 
 import json
 import math
-import os
-import sys
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-try:
-    import bench_peer
-finally:
-    sys.path.remove(os.path.join(ROOT, "tools"))
+import bench_peer  # noqa: E402  (tools/ is on sys.path: tests/tools/conftest.py)
 
 
 def test_plan_runs_extra_conv_impls_in_fine_tune_only():
