@@ -109,6 +109,29 @@ def tiny_two_stage_model(num_classes=4, cascade=False, mask=False, freeze="none"
     return m
 
 
+def torchvision_faster_rcnn_r50_fpn(num_classes=91, freeze="none", conv_impl="xla", pre_nms=2000,
+                                     post_nms=2000, rois=512, detections=100) -> ConfigDict:
+    """`config.model` set to torchvision's `fasterrcnn_resnet50_fpn` (train-time settings) as far
+    as the fields allow, for like-for-like comparisons with it (tools/bench_peer.py lists what
+    still differs: BN in our FPN, P6 by conv, RoIAlign over P2-P6). `pre_nms` is the RPN's top-k
+    per level before NMS, `post_nms` the proposals kept (per level and in total, which selects the
+    same set as torchvision's per-level NMS followed by the global top k), `rois` the sampled
+    ROIs per image."""
+    m = two_stage_model(num_classes, neck=fpn(2, 6, 256), activation="relu",
+                        backbone_cfg=backbone("resnet", 50, freeze=freeze, conv_impl=conv_impl))
+    m.neck.activation = "relu"
+    m.anchors.update(num_scales=1, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=8.0)
+    m.rpn.update(num_convs=1, num_filters=256, use_batch_norm=False, negative_below=0.3, positive_from=0.7,
+                 batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_k_train=pre_nms,
+                 post_nms_top_k_train=post_nms, num_proposals_train=post_nms, nms_iou=0.7,
+                 score_normalizer="num_anchors")
+    m.roi.update(num_samples=rois, fg_fraction=0.25, fg_iou=0.5, bg_iou_high=0.5, bg_iou_low=0.0,
+                 mix_gt_boxes=True, crop_size=7, sampling_ratio=2, aligned=False)
+    m.box_head.update(num_convs=0, num_fcs=2, fc_dims=1024, use_batch_norm=False, huber_delta=1.0 / 9)
+    m.detections.max_detections = detections
+    return m
+
+
 # ---------------------------------------------------------------------------- schedules
 
 # COCO train2017 = 118,287 images; at batch 64 one epoch is 1848.2 steps (tfmg.md 1.2).

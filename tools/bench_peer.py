@@ -41,6 +41,10 @@ candidates, RoIAlign 7x7 with sampling ratio 2 and aligned=False, 91 classes, 10
 image (unused by a train step). FPN 256 channels on P2-P6, anchors 32..512 (8 x stride) with
 aspect ratios 0.5, 1, 2 (3 per location), RPN one 3x3 conv, box head two 1024 FCs, ReLU.
 
+Our side is `config_defaults.torchvision_faster_rcnn_r50_fpn` (also configs/bench/
+r50_fpn_torchvision.py, e.g. for tools/profile_step.py). Its parameter counts equal
+torchvision's module by module (backbone 23,508,032; RPN head; box head + predictor) except the
+neck, which has exactly the P6 conv and the FPN BatchNorm more (tests/tools/test_bench_peer.py).
 Remaining architecture differences (what our config cannot express, or does differently):
   - our FPN has BatchNorm on every output level (batch statistics while training); torchvision's
     has none.
@@ -95,7 +99,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
-from frozen_det.config_defaults import backbone, fpn, two_stage_model  # noqa: E402
+from frozen_det.config_defaults import torchvision_faster_rcnn_r50_fpn  # noqa: E402
 from frozen_det.models import build_model  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
 from frozen_det.training import partition  # noqa: E402
@@ -124,19 +128,8 @@ def torch_settings(args) -> dict:
 
 def our_config(args, mode: str, conv_impl: str):
     """`config.model` set to torchvision's Faster R-CNN R50-FPN as far as the fields allow."""
-    m = two_stage_model(NUM_CLASSES, neck=fpn(2, 6, 256), activation="relu",
-                        backbone_cfg=backbone("resnet", 50, freeze=FREEZE[mode], conv_impl=conv_impl))
-    m.neck.activation = "relu"
-    m.anchors.update(num_scales=1, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=8.0)
-    m.rpn.update(num_convs=1, num_filters=256, use_batch_norm=False, negative_below=0.3, positive_from=0.7,
-                 batch_size_per_image=RPN_ANCHORS, positive_fraction=RPN_POSITIVES,
-                 pre_nms_top_k_train=args.pre_nms, post_nms_top_k_train=args.post_nms,
-                 num_proposals_train=args.post_nms, nms_iou=RPN_NMS, score_normalizer="num_anchors")
-    m.roi.update(num_samples=args.rois, fg_fraction=ROI_POSITIVES, fg_iou=0.5, bg_iou_high=0.5, bg_iou_low=0.0,
-                 mix_gt_boxes=True, crop_size=7, sampling_ratio=2, aligned=False)
-    m.box_head.update(num_convs=0, num_fcs=2, fc_dims=1024, use_batch_norm=False, huber_delta=1.0 / 9)
-    m.detections.max_detections = DETECTIONS
-    return m
+    return torchvision_faster_rcnn_r50_fpn(NUM_CLASSES, FREEZE[mode], conv_impl, args.pre_nms, args.post_nms,
+                                           args.rois, DETECTIONS)
 
 
 def synthetic_batch(args) -> dict:

@@ -57,3 +57,48 @@ def test_tiny_run_measures_both_sides(tmp_path):
     assert saved["torch_settings"]["box_batch_size_per_image"] == 16 == saved["our_settings"]["roi"]["num_samples"]
     rows = [line for line in saved["table"].splitlines() if line.startswith("| frozen")]
     assert len(rows) == 1 and rows[0].startswith("| frozen | ours-xla | torch-1t |")
+
+
+def test_our_config_matches_torchvision_settings():
+    """The shared values, read from both sides: our model config (config_defaults) and the kwargs
+    given to torchvision."""
+    args = bench_peer.argparse.Namespace(size=512, pre_nms=1000, post_nms=300, rois=128)
+    t, m = bench_peer.torch_settings(args), bench_peer.our_config(args, "frozen", "xla")
+    assert m.num_classes == t["num_classes"] and m.backbone.freeze == "all"
+    assert (m.rpn.pre_nms_top_k_train, m.rpn.post_nms_top_k_train, m.rpn.num_proposals_train) == (
+        t["rpn_pre_nms_top_n_train"], t["rpn_post_nms_top_n_train"], t["rpn_post_nms_top_n_train"])
+    assert (m.rpn.nms_iou, m.rpn.positive_from, m.rpn.negative_below) == (
+        t["rpn_nms_thresh"], t["rpn_fg_iou_thresh"], t["rpn_bg_iou_thresh"])
+    assert (m.rpn.batch_size_per_image, m.rpn.positive_fraction) == (
+        t["rpn_batch_size_per_image"], t["rpn_positive_fraction"])
+    assert (m.roi.num_samples, m.roi.fg_fraction, m.roi.fg_iou, m.roi.bg_iou_high) == (
+        t["box_batch_size_per_image"], t["box_positive_fraction"], t["box_fg_iou_thresh"], t["box_bg_iou_thresh"])
+    assert m.detections.max_detections == t["box_detections_per_img"]
+    assert bench_peer.our_config(args, "fine-tune", "fast").backbone.to_dict()["freeze"] == "none"
+
+
+def test_parameter_counts_equal_torchvision_module_by_module():
+    """Backbone, RPN head and box head (+ predictor) have exactly torchvision's parameter counts;
+    the neck differs by exactly the two documented differences: our P6 is a 3x3 conv (torchvision
+    max-pools) and our FPN levels have BatchNorm (5 levels x 256 x scale and offset)."""
+    import ml_collections
+
+    from frozen_det.resources import parameter_counts
+    from frozen_det.training import partition
+
+    args = bench_peer.argparse.Namespace(size=512, pre_nms=1000, post_nms=1000, rois=512)
+    torch_model = bench_peer.torch_model(args, "fine-tune")
+    torch_counts = {}
+    for name, p in torch_model.named_parameters():
+        part = ".".join(name.split(".")[:2])
+        torch_counts[part] = torch_counts.get(part, 0) + p.numel()
+    config = ml_collections.ConfigDict({"model": bench_peer.our_config(args, "fine-tune", "xla"),
+                                                   "data": {"canvas": 64, "max_instances": 8},
+                                                   "train": {"batch_size": 1}})
+    _, _, variables, _ = parameter_counts(config)
+    ours = {k: partition.count_params(v) for k, v in variables["params"].items()}
+    assert ours["backbone"] == torch_counts["backbone.body"] == 23_508_032
+    assert ours["rpn_head"] == torch_counts["rpn.head"]
+    assert ours["box_heads_0"] == torch_counts["roi_heads.box_head"] + torch_counts["roi_heads.box_predictor"]
+    p6_conv, fpn_bn = 3 * 3 * 256 * 256 + 256, 5 * 2 * 256
+    assert ours["neck"] == torch_counts["backbone.fpn"] + p6_conv + fpn_bn
