@@ -3,6 +3,7 @@
     python tools/bench_backbone.py                       # 512x512, batch 2, all rows, ~4 min
     python tools/bench_backbone.py --variants xla,no-ynn-conv,fast-conv+no-ynn-conv --json out.json
     python tools/bench_backbone.py --conv-split           # per-convolution fwd / dx / dW times
+    python tools/bench_backbone.py --conv-split fpn       # the same for the FPN + RPN convolutions
 
 Rows (our `ResNet(50)` with torchvision's random weights converted, so both compute the same
 function; the max |logit difference| is printed as a check):
@@ -22,7 +23,7 @@ Variants (JAX only, compiled side by side in this process with per-executable XL
   onednn        no YNNPACK, oneDNN for dot/convolution fusions (xla_cpu_use_onednn)
   fast-math     xla_cpu_enable_fast_math
   xnn-greedy    xla_cpu_experimental_xnn_graph_fusion_mode=GREEDY
-  fast-conv     frozen_det.models.fast_conv.Conv instead of nn.Conv (1x1 weight gradient as a dot)
+  fast-conv     frozen_det.models.fast_conv.Conv instead of nn.Conv (weight gradient as per-tap dots)
   bf16          bfloat16 activations (ResNet(dtype=bfloat16), float32 parameters)
   combine with '+', e.g. fast-conv+no-ynn-conv. The first variant measures every row; the others
   the rows in --variant-rows (default: fine-tune).
@@ -311,14 +312,30 @@ def conv_shapes(size: int):
     return table
 
 
+# The same for torchvision's FPN + RPN on ResNet-50 features (count: convolutions of the shape).
+def fpn_conv_shapes(size: int):
+    table = []
+    for level, cin in zip(range(2, 6), (256, 512, 1024, 2048)):
+        hw = size // 2**level
+        table += [(f"P{level} lateral 1x1", hw, cin, 256, 1, 1, 1),
+                  (f"P{level} output / RPN 3x3", hw, 256, 256, 3, 1, 2)]
+    table += [("P6 3x3/2 from P5", size // 32, 256, 256, 3, 2, 1),
+              ("P6 RPN 3x3", size // 64, 256, 256, 3, 1, 1)]
+    return table
+
+
+CONV_SHAPES = {"resnet": conv_shapes, "fpn": fpn_conv_shapes}
+
+
 def run_conv_split(args) -> dict:
-    """fwd / input-grad / weight-grad time of each distinct ResNet-50 convolution (batch `--batch`),
+    """fwd / input-grad / weight-grad time of each distinct ResNet-50 (or FPN + RPN) convolution
+    (batch `--batch`),
     XLA defaults vs no-ynn-conv, XLA's weight grad vs fast_conv's, NHWC vs NCHW."""
     from jax import lax
     rng = np.random.default_rng(0)
     results, totals = [], {}
     opts = {"xla": {}, "no-ynn-conv": NO_YNN_CONV}
-    for name, hw, cin, cout, k, stride, count in conv_shapes(args.size):
+    for name, hw, cin, cout, k, stride, count in CONV_SHAPES[args.conv_split](args.size):
         x = jnp.asarray(rng.normal(size=(args.batch, hw, hw, cin)).astype(np.float32))
         w = jnp.asarray(rng.normal(size=(k, k, cin, cout)).astype(np.float32) * 0.05)
         pad = ((k // 2, k // 2),) * 2
@@ -376,8 +393,9 @@ def main(argv=None):
     p.add_argument("--rows", default=",".join(ROWS), help=f"rows for torch and the first variant {ROWS}")
     p.add_argument("--variant-rows", default="fine-tune", help="rows for the other variants")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--conv-split", action="store_true",
-                   help="instead: per-convolution forward / input-grad / weight-grad times")
+    p.add_argument("--conv-split", nargs="?", const="resnet", choices=sorted(CONV_SHAPES),
+                   help="instead: per-convolution forward / input-grad / weight-grad times of "
+                        "ResNet-50's convolutions (default) or of the FPN + RPN on it ('fpn')")
     args = p.parse_args(argv)
 
     meta = {"size": args.size, "batch": args.batch, "repeats": args.repeats, **machine_info(),

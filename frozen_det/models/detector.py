@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from frozen_det import losses as loss_lib
+from frozen_det.models import fast_conv
 from frozen_det.models.backbones import build_backbone
 from frozen_det.models.heads.mask_head import MaskHead
 from frozen_det.models.heads.roi_heads import (BoxHead, RoiTargets, assign_rois, sample_rois,
@@ -64,17 +65,21 @@ class TwoStageDetector(nn.Module):
     def setup(self):
         c = self.config
         dtype = _dtype(c.get("dtype", "float32"))
-        bn = dict(bn_momentum=c.bn.momentum, bn_epsilon=c.bn.epsilon, dtype=dtype)
+        conv_impl = str(c.get("conv_impl", "xla"))
+        if conv_impl not in fast_conv.IMPLEMENTATIONS:
+            raise ValueError(f"model.conv_impl={conv_impl!r}: use one of {fast_conv.IMPLEMENTATIONS} "
+                             f"('fast' speeds up convolution gradients on CPU).")
+        shared = dict(bn_momentum=c.bn.momentum, bn_epsilon=c.bn.epsilon, dtype=dtype, conv_impl=conv_impl)
         self.backbone = build_backbone(c.backbone)
-        self.neck = build_neck(c.neck, dtype=dtype)
+        self.neck = build_neck(c.neck, dtype=dtype, conv_impl=conv_impl)
         self.rpn_head = RPNHead(num_anchors=self.num_anchors_per_location, num_convs=c.rpn.num_convs,
                                 num_filters=c.rpn.num_filters, use_batch_norm=c.rpn.use_batch_norm,
-                                activation=c.activation, **bn)
+                                activation=c.activation, **shared)
         head_kwargs = dict(num_classes=c.num_classes, num_convs=c.box_head.num_convs,
                            num_filters=c.box_head.num_filters, num_fcs=c.box_head.num_fcs,
                            fc_dims=c.box_head.fc_dims, use_batch_norm=c.box_head.use_batch_norm,
                            activation=c.activation,
-                           class_bias_init=0.0 if self.class_loss == "softmax" else SIGMOID_PRIOR_BIAS, **bn)
+                           class_bias_init=0.0 if self.class_loss == "softmax" else SIGMOID_PRIOR_BIAS, **shared)
         if self.cascade:
             # Cascade heads are class-agnostic (the reference's MaskRCNNModel requires it).
             self.box_heads = [BoxHead(class_agnostic=True, **head_kwargs)
@@ -83,7 +88,7 @@ class TwoStageDetector(nn.Module):
             self.box_heads = [BoxHead(class_agnostic=c.box_head.class_agnostic, **head_kwargs)]
         if c.mask.enabled:
             self.mask_head = MaskHead(num_classes=c.num_classes, num_convs=c.mask.num_convs,
-                                      num_filters=c.mask.num_filters, activation=c.activation, **bn)
+                                      num_filters=c.mask.num_filters, activation=c.activation, **shared)
 
     # ------------------------------------------------------------------ static structure
 

@@ -3,15 +3,17 @@
 Why: on XLA:CPU (jaxlib 0.10) the weight gradient of a convolution is emitted as another
 convolution whose "kernel" is the whole output gradient (window = the feature map). Both of
 XLA:CPU's convolution back-ends run that shape far slower than the forward convolution: the
-default YNNPACK path 5-10x slower for 1x1 kernels, Eigen 2-3x (tools/bench_backbone.py
-measures it). For a 1x1 kernel the weight gradient is exactly
+default YNNPACK path 5-13x slower for 1x1 kernels, and 1.2-4x for 3x3 (worst on large maps:
+a 3x3 256->256 convolution on a 2x128x128 FPN level runs its forward pass at ~270 GFLOP/s and
+its weight gradient at ~44). The weight gradient is a sum over kernel taps,
 
-    dW[0, 0, i, o] = sum_{n, h, w} x[n, s*h, s*w, i] * g[n, h, w, o]
+    dW[i, j, :, :] = sum_{n, h, w} x_pad[n, s*h + i, s*w + j, :]^T g[n, h, w, :]
 
-one [N*H*W, Cin]^T x [N*H*W, Cout] matrix product, which the dot back-end runs at full speed.
-ResNet bottlenecks are two thirds 1x1 convolutions. Kernels larger than 1x1 keep XLA's own
-weight gradient (an im2col product measured slower than it); the input gradient and the forward
-pass are always XLA's.
+one [N*Ho*Wo, Cin]^T x [N*Ho*Wo, Cout] matrix product per tap (i, j) of the strided slice of
+the padded input, which the dot back-end runs at full speed: measured on this machine 1.04x
+(7x7 stem) to 3.6x (FPN P2 3x3) faster for every ResNet-50 / FPN / RPN / mask-head shape and
+13x for 1x1 kernels (tools/bench_backbone.py, tools/profile_step.py). The input gradient and
+the forward pass are always XLA's own (fast) convolutions.
 
 Depthwise convolutions (feature groups = input channels = output channels, EfficientNet's
 MBConv) are worse still on XLA:CPU: the forward pass runs at under 1 GFLOP/s and the weight
@@ -56,31 +58,34 @@ def _conv2d_fwd(x, kernel, strides, padding, precision):
     return _conv(x, kernel, strides, padding, precision), (x, kernel)
 
 
-def _pointwise_weight_grad(x, g, strides, padding, precision):
-    """dW of a 1x1 convolution: pad and subsample x like the forward pass, then x^T g."""
+def _weight_grad_by_taps(x, g, kernel_hw, strides, padding, precision):
+    """dW of a convolution as one x^T g product per kernel tap (module docstring): pad x like
+    the forward pass; tap (i, j) reads the strided window of x that meets kernel entry (i, j)."""
     (pt, pb), (pl, pr) = padding
     if any((pt, pb, pl, pr)):
         x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
-    sh, sw = strides
+    n, _, _, cin = x.shape
     _, ho, wo, cout = g.shape
-    x = lax.slice(x, (0, 0, 0, 0), (x.shape[0], sh * (ho - 1) + 1, sw * (wo - 1) + 1, x.shape[3]),
-                  (1, sh, sw, 1))
-    dw = lax.dot_general(x.reshape(-1, x.shape[-1]), g.reshape(-1, cout),
-                         (((0,), (0,)), ((), ())), precision=precision,
-                         preferred_element_type=jnp.float32)
-    return dw.astype(g.dtype)[None, None]
+    sh, sw = strides
+    g = g.reshape(-1, cout)
+    taps = []
+    for i in range(kernel_hw[0]):
+        for j in range(kernel_hw[1]):
+            window = lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin),
+                               (1, sh, sw, 1))
+            taps.append(lax.dot_general(window.reshape(-1, cin), g, (((0,), (0,)), ((), ())),
+                                        precision=precision, preferred_element_type=jnp.float32))
+    dw = jnp.stack(taps).reshape(kernel_hw + (cin, cout))
+    return dw.astype(g.dtype)
 
 
 def _conv2d_bwd(strides, padding, precision, residuals, g):
     x, kernel = residuals
-    # Both gradients are linear in g; linear_transpose emits XLA's own transposed convolutions
-    # without re-running the forward pass.
+    # The input gradient is linear in g; linear_transpose emits XLA's own transposed
+    # convolution without re-running the forward pass.
     (dx,) = jax.linear_transpose(lambda x_: _conv(x_, kernel, strides, padding, precision), x)(g)
-    if kernel.shape[:2] == (1, 1):
-        dw = _pointwise_weight_grad(x, g, strides, padding, precision).astype(kernel.dtype)
-    else:
-        (dw,) = jax.linear_transpose(lambda k: _conv(x, k, strides, padding, precision), kernel)(g)
-    return dx, dw
+    dw = _weight_grad_by_taps(x, g, kernel.shape[:2], strides, padding, precision)
+    return dx, dw.astype(kernel.dtype)
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -112,7 +117,7 @@ def _pair(v, name) -> tuple[int, int]:
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
            padding: str | int | Sequence = "SAME", precision: Any = None) -> jax.Array:
-    """NHWC x HWIO convolution with the fast 1x1 weight gradient; `x` is [N, H, W, Cin]."""
+    """NHWC x HWIO convolution with the per-tap weight gradient; `x` is [N, H, W, Cin]."""
     strides = _pair(strides, "strides")
     pads = _explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     return _conv2d(x, kernel, strides, pads, precision)

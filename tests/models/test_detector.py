@@ -198,3 +198,40 @@ def test_frozen_detector_train_step_has_no_backbone_backward_pass():
     finetune = freeze_savings(config("finetune"))
     assert finetune["train_step_gflops"] > frozen["train_step_gflops"] + frozen["backbone_train_mode_forward_gflops"]
 
+
+
+def test_fast_conv_impl_gives_the_same_losses_and_gradients():
+    """model.conv_impl="fast" puts fast_conv.Conv in the neck and every head (RPN, box, mask):
+    the same parameters and losses, and gradients equal up to float summation order."""
+    config, model, variables, batch = build(mask=True)
+    fast_config = config.copy_and_resolve_references()
+    fast_config.conv_impl = "fast"
+    fast_model = TwoStageDetector(ml_collections.FrozenConfigDict(fast_config))
+    params, stats = variables["params"], variables["batch_stats"]
+    args = (stats, batch, jax.random.key(4))
+
+    def jaxpr(m):
+        return str(jax.make_jaxpr(lambda p: loss_fn(m)(p, *args)[0])(params))
+
+    backbone_convs = str(jax.make_jaxpr(lambda p: model.apply(
+        {"params": p, "batch_stats": stats}, batch["image"], train=False,
+        method=lambda mdl, x, train: mdl.backbone(x, train=train)))(params)).count("conv_general_dilated")
+    # every convolution but the backbone's (its own backbone.conv_impl, "xla" here) is fast_conv's
+    assert jaxpr(fast_model).count("custom_vjp_call") == jaxpr(model).count("conv_general_dilated") \
+        - backbone_convs - 1  # the mask head's deconvolution stays flax's ConvTranspose
+    grads = {}
+    for name, m in (("xla", model), ("fast", fast_model)):
+        (total, (terms, _)), grads[name] = jax.jit(jax.value_and_grad(loss_fn(m), has_aux=True))(params, *args)
+        grads[name + "_terms"] = jax.tree.map(float, terms)
+    for k in ("rpn_score", "rpn_box", "frcnn_class", "frcnn_box", "mask", "total"):
+        np.testing.assert_allclose(grads["fast_terms"][k], grads["xla_terms"][k], rtol=1e-5, err_msg=k)
+    for path, want in jax.tree_util.tree_leaves_with_path(grads["xla"]):
+        got = dict(jax.tree_util.tree_leaves_with_path(grads["fast"]))[path]
+        scale = float(jnp.max(jnp.abs(want))) + 1e-6
+        np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, atol=1e-4,
+                                   err_msg=jax.tree_util.keystr(path))
+    bad_config = config.copy_and_resolve_references()
+    bad_config.conv_impl = "cudnn"
+    with pytest.raises(ValueError, match="model.conv_impl='cudnn'"):
+        jax.eval_shape(lambda p: loss_fn(TwoStageDetector(ml_collections.FrozenConfigDict(bad_config)))(
+            p, *args), params)

@@ -394,6 +394,41 @@ def test_fpn_bfloat16_close_to_float32():
         np.testing.assert_allclose(np.asarray(bf16[l], np.float32), np.asarray(f32[l]), atol=0.1, rtol=0.05)
 
 
+@pytest.mark.parametrize("make", [
+    lambda impl: FPN(2, 6, 8, conv_impl=impl),
+    lambda impl: NASFPN(num_filters=8, num_repeats=1, conv_impl=impl),
+    lambda impl: NASFPN(num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv_impl=impl),
+])
+def test_fast_conv_impl_is_the_same_function_and_gradient(make):
+    """conv_impl="fast" swaps every convolution for fast_conv.Conv: the same parameters, the
+    same outputs and (up to float summation order) the same gradients in train mode."""
+    feats = random_features(64, {2: 8, 3: 16, 4: 24, 5: 32})
+    xla_neck, fast_neck = make("xla"), make("fast")
+    v = random_variables(xla_neck, feats)
+    assert jax.tree.structure(jax.eval_shape(fast_neck.init, KEY, feats)) == jax.tree.structure(v)
+    jaxprs = {impl: str(jax.make_jaxpr(lambda v, f: neck.apply(v, f))(v, feats))
+              for impl, neck in (("xla", xla_neck), ("fast", fast_neck))}
+    # every convolution of the fast neck sits in fast_conv's custom VJP, none of the other's
+    assert jaxprs["fast"].count("custom_vjp_call") == jaxprs["xla"].count("conv_general_dilated") > 0
+    assert "custom_vjp_call" not in jaxprs["xla"]
+    cotangents = {l: normal(s.shape, seed=10 + l) for l, s in
+                  jax.eval_shape(lambda: xla_neck.apply(v, feats)).items()}
+
+    def loss(neck, params, feats):
+        out, _ = neck.apply({**v, "params": params}, feats, train=True, mutable=["batch_stats"])
+        return sum(jnp.sum(out[l] * cotangents[l]) for l in out)
+
+    grads = {impl: jax.grad(loss, argnums=(1, 2))(neck, v["params"], feats)
+             for impl, neck in (("xla", xla_neck), ("fast", fast_neck))}
+    np.testing.assert_allclose(loss(fast_neck, v["params"], feats), loss(xla_neck, v["params"], feats),
+                               rtol=1e-6)
+    for path, want in jax.tree_util.tree_leaves_with_path(grads["xla"]):
+        got = dict(jax.tree_util.tree_leaves_with_path(grads["fast"]))[path]
+        scale = float(jnp.max(jnp.abs(want))) + 1e-6
+        np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, atol=2e-5,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
 @pytest.mark.parametrize("make", [lambda: FPN(3, 7, 8), lambda: NASFPN(num_filters=8, num_repeats=1)])
 def test_train_updates_batch_stats_and_eval_does_not(make):
     feats = random_features(128, {3: 16, 4: 24, 5: 32})

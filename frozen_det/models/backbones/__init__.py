@@ -10,7 +10,7 @@ Fields (ml_collections ConfigDict):
   bn_momentum, bn_epsilon: None keeps the family default
   drop_path_rate: stochastic depth / drop-connect (None keeps the family default)
   dtype: "float32" | "bfloat16" activations (parameters stay float32)
-  conv_impl: "xla" | "fast" (fast_conv.Conv: 1x1 weight gradients as a dot, depthwise
+  conv_impl: "xla" | "fast" (fast_conv.Conv: weight gradients as per-tap dots, depthwise
              convolutions as shifted multiply-adds; same parameters, much faster on XLA:CPU)
   init_checkpoint: a converted checkpoint directory, "package:efficientnet_lite0", or ""
 """

@@ -294,7 +294,7 @@ class EfficientNet(nn.Module):
     `drop_connect_rate` / `dropout_rate` default (None) to the variant's values (0.2 and the
     variant's classifier dropout). Parameters are float32; `dtype` is the activation dtype.
     `conv_impl` "fast" swaps in `fast_conv.Conv` (depthwise convolutions as shifted
-    multiply-adds, 1x1 weight gradients as dots: several times faster on XLA:CPU,
+    multiply-adds, weight gradients as per-tap dots: several times faster on XLA:CPU,
     tools/bench_depthwise.py); the parameters and the function are the same as "xla".
     """
 

@@ -188,8 +188,8 @@ class ResNet(nn.Module):
     drop_path_rate: float = 0.0  # stochastic depth (ResNet-RS scales it by stage)
     dropout_rate: float = 0.0  # before the ImageNet classifier
     dtype: Any = jnp.float32
-    # "fast": frozen_det.models.fast_conv.Conv, whose 1x1 weight gradients are one dot (about
-    # 2x faster fine-tuning on XLA:CPU, tools/bench_backbone.py); same parameters as "xla".
+    # "fast": frozen_det.models.fast_conv.Conv, whose weight gradients are one dot per kernel tap
+    # (much faster fine-tuning on XLA:CPU, tools/bench_backbone.py); same parameters as "xla".
     conv_impl: str = "xla"
 
     NUM_STAGES = 4

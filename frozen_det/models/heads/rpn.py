@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
 from frozen_det.ops import boxes as box_ops
 from frozen_det.ops.nms import non_max_suppression_padded
@@ -29,17 +30,19 @@ class RPNHead(nn.Module):
     bn_momentum: float = 0.997
     bn_epsilon: float = 1e-4
     dtype: Any = jnp.float32
+    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
 
     @nn.compact
     def __call__(self, features: Mapping[int, jax.Array], train: bool):
         act = activation_fn(self.activation)
-        convs = [nn.Conv(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype,
-                         kernel_init=nn.initializers.normal(0.01), name=f"conv{i}")
+        conv_cls = fast_conv.conv_class(self.conv_impl, "RPNHead")
+        convs = [conv_cls(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype,
+                          kernel_init=nn.initializers.normal(0.01), name=f"conv{i}")
                  for i in range(self.num_convs)]
-        scores_conv = nn.Conv(self.num_anchors, (1, 1), dtype=self.dtype,
-                              kernel_init=nn.initializers.normal(1e-5), name="scores")
-        boxes_conv = nn.Conv(4 * self.num_anchors, (1, 1), dtype=self.dtype,
-                             kernel_init=nn.initializers.normal(1e-5), name="boxes")
+        scores_conv = conv_cls(self.num_anchors, (1, 1), dtype=self.dtype,
+                               kernel_init=nn.initializers.normal(1e-5), name="scores")
+        boxes_conv = conv_cls(4 * self.num_anchors, (1, 1), dtype=self.dtype,
+                              kernel_init=nn.initializers.normal(1e-5), name="boxes")
         scores, deltas = {}, {}
         for level in sorted(features):
             x = features[level]

@@ -11,6 +11,8 @@ Fields (ml_collections ConfigDict; defaults are the reference's, tfmg.md 2.3 / 5
   bn_momentum, bn_epsilon: 0.997, 1e-4 (flax momentum == TF momentum)
   dtype: "float32" | "bfloat16" activations (parameters stay float32); `build_neck(...,
     dtype=...)` overrides it, e.g. with the model-wide dtype
+  (`build_neck(..., conv_impl=...)`: "xla" | "fast" convolutions, the model-wide
+    `config.model.conv_impl`; see frozen_det.models.fast_conv)
   nasfpn only:
     num_repeats: 5
     block: "conv" (TF-Vision, C = num_filters) | "bottleneck" (Copy-Paste codebase,
@@ -58,7 +60,7 @@ def _dtype(value: Any):
     return value
 
 
-def build_neck(cfg: Any, dtype: Any = None) -> nn.Module:
+def build_neck(cfg: Any, dtype: Any = None, conv_impl: str = "xla") -> nn.Module:
     """FPN or NASFPN from `config.model.neck`; unset (None) fields keep the module defaults.
 
     Unknown fields are an error (a misspelt field would otherwise be silently ignored).
@@ -75,7 +77,7 @@ def build_neck(cfg: Any, dtype: Any = None) -> nn.Module:
                          f"accepted: {sorted(_FIELDS[kind]) + ['dtype', 'type']}.")
     kwargs = {k: v for k, v in fields.items() if v is not None}
     module = FPN if kind == "fpn" else NASFPN
-    neck = module(dtype=neck_dtype, **kwargs)
+    neck = module(dtype=neck_dtype, conv_impl=conv_impl, **kwargs)
     if kind == "nasfpn":
         neck.wiring()  # fail at build time on bad levels / block / combine values
     return neck

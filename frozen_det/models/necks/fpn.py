@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
 
 # Keras' default initializer for `kernel_initializer='VarianceScaling'` (tfmg.md 7.2).
@@ -72,11 +73,13 @@ class FPN(nn.Module):
     bn_momentum: float = 0.997
     bn_epsilon: float = 1e-4
     dtype: Any = jnp.float32
+    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
 
-    def _conv(self, kernel: int, strides: int, name: str) -> nn.Conv:
-        return nn.Conv(self.num_filters, (kernel, kernel), (strides, strides), padding="SAME",
-                       use_bias=True, kernel_init=FPN_KERNEL_INIT,
-                       bias_init=nn.initializers.zeros, dtype=self.dtype, name=name)
+    def _conv(self, kernel: int, strides: int, name: str) -> nn.Module:
+        conv = fast_conv.conv_class(self.conv_impl, "FPN")
+        return conv(self.num_filters, (kernel, kernel), (strides, strides), padding="SAME",
+                    use_bias=True, kernel_init=FPN_KERNEL_INIT, bias_init=nn.initializers.zeros,
+                    dtype=self.dtype, name=name)
 
     @nn.compact
     def __call__(self, features: Mapping[int, jax.Array], train: bool = False) -> dict[int, jax.Array]:
