@@ -27,9 +27,10 @@ Modes:
              pretrained weights builds nn.BatchNorm2d in train mode and forces
              trainable_backbone_layers=5 — the same BN behaviour as ours. (torchvision's usual
              fine-tune of a pretrained backbone uses FrozenBatchNorm2d instead, which is cheaper.)
-`--conv-impl xla,fast` (default): the first of our ResNet `conv_impl`s runs every mode, the
-others fine-tune only (`fast` changes only weight gradients of 1x1 convs, which a frozen backbone
-does not compute).
+`--conv-impl fast,xla` (default): our `conv_impl`s (`model.conv_impl` and
+`model.backbone.conv_impl`; "fast" computes every convolution's weight gradient as dots, see
+frozen_det/models/fast_conv.py). The first runs every mode, the others fine-tune only (to save
+compile time; a frozen step still computes the FPN's and heads' weight gradients).
 
 Shared settings (both are printed at the start): canvas `--size` (torch min_size = max_size =
 size, so its transform does not rescale), RPN top `--pre-nms` per level before NMS, NMS 0.7,
@@ -68,14 +69,16 @@ the ratio of median step times (< 1: we are faster), "best-of" the ratio of the 
 other jobs take the cores). CPU s is process CPU time per step (all threads). GFLOPs (XLA) is
 `cost_analysis` of our compiled step, temp MB its `memory_analysis` temporary buffers; torch
 GFLOPs counts convolutions and matrix products only (torch.utils.flop_counter), so it is a
-lower bound for the same work. Timings are round-robin (each torch contender, then ours)
-`--repeats` times after two warm-up steps each. Compare ratios within one run only; the load
-averages at start and end are in the JSON.
+lower bound for the same work. Timings are round-robin within a mode (each torch contender,
+then ours) `--repeats` times after two warm-up steps each; the modes run one after another,
+each releasing its models before the next is built (see `run`). Compare ratios within one run
+only; the load averages at start and end are in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -239,25 +242,34 @@ def plan(modes: list[str], impls: list[str], torch_threads: list[int]) -> dict:
 
 
 def run(args) -> dict:
+    """Mode by mode: build and warm up that mode's contenders, time them round-robin, release
+    them. Keeping every mode's models and executables alive at once slowed our steps by up to
+    1.7x (5.2 s instead of 3.0 s per frozen step): each XLA:CPU execution maps its temporary
+    buffers afresh (~700k page faults per frozen step here), which costs more the more memory
+    the process holds."""
     modes, impls = args.modes.split(","), args.conv_impl.split(",")
     threads = [int(n) for n in args.torch_threads.split(",")]
     batch = synthetic_batch(args)
-    contenders, losses, xla, compile_s, torch_gflops = {}, {}, {}, {}, {}
+    losses, xla, compile_s, torch_gflops, times, cpu = {}, {}, {}, {}, {}, {}
     variables = None  # initialised before the first of our contenders
-    for key, setting in plan(modes, impls, threads).items():
-        name, mode = key
-        if name.startswith("torch"):
-            contenders[key], torch_gflops[key] = torch_contender(args, mode, batch, setting)
-        else:
-            if variables is None:
-                variables = init_variables(args, batch)
-            contenders[key], xla[key], compile_s[key] = our_contender(
-                our_config(args, mode, setting), variables, batch)
-            print(f"compiled {name:>10s} {mode:<9s} in {compile_s[key]:5.1f} s  {xla[key]['gflops']:6.1f} "
-                  f"GFLOPs  {xla[key]['temp_mb']:7.0f} MB temp", file=sys.stderr, flush=True)
-        losses[key] = contenders[key]()  # a further warm-up
-    cpu = {}
-    times = round_robin(contenders, args.repeats, cpu)
+    keys = plan(modes, impls, threads)
+    for mode in modes:
+        contenders = {}
+        for key, setting in ((k, v) for k, v in keys.items() if k[1] == mode):
+            name = key[0]
+            if name.startswith("torch"):
+                contenders[key], torch_gflops[key] = torch_contender(args, mode, batch, setting)
+            else:
+                if variables is None:
+                    variables = init_variables(args, batch)
+                contenders[key], xla[key], compile_s[key] = our_contender(
+                    our_config(args, mode, setting), variables, batch)
+                print(f"compiled {name:>10s} {mode:<9s} in {compile_s[key]:5.1f} s  {xla[key]['gflops']:6.1f} "
+                      f"GFLOPs  {xla[key]['temp_mb']:7.0f} MB temp", file=sys.stderr, flush=True)
+            losses[key] = contenders[key]()  # a further warm-up
+        times.update(round_robin(contenders, args.repeats, cpu))
+        del contenders
+        gc.collect()
     return {"modes": modes, "torch": [f"torch-{n}t" for n in threads], "ours": [f"ours-{i}" for i in impls],
             "times_s": times, "median_s": {k: statistics.median(v) for k, v in times.items()},
             "best_s": {k: min(v) for k, v in times.items()},
@@ -313,8 +325,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {MODES}")
-    p.add_argument("--conv-impl", default="xla,fast",
-                   help="our ResNet conv_impls: the first runs every mode, the others fine-tune only")
+    p.add_argument("--conv-impl", default="fast,xla",
+                   help="our conv_impls: the first runs every mode, the others fine-tune only")
     p.add_argument("--pre-nms", type=int, default=2000, help="RPN top-k per level before NMS")
     p.add_argument("--post-nms", type=int, default=2000, help="RPN proposals kept after NMS")
     p.add_argument("--rois", type=int, default=512, help="sampled ROIs per image")

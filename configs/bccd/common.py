@@ -25,11 +25,13 @@ the L3 map (and needs L7, a multiple-of-128 canvas).
 Schedule (every row): batch 4, 500 steps (~6.8 epochs), SGD momentum 0.9, linear warm-up
 from 0.004 over 50 steps to 0.04, cosine decay to 0, weight decay 4e-5, gradient clipping
 at norm 10, BatchNorm momentum 0.9 in the neck and heads (and in a trained backbone; the
-reference 0.997 needs thousands of steps). The backbone uses conv_impl "fast"
-(frozen_det/models/fast_conv.py: depthwise convolutions as shifted multiply-adds): on the
-shared 2-core CPU the frozen fpn row trains in ~9 min (1.06 s/step; XLA: 66 GFLOPs / 238 MB
-temp per step) and the fine-tuned one in ~27 min (3.25 s/step, 104 GFLOPs / 4.5 GB); with
-XLA's own convolutions they took 26 min and ~90 min (3.1 and ~11 s/step).
+reference 0.997 needs thousands of steps). Backbone, neck and heads use conv_impl "fast"
+(frozen_det/models/fast_conv.py: depthwise convolutions as shifted multiply-adds, weight
+gradients as dots): on the shared 2-core CPU, with the fast backbone only, the frozen fpn row
+trained in ~9 min (1.06 s/step; XLA: 66 GFLOPs / 238 MB temp per step) and the fine-tuned one
+in ~27 min (3.25 s/step, 104 GFLOPs / 4.5 GB); with XLA's own convolutions they took 26 min
+and ~90 min (3.1 and ~11 s/step). The README's BCCD section has the times with the fast neck
+and heads too.
 """
 
 import os
@@ -48,7 +50,7 @@ def get_config(strategy: str, arg=None):
     the head."""
     head = d.parse_arg(arg, head=("fpn", HEADS))["head"]
     model = d.two_stage_model(num_classes=4, neck=d.fpn(3, 6, num_filters=128), cascade=head == "cascade",
-                              backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9,
+                              conv_impl="fast", backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9,
                                                          conv_impl="fast"))
     d.apply_strategy(model, strategy, CHECKPOINT)
     model.anchors.anchor_size = 4.0

@@ -11,8 +11,8 @@ its weight gradient at ~44). The weight gradient is a sum over kernel taps,
 
 one [N*Ho*Wo, Cin]^T x [N*Ho*Wo, Cout] matrix product per tap (i, j) of the strided slice of
 the padded input, which the dot back-end runs at full speed: measured on this machine 1.04x
-(7x7 stem) to 3.6x (FPN P2 3x3) faster for every ResNet-50 / FPN / RPN / mask-head shape and
-13x for 1x1 kernels (tools/bench_backbone.py, tools/profile_step.py). The input gradient and
+(7x7 stem) to 3.6x (FPN P2 3x3) faster for the ResNet-50 / FPN / RPN shapes at 512x512 and
+~13x for 1x1 kernels (`tools/bench_backbone.py --conv-split [fpn]`). The input gradient and
 the forward pass are always XLA's own (fast) convolutions.
 
 Depthwise convolutions (feature groups = input channels = output channels, EfficientNet's

@@ -69,6 +69,9 @@ def _neighbours(coords, size, convention):
   return jnp.stack([low, high], axis=-1).astype(jnp.int32), weights
 
 
+BOXES_PER_CHUNK = 128  # see bilinear_crops
+
+
 def bilinear_crops(flat, base, height, width, ys, xs, convention="tfmg", outside_value=0.0):
   """Sample boxes from maps packed in one flat buffer.
 
@@ -87,9 +90,28 @@ def bilinear_crops(flat, base, height, width, ys, xs, convention="tfmg", outside
   ix, wx = _neighbours(xs, width, convention)  # [N, Sx, 2]
   index = (base[:, None, None, None, None] + iy[:, :, :, None, None] * width[:, None, None, None, None]
            + ix[:, None, None, :, :])  # [N, Sy, 2, Sx, 2]
-  values = flat[index]  # [N, Sy, 2, Sx, 2, C], one gather
   weights = wy[:, :, :, None, None] * wx[:, None, None, :, :]  # [N, Sy, 2, Sx, 2]
-  out = jnp.sum(values.astype(jnp.float32) * weights[..., None], axis=(2, 4))
+
+  def interpolate(index_and_weights):
+    index, weights = index_and_weights
+    values = flat[index]  # [n, Sy, 2, Sx, 2, C], one gather
+    return jnp.sum(values.astype(jnp.float32) * weights[..., None], axis=(2, 4))
+
+  n = index.shape[0]
+  if n > BOXES_PER_CHUNK:
+    # Chunks of boxes in a loop: the loop's input `flat` is materialised once, where XLA would
+    # otherwise fuse its producers (the level concatenation, the neck's last BatchNorm) into
+    # the gather and recompute them for every gathered element, several times slower on
+    # XLA:CPU (tools/profile_step.py on the R50-FPN step); and the gathered corners
+    # [boxes, S, 2, S, 2, C] exist for one chunk at a time.
+    chunks = -(-n // BOXES_PER_CHUNK)
+    pad = chunks * BOXES_PER_CHUNK - n
+    padded = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)).reshape((chunks, BOXES_PER_CHUNK) + a.shape[1:])
+              for a in (index, weights)]
+    out = jax.lax.map(interpolate, tuple(padded))
+    out = out.reshape((chunks * BOXES_PER_CHUNK,) + out.shape[2:])[:n]
+  else:
+    out = interpolate((index, weights))
   if convention == "zero_outside" and outside_value != 0.0:
     inside_y = (ys >= 0) & (ys <= (height[:, None] - 1))
     inside_x = (xs >= 0) & (xs <= (width[:, None] - 1))

@@ -137,6 +137,34 @@ def test_multilevel_torchvision_convention_per_level(pyramid):
     np.testing.assert_allclose(got[mask], ref[mask], rtol=1e-5, atol=1e-5)
 
 
+def test_many_boxes_are_cropped_in_chunks_with_the_same_values_and_gradients(pyramid):
+  """More boxes than BOXES_PER_CHUNK (and not a multiple of it) go through the chunked loop:
+  outputs and feature gradients still equal torchvision's roi_align on each box's level."""
+  from frozen_det.ops import roi_align as roi_align_module
+  n = roi_align_module.BOXES_PER_CHUNK * 2 + 37
+  rng = np.random.default_rng(SEEDS[0])
+  boxes = _roi_boxes(rng, n, lead=(2,))
+  cotangent = rng.normal(size=(2, n, 7, 7, 3)).astype(np.float32)
+  features = [pyramid[l] for l in LEVELS]
+
+  def crops(f):
+    return multilevel_roi_align(f, boxes, 7, min_level=2, sampling_ratio=2, convention="torchvision")
+
+  assert "scan" in str(jax.make_jaxpr(crops)(features))  # the chunked path
+  got, vjp = jax.vjp(jax.jit(crops), features)
+  got_grads = vjp(jnp.asarray(cotangent))[0]
+  levels = np.asarray(assign_fpn_levels(boxes, 2, 5))
+  rois = _torchvision_rois(boxes)
+  for i, l in enumerate(LEVELS):
+    mask = torch.tensor((levels == l).reshape(-1, 1, 1, 1), dtype=torch.float32)
+    f_t = torch.tensor(pyramid[l]).permute(0, 3, 1, 2).requires_grad_()
+    ref = torchvision.ops.roi_align(f_t, rois, 7, 2.0**-l, 2, False)
+    (ref * mask * torch.tensor(cotangent).reshape(-1, 7, 7, 3).permute(0, 3, 1, 2)).sum().backward()
+    ref = ref.detach().permute(0, 2, 3, 1).numpy().reshape(2, n, 7, 7, 3)
+    np.testing.assert_allclose(np.asarray(got)[levels == l], ref[levels == l], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_grads[i], f_t.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_unbatched_input_and_bfloat16(pyramid):
   rng = np.random.default_rng(SEEDS[-1])
   boxes = _roi_boxes(rng, 5)
