@@ -20,14 +20,17 @@ Flax module path that produced it. The tool prints
   - op time per HLO opcode class (convolution, dot, fusion, sort, scatter, gather, while, ...);
   - the `--top` most expensive instructions with their part and JAX source op.
 
-Loops (`while`, e.g. NMS) and other control flow are reported as their own rows with the
-inclusive time of their bodies; their body instructions are not counted again. Profiling adds
+Loops (`while`, e.g. NMS or chunked RoIAlign) and other control flow: their body instructions
+are counted like any other (their op_name says which loop they are in), the loop's own row
+only with its exclusive time (its event minus the body events nested in it; XLA:CPU may run a
+body asynchronously, so a loop's event can end long before its body's work). Profiling adds
 per-thunk overhead, so compare shares, not the absolute times, with `tools/bench_peer.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import glob
 import gzip
@@ -52,12 +55,14 @@ from frozen_det.training.loop import (_hide_accelerators_from_tensorflow, build_
                                       model_batch, training_class_statistics)
 from frozen_det.training.step import make_train_step  # noqa: E402
 
-CONTROL_FLOW = ("while", "conditional", "call")
 _COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _FUSION_KIND = re.compile(r"kind=(k\w+)")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _CUSTOM_TARGET = re.compile(r'custom_call_target="([^"]*)"')
+# Computations a control-flow instruction runs: while body / condition, conditional branches.
+_CONTROL_BODIES = re.compile(r"(?:body|condition|true_computation|false_computation)=%?([\w.\-]+)"
+                             r"|branch_computations=\{([^}]*)\}")
 _METHOD = re.compile(r"^[A-Z]\w*\.(\w+)$")  # Flax's name scope of a module method: "Class.method"
 
 
@@ -80,11 +85,12 @@ def _opcode(rhs: str) -> str:
 
 
 def hlo_instructions(hlo_text: str) -> dict:
-    """{instruction name: {"opcode", "op_name", "kind", "entry"}} of every instruction in optimized
-    HLO text; "entry" is True for the entry computation's own instructions (not those of loop,
-    branch or fusion bodies). A fusion XLA made without metadata (e.g. a kernel transpose for a
-    convolution's input gradient) takes the op_name of an instruction inside it, the root's if
-    it has one."""
+    """{instruction name: {"opcode", "op_name", "kind", "entry", "computation", "bodies"}} of every
+    instruction in optimized HLO text; "entry" is True for the entry computation's own
+    instructions (not those of loop, branch or fusion bodies), "computation" names the one it is
+    in, "bodies" the computations a while / conditional runs. A fusion XLA made without metadata
+    (e.g. a kernel transpose for a convolution's input gradient) takes the op_name of an
+    instruction inside it, the root's if it has one."""
     out, entry, computation = {}, False, ""
     names_in = collections.defaultdict(list)  # computation -> op_names inside, root first
     calls = {}
@@ -107,7 +113,12 @@ def hlo_instructions(hlo_text: str) -> dict:
         if called and not op_name:
             calls[name] = called.group(1)
         kind = _FUSION_KIND.search(rhs) if opcode == "fusion" else _CUSTOM_TARGET.search(rhs)
-        out[name] = {"opcode": opcode, "op_name": op_name, "kind": kind.group(1) if kind else "", "entry": entry}
+        bodies = []
+        if opcode in ("while", "conditional"):
+            for single, branches in _CONTROL_BODIES.findall(rhs):
+                bodies += [single] if single else [b.strip().lstrip("%") for b in branches.split(",")]
+        out[name] = {"opcode": opcode, "op_name": op_name, "kind": kind.group(1) if kind else "", "entry": entry,
+                     "computation": computation, "bodies": bodies}
     for name, computation in calls.items():
         if names_in.get(computation):
             out[name]["op_name"] = names_in[computation][0]
@@ -161,26 +172,45 @@ def thunk_events(trace_dir: str, hlo_module: str) -> list[dict]:
             if e.get("ph") == "X" and (e.get("args") or {}).get("hlo_module") == hlo_module and "hlo_op" in e["args"]]
 
 
-UNKNOWN = {"opcode": "?", "op_name": "", "kind": "", "entry": True}
+UNKNOWN = {"opcode": "?", "op_name": "", "kind": "", "entry": True, "computation": "", "bodies": []}
+
+
+def _exclusive_durations(events: list[dict], instructions: dict) -> list[float]:
+    """Each event's duration (us), for a while / conditional minus the events of its own bodies
+    that lie inside its interval (so nothing is counted twice, whether XLA ran the body inside
+    the loop's event or asynchronously after it)."""
+    owner = {body: name for name, info in instructions.items() for body in info["bodies"]}
+    children = collections.defaultdict(list)  # control instruction -> [(ts, end)] of body events
+    for e in events:
+        parent = owner.get(instructions.get(e["args"]["hlo_op"], UNKNOWN)["computation"])
+        if parent:
+            children[parent].append((e["ts"], e["ts"] + e["dur"]))
+    for spans in children.values():
+        spans.sort()
+    out = []
+    for e in events:
+        name, start, end = e["args"]["hlo_op"], e["ts"], e["ts"] + e["dur"]
+        spans = children.get(name, ())
+        nested = sum(min(s_end, end) - s_start
+                     for s_start, s_end in spans[bisect.bisect_left(spans, (start,)):
+                                                 bisect.bisect_right(spans, (end, float("inf")))]
+                     if s_start < end)
+        out.append(max(0.0, e["dur"] - nested))
+    return out
 
 
 def attribute(events: list[dict], instructions: dict, top_modules: set, steps: int) -> dict:
-    """Per-step milliseconds of the entry computation's instructions, by part x direction, by
-    opcode class and by instruction; control-flow instructions carry their bodies' time. Body
-    instructions are listed separately (`per_body_op`), not added again."""
-    per_part, per_class, per_op, per_body_op = (collections.Counter() for _ in range(4))
-    for e in events:
+    """Per-step milliseconds of every instruction (loop bodies included, loops by exclusive
+    time), by part x direction, by opcode class and by instruction."""
+    per_part, per_class, per_op = (collections.Counter() for _ in range(3))
+    for e, dur in zip(events, _exclusive_durations(events, instructions)):
         name = e["args"]["hlo_op"]
         info = instructions.get(name, UNKNOWN)
-        ms = e["dur"] / 1e3 / steps
-        if not info["entry"]:
-            per_body_op[name] += ms
-            continue
+        ms = dur / 1e3 / steps
         per_part[(model_part(info["op_name"], top_modules), direction(info["op_name"]))] += ms
         per_class[opcode_class(info)] += ms
         per_op[name] += ms
-    return {"per_part": per_part, "per_class": per_class, "per_op": per_op, "per_body_op": per_body_op,
-            "op_ms": sum(per_op.values()),
+    return {"per_part": per_part, "per_class": per_class, "per_op": per_op, "op_ms": sum(per_op.values()),
             "unmatched": sorted({e["args"]["hlo_op"] for e in events} - set(instructions))}
 
 
@@ -247,18 +277,13 @@ def report(result: dict, top: int) -> str:
     lines += ["", "| op class | ms | share |", "|---|---|---|"]
     for cls, ms in result["per_class"].most_common():
         lines.append(f"| {cls} | {ms:.0f} | {share(ms)} |")
-    for title, counts in ((f"top {top} instructions", result["per_op"]),
-                          (f"top {top} instructions inside loop/branch bodies (included above in their "
-                           f"while/conditional)", result["per_body_op"])):
-        if not counts:
-            continue
-        lines += ["", f"| {title} | class | ms | share | part | JAX op |", "|---|---|---|---|---|---|"]
-        for name, ms in counts.most_common(top):
-            info = result["instructions"].get(name, UNKNOWN)
-            op_name = info["op_name"]
-            lines.append(f"| {name} | {opcode_class(info)} | {ms:.1f} | {share(ms)} | "
-                         f"{model_part(op_name, result['top_modules'])} {direction(op_name)[:3]} | "
-                         f"{op_name[-80:]} |")
+    lines += ["", f"| top {top} instructions | class | ms | share | part | JAX op |", "|---|---|---|---|---|---|"]
+    for name, ms in result["per_op"].most_common(top):
+        info = result["instructions"].get(name, UNKNOWN)
+        op_name = info["op_name"]
+        lines.append(f"| {name} | {opcode_class(info)} | {ms:.1f} | {share(ms)} | "
+                     f"{model_part(op_name, result['top_modules'])} {direction(op_name)[:3]} | "
+                     f"{op_name[-80:]} |")
     if result["unmatched"]:
         lines.append(f"\n{len(result['unmatched'])} traced ops not found in the HLO text, e.g. "
                      f"{result['unmatched'][:5]}")
