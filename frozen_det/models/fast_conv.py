@@ -10,10 +10,12 @@ its weight gradient at ~44). The weight gradient is a sum over kernel taps,
     dW[i, j, :, :] = sum_{n, h, w} x_pad[n, s*h + i, s*w + j, :]^T g[n, h, w, :]
 
 one [N*Ho*Wo, Cin]^T x [N*Ho*Wo, Cout] matrix product per tap (i, j) of the strided slice of
-the padded input, which the dot back-end runs at full speed: measured on this machine 1.04x
-(7x7 stem) to 3.6x (FPN P2 3x3) faster for the ResNet-50 / FPN / RPN shapes at 512x512 and
-~13x for 1x1 kernels (`tools/bench_backbone.py --conv-split [fpn]`). The input gradient and
-the forward pass are always XLA's own (fast) convolutions.
+the padded input, which the dot back-end runs at full speed. Measured on this machine for the
+FPN + RPN of a 512x512, batch-2 R50-FPN (`tools/bench_backbone.py --conv-split fpn`): 3x3
+kernels 4.5x (P2), 3.2x (P3), 1.8x (P4) faster and equal within noise on the 16x16 and smaller
+maps (~2-3 ms either way); 1x1 kernels 2-14x; all of them 3.1 s -> 0.69 s
+(`--conv-split` does the same for ResNet-50's own convolutions). The input gradient and the
+forward pass are always XLA's own (fast) convolutions.
 
 Depthwise convolutions (feature groups = input channels = output channels, EfficientNet's
 MBConv) are worse still on XLA:CPU: the forward pass runs at under 1 GFLOP/s and the weight
