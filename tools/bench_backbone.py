@@ -329,8 +329,8 @@ CONV_SHAPES = {"resnet": conv_shapes, "fpn": fpn_conv_shapes}
 
 def run_conv_split(args) -> dict:
     """fwd / input-grad / weight-grad time of each distinct ResNet-50 (or FPN + RPN) convolution
-    (batch `--batch`),
-    XLA defaults vs no-ynn-conv, XLA's weight grad vs fast_conv's, NHWC vs NCHW."""
+    (batch `--batch`): XLA defaults vs no-ynn-conv, XLA's weight grad vs fast_conv's, NHWC vs
+    NCHW."""
     from jax import lax
     rng = np.random.default_rng(0)
     results, totals = [], {}

@@ -1,6 +1,6 @@
 """Benchmark our Faster R-CNN ResNet-50-FPN train step against torchvision's, in one process.
 
-    python tools/bench_peer.py --json bench_peer.json     # 512x512, batch 2, both modes, ~15 min
+    python tools/bench_peer.py --json bench_peer.json     # 512x512, batch 2, both modes, ~8 min
     python tools/bench_peer.py --modes fine-tune --conv-impl fast --repeats 5
     python tools/bench_peer.py --size 128 --batch 1 --pre-nms 100 --post-nms 50 --rois 32  # smoke
 
@@ -243,10 +243,11 @@ def plan(modes: list[str], impls: list[str], torch_threads: list[int]) -> dict:
 
 def run(args) -> dict:
     """Mode by mode: build and warm up that mode's contenders, time them round-robin, release
-    them. Keeping every mode's models and executables alive at once slowed our steps by up to
-    1.7x (5.2 s instead of 3.0 s per frozen step): each XLA:CPU execution maps its temporary
-    buffers afresh (~700k page faults per frozen step here), which costs more the more memory
-    the process holds."""
+    them. With every mode's models and executables alive at once our frozen step measured 5.2 s
+    instead of the 3.0 s it takes alone. The cause is not pinned down; a likely one is that each
+    XLA:CPU execution maps its temporary buffers afresh (~700k minor page faults per frozen
+    step), which costs more beside torch's allocations (our fine-tune step is still slower
+    after torch's than alone, README "Against torchvision")."""
     modes, impls = args.modes.split(","), args.conv_impl.split(",")
     threads = [int(n) for n in args.torch_threads.split(",")]
     batch = synthetic_batch(args)

@@ -1,9 +1,10 @@
 """Bilinear box crops of feature maps: multilevel RoIAlign and TF's ``crop_and_resize``.
 
 All variants share one gather-based kernel: every box reads the 2x2 neighbours of each of its
-sample points from a flat ``[P, C]`` buffer in a single gather (tfmg.md 2.9), then combines
-them with separable bilinear weights. Cost and memory are ``N x S^2 x 4 x C`` for N boxes and
-S^2 sample points, independent of the feature-map size; gradients flow to the features
+sample points from a flat ``[P, C]`` buffer in one gather (tfmg.md 2.9; more than
+``BOXES_PER_CHUNK`` boxes are gathered chunk by chunk in a loop, see ``bilinear_crops``), then
+combines them with separable bilinear weights. Cost is ``N x S^2 x 4 x C`` for N boxes and S^2
+sample points, independent of the feature-map size; gradients flow to the features
 (scatter-add, the transpose of the gather) and to the box coordinates through the weights.
 
 Pixel convention: feature pixel ``i`` has its centre at coordinate ``i``. A box in canvas
