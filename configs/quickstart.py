@@ -72,7 +72,7 @@ def get_config(arg=None):
     config.model.num_classes = _num_classes(config, args)
     if config.model.num_classes > 100:  # LVIS: 300 detections per image
         config.model.detections.max_detections = 300
-    return config
+    return d.complete(config)
 
 
 def _num_classes(config, args) -> int:

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from frozen_det.checkpoints.pretrained import load_backbone_variables
+from frozen_det.config import complete
 from frozen_det.models.backbones import build_backbone
 
 
@@ -34,11 +35,12 @@ def load_image(path: str, size: int, crop_fraction: float) -> np.ndarray:
 
 
 def classify(config, paths: list[str]) -> list[dict]:
+    config = complete(config)
     model = build_backbone(config.model.backbone)
     if model.num_classes is None:
         raise SystemExit("config.model.backbone.num_classes is None: this backbone has no ImageNet head.")
     variables, preprocessing = load_backbone_variables(config.model.backbone.init_checkpoint, model)
-    top_k = int(config.classify.get("top_k", 5))
+    top_k = int(config.classify.top_k)
 
     @jax.jit
     def probabilities(variables, images):

@@ -1,9 +1,10 @@
-"""Evaluate a run's checkpoint on the eval split with COCO metrics.
+"""Evaluate a run's checkpoint on the eval split with its task's metrics (COCO / LVIS for
+detectors).
 
     python -m frozen_det.evaluate --config CONFIG --workdir DIR [--step N]
 
-writes DIR/eval/<split>_step<N>.json (AP, AP50, AP75, APs, APm, APl, per-class AP, and mask_*
-with a mask head) and prints the summary as one JSON line.
+writes DIR/eval/<split>_step<N>.json (for detectors: AP, AP50, AP75, APs, APm, APl, per-class
+AP, and mask_* with a mask head) and prints the summary as one JSON line.
 """
 
 from __future__ import annotations
@@ -14,22 +15,19 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from frozen_det.runtime import quiet_tensorflow
 
 
 def evaluate(config, workdir: str, step: int | None = None) -> dict:
-    from frozen_det import data as data_lib
-    from frozen_det.evaluation.runner import evaluate_detector, make_detect_fn, write_eval_json
+    from frozen_det.evaluation.runner import write_eval_json
+    from frozen_det.inference import restore_for_inference
     from frozen_det.training import sharding
-    from frozen_det.training.loop import restore_for_inference
 
-    eval_pipeline = data_lib.build_eval_pipeline(config)
-    model, variables, step = restore_for_inference(config, workdir, step, next(iter(eval_pipeline)))
+    config, task, model, variables, step = restore_for_inference(config, workdir, step)
+    eval_pipeline = task.eval_pipeline()
+    task.validate(eval_pipeline.source.info)
     mesh = sharding.make_mesh()
-    result = evaluate_detector(make_detect_fn(model), variables, eval_pipeline,
-                               to_device=lambda b: sharding.global_batch(b, mesh),
-                               include_masks=bool(config.model.mask.enabled),
-                               max_detections=int(config.model.detections.max_detections),
-                               metric=eval_pipeline.config.eval_metric)
+    result = task.evaluate(model, variables, eval_pipeline, lambda b: sharding.global_batch(b, mesh))
     result["path"] = write_eval_json(workdir, eval_pipeline.split, step, result)
     result["step"] = step
     return result
@@ -44,6 +42,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

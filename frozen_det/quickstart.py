@@ -25,6 +25,9 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
+from frozen_det.config import complete
+from frozen_det.runtime import quiet_tensorflow
+
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                               "quickstart.py")
 
@@ -34,16 +37,15 @@ def eval_images(config, num: int, min_side: int = 384) -> list[tuple[str, Image.
     pipeline's canvases (un-normalised, padding cropped off), enlarged to at least `min_side`
     pixels so that labels are legible (the detector resizes them to its canvas again)."""
     from frozen_det import data as data_lib
+    from frozen_det.drawing import denormalize
     pipeline = data_lib.build_eval_pipeline(config)
-    cfg = pipeline.config
-    mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
     out = []
     for batch in pipeline:
         for i in np.flatnonzero(batch["example_valid"]):
             (h, w), _, (sy, sx), _ = batch["image_info"][i]
             rows, cols = int(round(h * sy)), int(round(w * sx))
-            pixels = np.asarray(batch["image"][i], np.float32)[:rows, :cols] * std + mean
-            image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
+            image = Image.fromarray(denormalize(batch["image"][i][:rows, :cols], pipeline.config.mean,
+                                                pipeline.config.std))
             zoom = max(1, -(-min_side // max(rows, cols)))
             out.append((f"image_{int(batch['image_id'][i])}",
                         image.resize((cols * zoom, rows * zoom), Image.Resampling.NEAREST)))
@@ -70,10 +72,10 @@ def run(config, workdir: str, num_examples: int = 6, min_score: float = 0.5) -> 
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.WARNING)
-    config = _CONFIG.value
+    config = complete(_CONFIG.value)
     workdir = os.path.abspath(_WORKDIR.value)
-    print(f"frozen_det quickstart: {config.model.backbone.type} {config.model.backbone.get('variant') or ''} "
-          f"backbone (freeze={config.model.backbone.freeze}) on {config.data.source} {config.data.get('path', '')}, "
+    print(f"frozen_det quickstart: {config.model.backbone.type} {config.model.backbone.variant or ''} "
+          f"backbone (freeze={config.model.backbone.freeze}) on {config.data.source} {config.data.path}, "
           f"{config.train.total_steps} steps -> {workdir}", flush=True)
     result = run(config, workdir, _NUM_EXAMPLES.value, _MIN_SCORE.value)
     metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()
@@ -85,6 +87,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
     _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.",
                                               lock_config=False)
     _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Run directory.")

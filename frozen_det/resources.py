@@ -1,10 +1,11 @@
-"""What a config costs: parameters (total / trainable) and XLA's compiled FLOPs and memory.
+"""What a config costs: parameters (total / trainable) and XLA's compiled FLOPs and memory, for
+any task (frozen_det.tasks).
 
-    python -m frozen_det.resources --config configs/paper/fpn_frozen_72ep.py [--config.x=y ...]
+    python -m frozen_det.resources --config configs/paper/resnetrs101_fpn.py:72ep,frozen [--config.x=y ...]
 
 prints one JSON object:
   params_total, params_trainable       (BN statistics counted in the total, as Keras does)
-  forward_gflops                       inference forward pass of the whole detector
+  forward_gflops                       inference forward pass of the whole model
   backbone_forward_gflops              backbone alone
   train_step_gflops                    forward + target assignment + losses + backward of the
                                        trainable parameters + SGD update
@@ -21,114 +22,83 @@ compare transfer strategies side by side.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app
 from ml_collections import config_flags
 
-from frozen_det.models import build_model, needs_class_statistics, trainable_mask
+from frozen_det import config as config_lib
 from frozen_det.models.backbones import build_backbone
+from frozen_det.tasks import get_task
 from frozen_det.training import partition
-from frozen_det.training.step import create_train_state, make_train_step
+from frozen_det.training.state import create_train_state, trainable_mask
+from frozen_det.training.step import make_train_step
+from frozen_det.tree_paths import count_elements
 
 
-
-def abstract_batch(config, batch_size: int) -> dict:
-    """ShapeDtypeStructs of a training batch (the data pipeline's contract)."""
-    canvas = int(config.data.canvas)
-    n = int(config.data.get("max_instances", 100))
-    batch = {
-        "image": jax.ShapeDtypeStruct((batch_size, canvas, canvas, 3), jnp.float32),
-        "boxes": jax.ShapeDtypeStruct((batch_size, n, 4), jnp.float32),
-        "classes": jax.ShapeDtypeStruct((batch_size, n), jnp.int32),
-        "valid": jax.ShapeDtypeStruct((batch_size, n), jnp.bool_),
-        "image_info": jax.ShapeDtypeStruct((batch_size, 4, 2), jnp.float32),
-    }
-    if config.model.mask.enabled:
-        m = int(config.data.get("mask_size", 112))
-        batch["masks"] = jax.ShapeDtypeStruct((batch_size, n, m, m), jnp.float32)
-    return batch
-
-
-def _cost(compiled) -> dict:
+def compiled_cost(compiled) -> dict:
+    """XLA's cost and memory analysis of a compiled function: {"gflops", "temp_bytes"}."""
     cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return cost
-
-
-def _gflops(compiled) -> float:
-    return float(_cost(compiled).get("flops", float("nan"))) / 1e9
-
-
-def _temp_bytes(compiled) -> int:
-    return int(getattr(compiled.memory_analysis(), "temp_size_in_bytes", -1))
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # one entry per device on some versions
+    memory = compiled.memory_analysis()
+    return {"gflops": float(cost.get("flops", float("nan"))) / 1e9,
+            "temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1}
 
 
 def _per_device_batch(config) -> int:
     return max(1, int(config.train.batch_size) // jax.device_count())
 
 
-def _sample_batch(spec) -> dict:
-    """Concrete zeros with one valid box per image: enough for target assignment to trace."""
-    batch = {k: np.zeros(v.shape, v.dtype) for k, v in spec.items()}
-    batch["boxes"][:, 0] = (8, 8, 64, 64)
-    batch["valid"][:, 0] = True
-    batch["classes"][:, 0] = 1
-    return batch
+def _setup(config):
+    """(resolved config, task, model, per-device example batch, abstract variables, trainable mask)."""
+    config = config_lib.complete(config)
+    task = get_task(config)
+    model = task.build_model()  # losses that read class counts get uniform stand-ins
+    batch = task.model_batch(task.example_batch(_per_device_batch(config), train=True), train=True)
+    variables = jax.eval_shape(lambda b: model.init(task.init_rngs(jax.random.key(0)), b, train=True),
+                               jax.tree.map(lambda x: x[:1], batch))
+    return config, task, model, batch, variables, trainable_mask(config, task, variables["params"])
 
 
-def parameter_counts(config):
-    """({params_total, params_trainable}, model, abstract variables, trainable mask). Losses
-    that read the training split's class counts get uniform stand-ins (costs do not depend on
-    them)."""
-    stats = None
-    if needs_class_statistics(config.model):
-        from frozen_det.data.class_stats import uniform_statistics
-        stats = uniform_statistics(int(config.model.num_classes) - 1)
-    model = build_model(config.model, stats)
-    spec = abstract_batch(config, 1)
-    variables = jax.eval_shape(
-        lambda b: model.init({"params": jax.random.key(0), "sampling": jax.random.key(0)}, b, train=True),
-        spec)
-    mask = trainable_mask(config, variables["params"])
+def _counts(variables, mask) -> dict:
     trainable, _ = partition.split(variables["params"], mask)
-    return {"params_total": partition.count_params(variables),
-            "params_trainable": partition.count_params(trainable)}, model, variables, mask
+    return {"params_total": count_elements(variables), "params_trainable": count_elements(trainable)}
 
 
-def _init(model, config) -> dict:
-    rngs = {"params": jax.random.key(0), "sampling": jax.random.key(1)}
-    return jax.jit(lambda b: model.init(rngs, b, train=True))(_sample_batch(abstract_batch(config, 1)))
+def _init(task, model, batch) -> dict:
+    one = jax.tree.map(lambda x: x[:1], batch)
+    return jax.jit(lambda b: model.init(task.init_rngs(jax.random.key(0)), b, train=True))(one)
 
 
-def _train_step_flops(model, variables, mask, batch, backbone_features=None) -> tuple[float, Any]:
-    """(GFLOPs, compiled) of one SGD train step; with `backbone_features`, of the heads alone."""
+def _train_step(task, model, variables, mask, batch, backbone_features=None):
+    """Compiled SGD train step of the task's loss; with `backbone_features`, of the heads alone."""
     def loss_fn(params, batch_stats, b, rng):
         b, feats = b
-        (losses, metrics), updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, b, train=True, backbone_features=feats,
-            rngs=dict(zip(("sampling", "dropout"), jax.random.split(rng))), mutable=["batch_stats"])
-        return losses["total"], (metrics, updates["batch_stats"])
+        kwargs = {} if feats is None else {"backbone_features": feats}
+        return task.loss_fn(model, **kwargs)(params, batch_stats, b, rng)
 
     optimizer = optax.sgd(0.01, momentum=0.9)
     state = create_train_state(variables, mask, optimizer)
     step = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
-    compiled = step.lower(state, (batch, backbone_features), jax.random.key(0)).compile()
-    return _gflops(compiled), compiled
+    return step.lower(state, (batch, backbone_features), jax.random.key(0)).compile()
 
 
-def freeze_savings(config, model=None, variables=None, mask=None, batch=None) -> dict:
+def parameter_counts(config):
+    """({params_total, params_trainable}, model, abstract variables, trainable mask)."""
+    _, _, model, _, abstract, mask = _setup(config)
+    return _counts(abstract, mask), model, abstract, mask
+
+
+def freeze_savings(config, _setup_and_variables=None) -> dict:
     """FLOPs of the backbone's forward pass, the full train step and the heads' train step
-    (backbone outputs given as inputs). With a frozen backbone, full = backbone + heads: XLA
-    built no backbone backward pass."""
-    if model is None:
-        _, model, _, mask = parameter_counts(config)
-        batch = _sample_batch(abstract_batch(config, _per_device_batch(config)))
-        variables = _init(model, config)
+    (backbone outputs given as inputs), and the train step's temp bytes. With a frozen backbone,
+    full = backbone + heads: XLA built no backbone backward pass."""
+    if _setup_and_variables is None:
+        setup = _setup(config)
+        _setup_and_variables = setup, _init(*setup[1:4])
+    (config, task, model, batch, _, mask), variables = _setup_and_variables
     backbone = build_backbone(config.model.backbone)
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     # The frozen parts of a backbone run in inference mode inside the train step too.
@@ -136,46 +106,39 @@ def freeze_savings(config, model=None, variables=None, mask=None, batch=None) ->
     compiled_backbone = backbone_forward.lower(backbone_vars, batch["image"]).compile()
     features = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                             jax.eval_shape(backbone_forward, backbone_vars, batch["image"]))
-    train_gflops, compiled_step = _train_step_flops(model, variables, mask, batch)
-    head_gflops, _ = _train_step_flops(model, variables, mask, batch, features)
-    return {"backbone_train_mode_forward_gflops": round(_gflops(compiled_backbone), 3),
-            "train_step_gflops": round(train_gflops, 3),
-            "head_train_step_gflops": round(head_gflops, 3),
-            "_compiled_step": compiled_step}
+    compiled_step = _train_step(task, model, variables, mask, batch)
+    head_step = _train_step(task, model, variables, mask, batch, features)
+    return {"backbone_train_mode_forward_gflops": round(compiled_cost(compiled_backbone)["gflops"], 3),
+            "train_step_gflops": round(compiled_cost(compiled_step)["gflops"], 3),
+            "head_train_step_gflops": round(compiled_cost(head_step)["gflops"], 3),
+            "train_step_temp_bytes": compiled_cost(compiled_step)["temp_bytes"]}
 
 
 def train_step_cost(config) -> dict:
     """params_total, params_trainable, train_step_gflops and train_step_temp_bytes, as in
     `measure` but from the train step's compilation alone."""
-    counts, model, _, mask = parameter_counts(config)
-    batch = _sample_batch(abstract_batch(config, _per_device_batch(config)))
-    gflops, compiled = _train_step_flops(model, _init(model, config), mask, batch)
-    return {**counts, "train_step_gflops": round(gflops, 3), "train_step_temp_bytes": _temp_bytes(compiled)}
+    _, task, model, batch, abstract, mask = _setup(config)
+    cost = compiled_cost(_train_step(task, model, _init(task, model, batch), mask, batch))
+    return {**_counts(abstract, mask), "train_step_gflops": round(cost["gflops"], 3),
+            "train_step_temp_bytes": cost["temp_bytes"]}
 
 
 def measure(config) -> dict:
-    counts, model, _, mask = parameter_counts(config)
-    per_device = _per_device_batch(config)
-    spec = abstract_batch(config, per_device)
-    batch = _sample_batch(spec)
-    variables = _init(model, config)
-
-    forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile()
+    config, task, model, batch, abstract, mask = _setup(config)
+    variables = _init(task, model, batch)
+    eval_batch = task.model_batch(task.example_batch(_per_device_batch(config), train=False), train=False)
+    forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, eval_batch).compile()
     backbone = build_backbone(config.model.backbone)
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(
         backbone_vars, batch["image"]).compile()
-
-    savings = freeze_savings(config, model, variables, mask, batch)
-    temp_bytes = _temp_bytes(savings.pop("_compiled_step"))
     return {
-        **counts,
-        "forward_gflops": round(_gflops(forward), 3),
-        "backbone_forward_gflops": round(_gflops(backbone_forward), 3),
-        **savings,
-        "train_step_temp_bytes": temp_bytes,
+        **_counts(abstract, mask),
+        "forward_gflops": round(compiled_cost(forward)["gflops"], 3),
+        "backbone_forward_gflops": round(compiled_cost(backbone_forward)["gflops"], 3),
+        **freeze_savings(config, ((config, task, model, batch, abstract, mask), variables)),
         "canvas": int(config.data.canvas),
-        "per_device_batch": per_device,
+        "per_device_batch": _per_device_batch(config),
     }
 
 

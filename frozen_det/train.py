@@ -1,4 +1,4 @@
-"""Train (or resume) a detector.
+"""Train (or resume) a run of any task (`config.model.type`).
 
     python -m frozen_det.train --config configs/tiny/two_stage.py --workdir /tmp/run [--config.train.total_steps=50]
 
@@ -13,6 +13,7 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from frozen_det.runtime import quiet_tensorflow
 
 
 def main(argv):
@@ -23,6 +24,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

@@ -7,11 +7,14 @@ import os
 import runpy
 import sys
 
+import types
+
 import pytest
 
-from frozen_det.data.config import resolve
-from frozen_det.models import validate_model_config
+from frozen_det.config import resolve
+from frozen_det.data.config import resolve as resolve_data
 from frozen_det.resources import parameter_counts
+from frozen_det.tasks import get_task
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -34,8 +37,8 @@ def test_configs_build_and_share_everything_but_the_backbone_transfer(head):
     configs = {s: _config(s, head) for s in bccd_study.STRATEGIES}
     reference = configs["frozen"].to_dict()
     for strategy, config in configs.items():
-        validate_model_config(config, num_data_classes=3)
-        assert resolve(config).class_names == ["Platelets", "RBC", "WBC"]
+        get_task(resolve(config, num_devices=1)).validate(types.SimpleNamespace(num_classes=3))
+        assert list(resolve_data(config).class_names) == ["Platelets", "RBC", "WBC"]
         b = config.model.backbone
         freeze, adapters, pretrained = EXPECTED[strategy]
         assert (b.variant, b.freeze, b.adapters) == ("lite0", freeze, adapters)

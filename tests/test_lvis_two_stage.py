@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from frozen_det.data.long_tail import write_long_tailed_lvis
-from frozen_det.training import partition
+from frozen_det.tree_paths import leaf_paths
 
 pytest.importorskip("lvis")
 
@@ -65,11 +65,11 @@ def test_both_stages_evaluate_with_lvis_groups(runs):
 
 
 def test_second_stage_changes_only_the_classifier(runs):
-    from frozen_det.models import build_model
+    from frozen_det.inference import restore_for_inference
     from frozen_det.training import sharding
-    from frozen_det.training.loop import build_state, restore_for_inference
-    _, before, _ = restore_for_inference(runs["stage1"], str(runs["root"] / "stage1"))
-    _, after, step = restore_for_inference(runs["stage2"], str(runs["root"] / "stage2"))
+    from frozen_det.training.state import build_state
+    _, _, _, before, _ = restore_for_inference(runs["stage1"], str(runs["root"] / "stage1"))
+    config, task, model, after, step = restore_for_inference(runs["stage2"], str(runs["root"] / "stage2"))
     assert step == 10
     p0, p1 = _flat(before["params"]), _flat(after["params"])
     changed = sorted(k for k in p0 if not np.array_equal(p0[k], p1[k]))
@@ -77,12 +77,8 @@ def test_second_stage_changes_only_the_classifier(runs):
     s0, s1 = _flat(before["batch_stats"]), _flat(after["batch_stats"])
     assert all(np.array_equal(s0[k], s1[k]) for k in s0)
     # The second stage's train state: trainable partition and optimizer state = the classifier.
-    from frozen_det import data as data_lib
-    from frozen_det.training.loop import model_batch
-    batch = model_batch(next(data_lib.build_train_pipeline(runs["stage2"])), with_masks=True)
-    model = build_model(runs["stage2"].model)
-    state, _, _, _ = build_state(runs["stage2"], model, batch, sharding.make_mesh(), train=False)
-    assert sorted(partition.leaf_paths(state.params)) == changed
+    state, _, _, _ = build_state(config, task, model, sharding.make_mesh(), train=False)
+    assert sorted(leaf_paths(state.params)) == changed
     opt_shapes = sorted(x.shape for x in jax.tree.leaves(state.opt_state) if getattr(x, "ndim", 0) > 0)
     assert opt_shapes == sorted(p0[k].shape for k in changed)
 

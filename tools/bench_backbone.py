@@ -59,10 +59,12 @@ from bench_common import keyed, machine_info, round_robin, write_json, xla_stats
 from frozen_det.checkpoints.mapping import assign_by_path  # noqa: E402
 from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet  # noqa: E402
 from frozen_det.models import fast_conv  # noqa: E402
+from frozen_det.models.layers import conv_module  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
 from frozen_det.models.backbones import resnet as resnet_module  # noqa: E402
 from frozen_det.training import partition  # noqa: E402
-from frozen_det.training.step import create_train_state, make_train_step  # noqa: E402
+from frozen_det.training.state import create_train_state  # noqa: E402
+from frozen_det.training.step import make_train_step  # noqa: E402
 
 ROWS = ("forward", "fine-tune", "frozen", "freeze=1")
 ROW_FREEZE = {"fine-tune": "none", "frozen": "all", "freeze=1": 1}
@@ -161,13 +163,13 @@ def jax_contenders(variables, images, labels, variant, rows):
     for row in rows:
         t0 = time.perf_counter()
         if row == "forward":
-            model = resnet_module.ResNet(50, dtype=variant["dtype"], conv_impl=impl)
+            model = resnet_module.ResNet(50, dtype=variant["dtype"], conv=conv_module(impl))
             fn = jax.jit(lambda v, x: model.apply(v, x, train=False, return_logits=True)[1])
             compiled = fn.lower(variables, images).compile(compiler_options=variant["options"] or None)
             args = (variables, images)
         else:
             freeze = ROW_FREEZE[row]
-            model = resnet_module.ResNet(50, freeze=freeze, dtype=variant["dtype"], conv_impl=impl)
+            model = resnet_module.ResNet(50, freeze=freeze, dtype=variant["dtype"], conv=conv_module(impl))
 
             def loss_fn(params, batch_stats, batch, rng, model=model):
                 x, y = batch

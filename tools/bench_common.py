@@ -11,13 +11,13 @@ import time
 
 import jax
 
+from frozen_det.resources import compiled_cost
+
 
 def xla_stats(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    return {"gflops": float(cost.get("flops", float("nan"))) / 1e9,
-            "temp_mb": mem.temp_size_in_bytes / 1e6 if mem is not None else float("nan")}
+    """XLA's GFLOPs and temporary memory (MB) of a compiled function."""
+    cost = compiled_cost(compiled)
+    return {"gflops": cost["gflops"], "temp_mb": cost["temp_bytes"] / 1e6 if cost["temp_bytes"] >= 0 else float("nan")}
 
 
 def round_robin(contenders: dict, repeats: int, cpu_times: dict | None = None) -> dict:

@@ -33,10 +33,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
 from frozen_det.models import fast_conv  # noqa: E402
+from frozen_det.models.layers import conv_module  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
 from frozen_det.models.backbones import efficientnet  # noqa: E402
 from frozen_det.training import partition  # noqa: E402
-from frozen_det.training.step import create_train_state, make_train_step  # noqa: E402
+from frozen_det.training.state import create_train_state  # noqa: E402
+from frozen_det.training.step import make_train_step  # noqa: E402
 
 IMPLS = ("xla", "fast")
 LEVELS = (2, 3, 4, 5)
@@ -101,7 +103,7 @@ def backbone_contenders(variant: str, size: int, batch: int) -> tuple[dict, dict
     variables = None
     for freeze in ("all", "none"):
         for impl in IMPLS:
-            model = efficientnet.EfficientNet(variant, freeze=freeze, num_classes=None, conv_impl=impl,
+            model = efficientnet.EfficientNet(variant, freeze=freeze, num_classes=None, conv=conv_module(impl),
                                               drop_connect_rate=0.0)
             if variables is None:
                 variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(images)

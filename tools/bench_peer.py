@@ -14,8 +14,8 @@ repeated steps stay close to the initial weights):
          step). Both by default, because on a loaded machine torch's OpenMP threads stall each
          other (seen here: a 128x128 step 9 s with 2 threads, 0.5 s with 1, at load average 5
          on 2 cores), while on a quiet one 2 threads are the fair reference.
-  ours   `build_model` of a `two_stage_model` config set to torchvision's architecture as far as
-         the config allows, trained by `make_train_step` over the trainable partition.
+  ours   the detection task's model of a `two_stage` config set to torchvision's architecture as
+         far as the config allows, trained by `make_train_step` over the trainable partition.
 Modes:
   frozen     ours: model.backbone.freeze="all" (stop-gradient, BN in inference mode, no
              optimizer state). torch: the backbone replaced by what torchvision builds for a
@@ -102,11 +102,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
-from frozen_det.config_defaults import torchvision_faster_rcnn_r50_fpn  # noqa: E402
-from frozen_det.models import build_model  # noqa: E402
-from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
-from frozen_det.training import partition  # noqa: E402
-from frozen_det.training.step import create_train_state, make_train_step  # noqa: E402
+from frozen_det.config import complete  # noqa: E402
+from frozen_det.config_defaults import ConfigDict, torchvision_faster_rcnn_r50_fpn  # noqa: E402
+from frozen_det.tasks import get_task  # noqa: E402
+from frozen_det.training.state import create_train_state, trainable_mask  # noqa: E402
+from frozen_det.training.step import make_train_step  # noqa: E402
 
 MODES = ("frozen", "fine-tune")
 FREEZE = {"frozen": "all", "fine-tune": "none"}
@@ -190,33 +190,32 @@ def torch_contender(args, mode: str, batch: dict, threads: int):
 # ---------------------------------------------------------------- ours
 
 
+def our_task(model_config, args):
+    """The detection task of a config with `model_config` at the benchmark's canvas."""
+    return get_task(complete(ConfigDict({"model": model_config, "train": {"batch_size": args.batch},
+                                         "data": {"canvas": args.size, "max_instances": args.max_instances}})))
+
+
 def init_variables(args, batch: dict):
     """Our detector's parameters do not depend on the freeze switch, conv_impl or the canvas:
     initialise once, on a 64x64 crop of one image."""
-    model = build_model(our_config(args, "fine-tune", "xla"))
+    task = our_task(our_config(args, "fine-tune", "xla"), args)
+    model = task.build_model()
     small = {k: v[:1] for k, v in batch.items()}
     small["image"] = small["image"][:, :64, :64]
-    return jax.jit(lambda b: model.init({"params": jax.random.key(0), "sampling": jax.random.key(1)},
-                                        b, train=True))(small)
+    return jax.jit(lambda b: model.init(task.init_rngs(jax.random.key(0)), b, train=True))(small)
 
 
-def our_contender(config, variables, batch: dict):
+def our_contender(config, variables, batch: dict, args):
     """(step callable returning the loss, XLA stats, seconds to compile and run the first step).
     Each call runs the step on the same initial state."""
     t0 = time.perf_counter()
-    model = build_model(config)
-
-    def loss_fn(params, batch_stats, b, rng):
-        (losses, metrics), updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, b, train=True,
-            rngs=dict(zip(("sampling", "dropout"), jax.random.split(rng))), mutable=["batch_stats"])
-        return losses["total"], (metrics, updates["batch_stats"])
-
-    mask = partition.trainable_mask(variables["params"],
-                                    frozen=backbone_frozen_patterns(config.backbone, prefix="backbone/"))
+    task = our_task(config, args)
+    model = task.build_model()
+    mask = trainable_mask(task.config, task, variables["params"])
     optimizer = optax.sgd(LR, momentum=MOMENTUM)
     inputs = (create_train_state(variables, mask, optimizer), jax.tree.map(jnp.asarray, batch), jax.random.key(0))
-    compiled = jax.jit(make_train_step(loss_fn, optimizer)).lower(*inputs).compile()
+    compiled = jax.jit(make_train_step(task.loss_fn(model), optimizer)).lower(*inputs).compile()
 
     def step() -> float:
         _, metrics = jax.block_until_ready(compiled(*inputs))
@@ -264,7 +263,7 @@ def run(args) -> dict:
                 if variables is None:
                     variables = init_variables(args, batch)
                 contenders[key], xla[key], compile_s[key] = our_contender(
-                    our_config(args, mode, setting), variables, batch)
+                    our_config(args, mode, setting), variables, batch, args)
                 print(f"compiled {name:>10s} {mode:<9s} in {compile_s[key]:5.1f} s  {xla[key]['gflops']:6.1f} "
                       f"GFLOPs  {xla[key]['temp_mb']:7.0f} MB temp", file=sys.stderr, flush=True)
             losses[key] = contenders[key]()  # a further warm-up

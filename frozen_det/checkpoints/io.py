@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
 
-from frozen_det.checkpoints.mapping import assign_by_path, flatten_variables
+from frozen_det.checkpoints.mapping import assign_by_path
+from frozen_det.tree_paths import flatten, matches_any
 
 CARD = "card.json"
 VARIABLES = "variables"
@@ -63,8 +63,7 @@ def load_into(target_variables: Mapping[str, Any], directory: str | os.PathLike,
     """Loads a converted checkpoint into the structure of `target_variables`, checking every
     name and shape (see `assign_by_path`). Saved entries matching a `skip_saved` regex are not
     loaded (e.g. an ImageNet head the model was built without)."""
-    saved = {k: v for k, v in flatten_variables(load_variables(directory)).items()
-             if not any(re.match(p, k) for p in skip_saved)}
+    saved = {k: v for k, v in flatten(load_variables(directory)).items() if not matches_any(k, skip_saved)}
     return assign_by_path(target_variables, saved, source=os.fspath(directory), **kwargs)
 
 

@@ -27,7 +27,9 @@ import re
 
 import numpy as np
 
-from frozen_det.checkpoints.efficientnet_lite import HEAD_PATH, conversion_target
+from frozen_det.checkpoints.efficientnet_lite import conversion_target
+from frozen_det.models.freezing import HEAD_PATTERNS
+from frozen_det.tree_paths import matches_any
 from frozen_det.checkpoints.mapping import assign_by_path
 from frozen_det.models.backbones import efficientnet
 
@@ -137,7 +139,7 @@ def convert_keras_model(model, variant: str | None = None, *, adapters: bool = F
     num_classes = int(model.get_layer("predictions").units) if "predictions" in names else None
     mapped = keras_arrays(model, variant)
     if num_classes is None:
-        mapped = {k: v for k, v in mapped.items() if not HEAD_PATH.match(k)}
+        mapped = {k: v for k, v in mapped.items() if not matches_any(k, HEAD_PATTERNS)}
     net = efficientnet.EfficientNet(variant, num_classes=num_classes, adapters=adapters)
     target, ignore = conversion_target(net)
     variables = assign_by_path(target, mapped, source=f"keras {model.name}", ignore_unmapped=ignore)

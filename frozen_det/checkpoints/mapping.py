@@ -10,23 +10,14 @@ fixing a converter sees the whole picture in one run.
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
-import re
 
 import numpy as np
-from flax import traverse_util
+
+from frozen_det.tree_paths import flatten, matches_any, unflatten
 
 
 class CheckpointMismatchError(ValueError):
     pass
-
-
-def flatten_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """{'params': {'a': {'b': x}}} -> {'params/a/b': x}."""
-    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(variables)).items()}
-
-
-def unflatten_variables(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
 def assign_by_path(
@@ -43,8 +34,8 @@ def assign_by_path(
     `ignore_unmapped` lists regexes of target paths allowed to keep their initial value (e.g.
     adapters, which no classification checkpoint has); they must then hold real arrays.
     """
-    target = flatten_variables(target_variables)
-    missing = [k for k in target if k not in mapped and not any(re.match(p, k) for p in ignore_unmapped)]
+    target = flatten(target_variables)
+    missing = [k for k in target if k not in mapped and not matches_any(k, ignore_unmapped)]
     unused = [k for k in mapped if k not in target]
     wrong_shape = [
         f"{k}: checkpoint {tuple(np.shape(mapped[k]))} vs model {tuple(target[k].shape)}"
@@ -67,4 +58,4 @@ def assign_by_path(
             out[k] = value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
         else:
             out[k] = leaf
-    return unflatten_variables(out)
+    return unflatten(out)

@@ -19,7 +19,7 @@ from typing import Any
 from frozen_det.checkpoints import io
 from frozen_det.checkpoints.efficientnet_lite import (LITE_PREPROCESSING, conversion_target,
                                                       load_lite0_imagenet)
-from frozen_det.models.backbones.common import HEAD_PATTERNS
+from frozen_det.models.freezing import HEAD_PATTERNS
 from frozen_det.models.backbones.efficientnet import Preprocessing
 
 PACKAGED = {"package:efficientnet_lite0"}

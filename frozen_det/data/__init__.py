@@ -34,7 +34,7 @@ masks                       float32 [B,N,M,M]    only with data.with_masks: inst
 canvas_masks                uint8 [B,N,H,W]      only with data.canvas_masks: 0/1 full-canvas
 image_info                  float32 [B,4,2]      [[orig h, w], [canvas h, w], [scale y, x],
                                                  [offset y, x]]: canvas = orig*scale - offset;
-                                                 inverse: :func:`to_original_coordinates`
+                                                 inverse: ops.boxes.to_original_boxes
 image_id                    int64 [B]            dataset image id (-1 for eval padding)
 image_labels                float32 [B,C+1]      multi-hot of the (non-crowd) classes present
 num_dropped_instances       int32 [B]            instances that did not fit in N
@@ -51,15 +51,26 @@ The package never imports frozen_det.models or frozen_det.training, and keeps Te
 accelerators (``tf.config.set_visible_devices([], "GPU")`` before building pipelines).
 """
 
-from frozen_det.data.config import defaults as default_config
-from frozen_det.data.config import resolve as resolve_config
-from frozen_det.data.geometry import to_coco_xywh, to_original_coordinates
-from frozen_det.data.pipeline import (EvalPipeline, TrainPipeline, build_eval_pipeline,
-                                      build_train_pipeline)
-from frozen_det.data.sources import DataError, DatasetInfo, build_source
+import importlib
 
-__all__ = [
-    "DataError", "DatasetInfo", "EvalPipeline", "TrainPipeline", "build_eval_pipeline",
-    "build_source", "build_train_pipeline", "default_config", "resolve_config",
-    "to_coco_xywh", "to_original_coordinates",
-]
+# Names exported lazily (PEP 562), so that config files can import frozen_det.data.config (the
+# schema) without loading TensorFlow.
+_EXPORTS = {
+    "default_config": ("frozen_det.data.config", "defaults"),
+    "resolve_config": ("frozen_det.data.config", "resolve"),
+    "EvalPipeline": ("frozen_det.data.pipeline", "EvalPipeline"),
+    "TrainPipeline": ("frozen_det.data.pipeline", "TrainPipeline"),
+    "build_eval_pipeline": ("frozen_det.data.pipeline", "build_eval_pipeline"),
+    "build_train_pipeline": ("frozen_det.data.pipeline", "build_train_pipeline"),
+    "DataError": ("frozen_det.data.sources", "DataError"),
+    "DatasetInfo": ("frozen_det.data.sources", "DatasetInfo"),
+    "build_source": ("frozen_det.data.sources", "build_source"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'frozen_det.data' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    return getattr(importlib.import_module(module), attribute)

@@ -34,14 +34,6 @@ class ClassStatistics:
         """LVIS r/c/f per class id ("" for background), from the image counts."""
         return [""] + [frequency_group(n) for n in self.image_counts[1:]]
 
-    def to_json(self) -> dict:
-        return {"instance_counts": self.instance_counts.tolist(), "image_counts": self.image_counts.tolist(),
-                "num_images": self.num_images}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "ClassStatistics":
-        return cls(np.asarray(d["instance_counts"], np.int64), np.asarray(d["image_counts"], np.int64),
-                   int(d["num_images"]))
 
 
 def uniform_statistics(num_classes: int) -> ClassStatistics:

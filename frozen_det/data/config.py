@@ -7,17 +7,15 @@ pipeline can rely on a complete ConfigDict and bad values fail at start with the
 
 from __future__ import annotations
 
-import ml_collections
-
-ConfigDict = ml_collections.ConfigDict
+from frozen_det.schema import ConfigDict, merge
 
 SOURCES = ("synthetic", "voc_folder", "coco_folder", "tfds")
-IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def defaults() -> ConfigDict:
-    """Every `config.data` field with its default (reference values: tfmg.md 2.11, 5.6)."""
+    """Every `config.data` field with its default (reference values: docs/reference.md §2.11, §5.6)."""
     return ConfigDict(dict(
         source="synthetic",       # one of SOURCES
         name="",                  # tfds: "coco/2017", "lvis", "voc/2007", "voc/2012"
@@ -27,20 +25,20 @@ def defaults() -> ConfigDict:
         # coco_folder: split -> (annotation json, image dir), relative to `path`. Empty means
         # annotations/instances_{split}.json and {split}/ (the COCO / LVIS release layout).
         coco_files=ConfigDict(dict()),
-        class_names=[],           # voc_folder: fixes the class order; empty = sorted names found
+        class_names=(),           # voc_folder: fixes the class order; empty = sorted names found
         voc_difficult="crowd",    # VOC `difficult` objects: "crowd" (ignored in train and eval),
                                   # "keep" (ordinary objects) or "drop"
         canvas=1024,              # H = W of every batch image; a multiple of 2^max_level
         batch_size=0,             # global train batch; 0 = config.train.batch_size
-        eval_batch_size=8,        # global eval batch (reference: 8, tfmg.md 6)
+        eval_batch_size=8,        # global eval batch (reference: 8, docs/reference.md §6)
         max_instances=100,        # N; what does not fit is counted (num_dropped_instances)
         with_masks=False,
-        mask_size=112,            # box-aligned GT mask crops (tfmg.md 2.10)
+        mask_size=112,            # box-aligned GT mask crops (docs/reference.md §2.10)
         canvas_masks=False,       # also emit full-canvas masks [B, N, H, W] (uint8)
         masks_dtype="float32",    # or "uint8" (0..255) to save host memory
         image_dtype="float32",    # or "bfloat16"
-        mean=list(IMAGENET_MEAN),
-        std=list(IMAGENET_STD),
+        mean=tuple(IMAGENET_MEAN),
+        std=tuple(IMAGENET_STD),
         seed=0,
         shuffle_buffer=2048,      # tfds sources stream; local/synthetic shuffle the full split
         kshot=0,                  # >0: keep k images per class in the train split (papers 001/003)
@@ -55,12 +53,12 @@ def defaults() -> ConfigDict:
                                   # "auto": lvis when the source has LVIS r/c/f frequencies
         augment=ConfigDict(dict(
             hflip=True,
-            scale_min=0.1, scale_max=2.0,  # LSJ, tfmg.md 2.11
+            scale_min=0.1, scale_max=2.0,  # LSJ, docs/reference.md §2.11
             # True: boxes of objects cut by the LSJ crop become the tight box of their visible
             # mask (needs masks). False (reference): the transformed box is only clipped.
             boxes_from_masks=False,
             copy_paste=False,
-            # Copy-Paste (tfmg.md 5.6): thresholds in canvas pixels / original-image pixels.
+            # Copy-Paste (docs/reference.md §5.6): thresholds in canvas pixels / original-image pixels.
             copy_paste_box_update_threshold=10.0,
             copy_paste_occluded_area=300.0,
             copy_paste_rule="per_object",  # or "reference" (the coded scalar quirk, 5.6)
@@ -74,28 +72,31 @@ def defaults() -> ConfigDict:
     ))
 
 
-def _merge(base: ConfigDict, over) -> None:
-    for key, value in over.items():
-        if key not in base:
-            raise ValueError(f"config.data.{key}: unknown field; known fields: {sorted(base.keys())}")
-        if isinstance(base[key], ConfigDict) and key != "coco_files":
-            _merge(base[key], value)
-        else:
-            with base.ignore_type():
-                base[key] = value.to_dict() if isinstance(value, ConfigDict) else value
+def complete(given) -> ConfigDict:
+    """The full `config.data` section (defaults with `given`'s fields laid over it), validated.
+    `batch_size=0` stays 0 ("the train batch"): `resolve` derives it."""
+    cfg = merge(defaults(), given or {}, "config.data", free_form=("coco_files",))
+    validate(cfg)
+    return cfg
 
 
 def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
-    """A complete, validated copy of `config.data` (or of a whole config's `.data`)."""
+    """A complete, validated copy of `config.data` (or of a whole config's `.data`) with the
+    batch size resolved (0 = the train batch size)."""
     if data_config is not None and "data" in data_config and "source" not in data_config:
         if train_batch_size is None and "train" in data_config:
-            train_batch_size = data_config.train.get("batch_size")
+            train_batch_size = data_config.train.batch_size
         data_config = data_config.data
-    cfg = defaults()
-    _merge(cfg, data_config or {})
+    cfg = complete(data_config)
     if not cfg.batch_size:
         cfg.batch_size = int(train_batch_size or 8)
-    validate(cfg)
+    # Checked only here: config files may leave these to the command line.
+    if cfg.source == "tfds" and not cfg.name:
+        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'coco/2017', 'lvis', "
+                         "'voc/2007'")
+    if cfg.source in ("voc_folder", "coco_folder") and not cfg.path:
+        raise ValueError(f"config.data.path: the {cfg.source} source needs the dataset folder "
+                         f"(--config.data.path=DIR)")
     return cfg
 
 
@@ -105,10 +106,6 @@ def validate(cfg: ConfigDict) -> None:
 
     if cfg.source not in SOURCES:
         bad("source", f"{cfg.source!r} is not one of {SOURCES}")
-    if cfg.source == "tfds" and not cfg.name:
-        bad("name", "the tfds source needs a dataset name, e.g. 'coco/2017', 'lvis', 'voc/2007'")
-    if cfg.source in ("voc_folder", "coco_folder") and not cfg.path:
-        bad("path", f"the {cfg.source} source needs the dataset folder")
     if cfg.canvas <= 0 or cfg.canvas % 8:
         bad("canvas", f"{cfg.canvas} must be a positive multiple of 8 (of 2^max_level for the model)")
     if cfg.max_instances <= 0:

@@ -19,22 +19,14 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
-
-
-def denormalize(image, mean, std) -> np.ndarray:
-    x = np.asarray(image, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
-    return np.clip(x, 0, 255).astype(np.uint8)
-
+from frozen_det.drawing import colour, denormalize
 
 def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
     """One example of a batch as a PIL image with masks, boxes and class names."""
     img = denormalize(batch["image"][i], mean, std).astype(np.float32)
     valid = np.nonzero(batch["valid"][i])[0]
     for j in valid:
-        colour = np.array(PALETTE[int(batch["classes"][i, j]) % len(PALETTE)], np.float32)
+        rgb = np.array(colour(batch["classes"][i, j]), np.float32)
         if "canvas_masks" in batch:
             m = batch["canvas_masks"][i, j].astype(np.float32)
         elif "masks" in batch:
@@ -53,20 +45,19 @@ def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
         else:
             continue
         a = 0.45 * (m > 0.5)[..., None]
-        img = img * (1 - a) + colour * a
+        img = img * (1 - a) + rgb * a
     out = Image.fromarray(img.astype(np.uint8))
     d = ImageDraw.Draw(out)
     for j in valid:
         c = int(batch["classes"][i, j])
         y0, x0, y1, x1 = [float(v) for v in batch["boxes"][i, j]]
-        colour = PALETTE[c % len(PALETTE)]
         # the last covered pixel; boxes under one pixel wide (crop slivers) still get one
-        d.rectangle([x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)], outline=colour,
+        d.rectangle([x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)], outline=colour(c),
                     width=2 if out.width >= 256 else 1)
         name = class_names[c] if c < len(class_names) else str(c)
         if batch["is_crowd"][i, j]:
             name += " (crowd)"
-        d.text((x0 + 2, max(y0 - 11, 0)), name, fill=colour)
+        d.text((x0 + 2, max(y0 - 11, 0)), name, fill=colour(c))
     return out
 
 

@@ -1,5 +1,5 @@
 """Run a detector over an eval split and score it with COCO (pycocotools) or LVIS (official
-`lvis` API, federated rules) metrics.
+`lvis` API, federated rules) metrics; write evaluation results as JSON.
 
 Each process runs the same number of jitted detection steps over its shard (the eval pipeline
 pads the last batch); detections are gathered to every process and the host scores them.
@@ -19,25 +19,6 @@ from frozen_det.evaluation.coco import CocoEvaluator
 
 METRICS = ("coco", "lvis")
 
-DETECTION_KEYS = ("original_boxes", "scores", "classes", "valid")
-
-
-def make_detect_fn(model) -> Callable:
-    """jitted (variables, batch) -> detections in original-image pixels."""
-    def detect(variables, batch):
-        out = model.apply(variables, batch, train=False)
-        keep = {k: out[k] for k in DETECTION_KEYS}
-        if "masks" in out:
-            keep["masks"] = out["masks"]
-        keep["image_id"] = batch["image_id"]
-        keep["example_valid"] = batch["example_valid"]
-        return keep
-    return jax.jit(detect)
-
-
-def _model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k in ("image", "image_info", "image_id", "example_valid")}
-
 
 def resolve_metric(metric: str, source) -> str:
     """`data.eval_metric`: "auto" is LVIS for sources with r/c/f frequencies (LVIS json folders,
@@ -50,10 +31,13 @@ def resolve_metric(metric: str, source) -> str:
     return metric
 
 
-def evaluate_detector(detect_fn: Callable, variables: Any, eval_pipeline, *, to_device: Callable | None = None,
-                      include_masks: bool = False, max_detections: int = 100, metric: str = "auto") -> dict:
-    """Runs one pass of `eval_pipeline` and returns the COCO or LVIS summary (CocoEvaluator,
-    LvisEvaluator), with per-class AP keyed by class name and `metric` naming the protocol."""
+def evaluate_detections(detect_fn: Callable, variables: Any, eval_pipeline, input_keys, *,
+                        to_device: Callable | None = None, include_masks: bool = False,
+                        max_detections: int = 100, metric: str = "auto") -> dict:
+    """Runs one pass of `eval_pipeline` through `detect_fn(variables, batch)` (fed the batch's
+    `input_keys`; returns original_boxes, scores, classes, valid, image_id, example_valid and
+    optionally masks) and returns the COCO or LVIS summary (CocoEvaluator, LvisEvaluator), with
+    per-class AP keyed by class name and `metric` naming the protocol."""
     source = eval_pipeline.source
     metric = resolve_metric(metric, source)
     ground_truth = source.coco_ground_truth(eval_pipeline.split)
@@ -65,7 +49,7 @@ def evaluate_detector(detect_fn: Callable, variables: Any, eval_pipeline, *, to_
         evaluator = CocoEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
                                   max_detections=max_detections)
     for batch in eval_pipeline:
-        inputs = _model_inputs(batch)
+        inputs = {k: batch[k] for k in input_keys}
         out = detect_fn(variables, to_device(inputs) if to_device else inputs)
         out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
         keep = np.asarray(out["example_valid"]).astype(bool)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models.backbones.common import ADAPTER_NAME
+from frozen_det.models.freezing import ADAPTER_NAME
 
 
 class ResidualAdapter(nn.Module):

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from frozen_det import losses as loss_lib
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones import build_backbone
+from frozen_det.models.layers import batch_norm, conv_module, dtype_of
 from frozen_det.models.heads.mask_head import MaskHead
 from frozen_det.models.heads.roi_heads import (BoxHead, RoiTargets, assign_rois, sample_rois,
                                                select_class_deltas)
@@ -41,17 +41,12 @@ from frozen_det.ops.roi_align import multilevel_roi_align
 from frozen_det.ops.sampling import batched_sample_balanced
 
 
-def _dtype(name: str):
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
-
-
-CLASS_LOSSES = ("softmax", "sigmoid", "federated")
-CLASS_WEIGHTINGS = ("none", "effective_number", "inverse_frequency", "inverse_sqrt_frequency")
 SIGMOID_PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)  # a 1% prior per class (RetinaNet's)
 
 
 class TwoStageDetector(nn.Module):
-    """`config` is `config.model` (see configs/ for the fields), frozen for hashing.
+    """`config` is a complete `config.model` (frozen_det.models.config.two_stage_defaults),
+    frozen for hashing.
 
     `class_instance_counts` / `class_image_counts` ([C + 1] tuples, the training split's
     non-crowd instances / images per class) are needed only by the losses that use them
@@ -64,14 +59,12 @@ class TwoStageDetector(nn.Module):
 
     def setup(self):
         c = self.config
-        dtype = _dtype(c.get("dtype", "float32"))
-        conv_impl = str(c.get("conv_impl", "xla"))
-        if conv_impl not in fast_conv.IMPLEMENTATIONS:
-            raise ValueError(f"model.conv_impl={conv_impl!r}: use one of {fast_conv.IMPLEMENTATIONS} "
-                             f"('fast' speeds up convolution gradients on CPU).")
-        shared = dict(bn_momentum=c.bn.momentum, bn_epsilon=c.bn.epsilon, dtype=dtype, conv_impl=conv_impl)
+        # Layer choices made once, here (frozen_det.models.layers).
+        dtype = dtype_of(c.dtype)
+        conv = conv_module(c.conv_impl)
+        shared = dict(dtype=dtype, conv=conv, norm=batch_norm(c.bn.momentum, c.bn.epsilon))
         self.backbone = build_backbone(c.backbone)
-        self.neck = build_neck(c.neck, dtype=dtype, conv_impl=conv_impl)
+        self.neck = build_neck(c.neck, dtype=dtype, conv=conv)
         self.rpn_head = RPNHead(num_anchors=self.num_anchors_per_location, num_convs=c.rpn.num_convs,
                                 num_filters=c.rpn.num_filters, use_batch_norm=c.rpn.use_batch_norm,
                                 activation=c.activation, **shared)
@@ -148,8 +141,7 @@ class TwoStageDetector(nn.Module):
         all_anchors = jnp.asarray(anchors.boxes)
         iou = box_ops.pairwise_iou(jnp.broadcast_to(all_anchors, gt_boxes.shape[:1] + all_anchors.shape),
                                    gt_boxes, None, gt_valid)
-        match = matching.match_by_iou(iou, r.negative_below, r.positive_from, force_match_gt=True,
-                                      gt_valid=gt_valid)
+        match = matching.rpn_match(iou, gt_valid, r.negative_below, r.positive_from)
         positive = match.labels == matching.POSITIVE
         sample = batched_sample_balanced(key, positive, match.labels == matching.NEGATIVE,
                                          r.batch_size_per_image, r.positive_fraction,
@@ -165,18 +157,18 @@ class TwoStageDetector(nn.Module):
 
     @property
     def class_loss(self) -> str:
-        return self.config.box_head.get("class_loss", "softmax")
+        return self.config.box_head.class_loss
 
     def _class_weights(self):
         """Per-class weights of the classification loss (None: unweighted)."""
-        method = self.config.box_head.get("class_weighting", "none")
+        method = self.config.box_head.class_weighting
         if method == "none":
             return None
         if self.class_instance_counts is None:
             raise ValueError(f"model.box_head.class_weighting={method!r} needs the training split's class counts: "
                              "build the model with class_instance_counts (the training loop does)")
         return jnp.asarray(loss_lib.class_balance_weights(
-            self.class_instance_counts, method, self.config.box_head.get("class_balance_beta", 0.999)))
+            self.class_instance_counts, method, self.config.box_head.class_balance_beta))
 
     def classification_loss(self, key, logits, classes):
         """`box_head.class_loss`: softmax CE (the reference), per-class sigmoid BCE, or the
@@ -190,9 +182,9 @@ class TwoStageDetector(nn.Module):
                 raise ValueError("model.box_head.class_loss='federated' samples classes by training frequency: "
                                  "build the model with class_image_counts (the training loop does)")
             h = self.config.box_head
-            sampling = jnp.asarray(self.class_image_counts, jnp.float32) ** h.get("federated_power", 0.5)
+            sampling = jnp.asarray(self.class_image_counts, jnp.float32) ** h.federated_power
             class_mask = loss_lib.federated_class_mask(key, classes, sampling.at[0].set(0.0),
-                                                       int(h.get("federated_num_classes", 50)))
+                                                       int(h.federated_num_classes))
         return loss_lib.sigmoid_class_loss(logits, classes, weights, class_mask)
 
     def box_stage(self, stage: int, features, targets: RoiTargets, train: bool):
@@ -304,20 +296,8 @@ class TwoStageDetector(nn.Module):
             roi_feats = self.roi_features(features, dets.boxes, c.mask.crop_size)
             out["masks"] = jax.nn.sigmoid(self.mask_head(roi_feats, dets.classes, train=False))
         if "image_info" in batch:
-            out["original_boxes"] = to_original_boxes(dets.boxes, batch["image_info"])
+            out["original_boxes"] = box_ops.to_original_boxes(dets.boxes, batch["image_info"])
         return out
 
     def __call__(self, batch: Mapping[str, Any], train: bool = False, backbone_features=None):
         return self.training_losses(batch, backbone_features) if train else self.detect(batch)
-
-
-def to_original_boxes(boxes: jax.Array, image_info: jax.Array) -> jax.Array:
-    """Canvas boxes -> original-image pixels. image_info [B, 4, 2] = [[orig h, w],
-    [canvas h, w], [scale y, x], [offset y, x]] (tfmg.md 2.11): canvas = original * scale -
-    offset, so original = (canvas + offset) / scale, clipped to the original image."""
-    scale = image_info[:, 2][:, None, :]
-    offset = image_info[:, 3][:, None, :]
-    yx_min = (boxes[..., :2] + offset) / scale
-    yx_max = (boxes[..., 2:] + offset) / scale
-    size = image_info[:, 0][:, None, :]
-    return jnp.concatenate([jnp.clip(yx_min, 0, size), jnp.clip(yx_max, 0, size)], axis=-1)

@@ -214,14 +214,4 @@ class Conv(nn.Module):
         return y[0] if unbatched else y
 
 
-IMPLEMENTATIONS = ("xla", "fast")
-
-
-def conv_class(conv_impl: str, owner: str) -> type[nn.Module]:
-    """The convolution module a backbone's `conv_impl` names: "xla" (flax) or "fast" (this)."""
-    if conv_impl not in IMPLEMENTATIONS:
-        raise ValueError(f"{owner} conv_impl={conv_impl!r}: use one of {IMPLEMENTATIONS}.")
-    return Conv if conv_impl == "fast" else nn.Conv
-
-
-__all__ = ["Conv", "conv2d", "depthwise_conv2d", "conv_class", "IMPLEMENTATIONS"]
+__all__ = ["Conv", "conv2d", "depthwise_conv2d"]

@@ -1,8 +1,7 @@
-"""Box arithmetic: areas, IoU, clipping, box coding and format conversions.
+"""Box arithmetic: areas, IoU, clipping, box coding, the canvas -> original-image map.
 
 All boxes are ``[..., 4]`` arrays in ``[ymin, xmin, ymax, xmax]`` order, absolute pixels of the
-padded canvas, unless a function name says otherwise (``xyxy``, ``xywh``, ``cxcywh``,
-``normalized``). Every function broadcasts over leading dimensions, so it works unchanged on
+padded canvas. Every function broadcasts over leading dimensions, so it works unchanged on
 ``[N, 4]`` and ``[B, N, 4]`` inputs and under ``jax.vmap``.
 
 Numerics follow TF Model Garden ``official/vision/ops/box_ops.py`` (tfmg.md 7.2 "Box coding"):
@@ -14,7 +13,9 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, Union
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Largest allowed log-scale change on decode (tfmg.md 7.2): log(1000 / 16) ~= 4.135.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16.0)
@@ -150,51 +151,18 @@ def decode_boxes(
   return jnp.stack([ymin, xmin, ymin + h, xmin + w], axis=-1)
 
 
-# ----------------------------------------------------------------------------------------
-# Format conversions. yxyx is ours; xyxy is torchvision's; xywh is COCO's (top-left corner
-# plus size); cxcywh is DETR's (centre x, centre y, width, height).
-# ----------------------------------------------------------------------------------------
+def to_original_boxes(boxes, image_info, clip: bool = True):
+  """Canvas boxes ``[..., N, 4]`` -> original-image pixels, the inverse of the input pipeline's
+  letterbox ``canvas = original * scale - offset`` (docs/reference.md §2.11):
 
+      original = (canvas + [oy, ox, oy, ox]) / [sy, sx, sy, sx]
 
-def yxyx_to_xyxy(boxes: jnp.ndarray) -> jnp.ndarray:
-  """``[ymin, xmin, ymax, xmax] -> [xmin, ymin, xmax, ymax]`` (its own inverse)."""
-  return boxes[..., jnp.array([1, 0, 3, 2])]
-
-
-xyxy_to_yxyx = yxyx_to_xyxy
-
-
-def yxyx_to_xywh(boxes: jnp.ndarray) -> jnp.ndarray:
-  """``[ymin, xmin, ymax, xmax] -> [xmin, ymin, width, height]`` (COCO)."""
-  ymin, xmin, ymax, xmax = _split(boxes)
-  return jnp.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=-1)
-
-
-def xywh_to_yxyx(boxes: jnp.ndarray) -> jnp.ndarray:
-  """``[xmin, ymin, width, height] -> [ymin, xmin, ymax, xmax]``."""
-  x, y, w, h = _split(boxes)
-  return jnp.stack([y, x, y + h, x + w], axis=-1)
-
-
-def yxyx_to_cxcywh(boxes: jnp.ndarray) -> jnp.ndarray:
-  """``[ymin, xmin, ymax, xmax] -> [centre_x, centre_y, width, height]``."""
-  yc, xc, h, w = _centre_size(boxes)
-  return jnp.stack([xc, yc, w, h], axis=-1)
-
-
-def cxcywh_to_yxyx(boxes: jnp.ndarray) -> jnp.ndarray:
-  """``[centre_x, centre_y, width, height] -> [ymin, xmin, ymax, xmax]``."""
-  xc, yc, w, h = _split(boxes)
-  return jnp.stack([yc - 0.5 * h, xc - 0.5 * w, yc + 0.5 * h, xc + 0.5 * w], axis=-1)
-
-
-def normalize_boxes(boxes: jnp.ndarray, image_shape: Shape) -> jnp.ndarray:
-  """Absolute yxyx pixels -> fractions of ``(h, w)`` (divides by h and w, not h-1, w-1)."""
-  h, w = _image_hw(image_shape, boxes)
-  return boxes / jnp.stack([h, w, h, w], axis=-1)
-
-
-def denormalize_boxes(boxes: jnp.ndarray, image_shape: Shape) -> jnp.ndarray:
-  """Inverse of :func:`normalize_boxes`."""
-  h, w = _image_hw(image_shape, boxes)
-  return boxes * jnp.stack([h, w, h, w], axis=-1)
+  then (``clip``) clipped to ``[0, orig h] x [0, orig w]``. ``image_info [..., 4, 2]`` =
+  ``[[orig h, w], [canvas h, w], [scale y, x], [offset y, x]]``, batched or for one image.
+  Inside jit (jax arrays) it is jnp; on the host (numpy inputs) numpy in float64."""
+  xp = np if not any(isinstance(a, jax.Array) for a in (boxes, image_info)) else jnp
+  if xp is np:
+    boxes, image_info = np.asarray(boxes, np.float64), np.asarray(image_info, np.float64)
+  twice = lambda row: xp.concatenate([image_info[..., row, :]] * 2, axis=-1)[..., None, :]
+  out = (boxes + twice(3)) / twice(2)
+  return xp.clip(out, 0.0, twice(0)) if clip else out

@@ -99,15 +99,10 @@ def roi_match(iou: jnp.ndarray, foreground_from: float = 0.5, background_below: 
               background_from: float = 0.0, strict_foreground: bool = False) -> Match:
   """ROI labels (tfmg.md 2.8): positive at IoU >= 0.5 (or > t with ``strict_foreground``),
   background ``[0, 0.5)``, and INVALID below 0 (padded ROIs, images without ground truth).
-  Both NEGATIVE and INVALID ROIs are background (class 0); see :func:`is_background`.
+  Both NEGATIVE and INVALID ROIs are background (class 0).
   Cascade stages 2/3 use ``foreground_from = background_below = 0.7 / 0.8``."""
   return match_by_iou(iou, background_below, foreground_from,
                       strict_positive=strict_foreground, invalid_below=background_from)
-
-
-def is_background(labels: jnp.ndarray) -> jnp.ndarray:
-  """NEGATIVE or INVALID (tfmg.md 2.8: background is ``[0, 0.5)`` or invalid)."""
-  return (labels == NEGATIVE) | (labels == INVALID)
 
 
 def gather_matched(values: jnp.ndarray, matched_gt: jnp.ndarray, fill=0) -> jnp.ndarray:

@@ -1,8 +1,8 @@
-"""Resumable training checkpoints with orbax (DESIGN.md: `workdir/checkpoints`).
+"""Resumable training checkpoints with orbax (`workdir/checkpoints`, docs/architecture.md).
 
 A checkpoint holds the trainable state (step, trainable parameters, BatchNorm statistics,
 optimizer state) and a JSON item with the input pipeline's position and a fingerprint of the
-frozen parameters. Frozen parameters are not written again (DESIGN.md, the freeze switch
+frozen parameters. Frozen parameters are not written again (the freeze switch, docs/architecture.md
 point 4): a resumed run rebuilds them exactly as the first run did (same pretrained weights or
 seed) and the fingerprint check refuses to continue if they came out different.
 """
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from frozen_det.training import partition
-from frozen_det.training.step import TrainState
+from frozen_det.tree_paths import flatten, map_paths
+from frozen_det.training.state import TrainState
 
 
 def fingerprint(tree: Any) -> list[float]:
@@ -127,8 +127,8 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                                       meta=ocp.args.JsonRestore()))
-        saved = {p: np.asarray(v) for p, v in partition.flatten(restored["state"].get("params", {})).items()}
-        ours = partition.flatten(state.all_params())
+        saved = {p: np.asarray(v) for p, v in flatten(restored["state"].get("params", {})).items()}
+        ours = flatten(state.all_params())
         bad = sorted(p for p in saved if p not in ours or saved[p].shape != ours[p].shape)
         if bad:
             raise ValueError(f"the checkpoint at step {step} in {self.directory} has parameters this model lacks "
@@ -143,8 +143,8 @@ class Checkpointer:
             raise ValueError(f"the BN statistics of the checkpoint at step {step} in {self.directory} do not "
                              "match this model")
         return state.replace(
-            params=partition.map_paths(state.params, take),
-            frozen_params=partition.map_paths(state.frozen_params, take),
+            params=map_paths(state.params, take),
+            frozen_params=map_paths(state.frozen_params, take),
             batch_stats=jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
                                      batch_stats, state.batch_stats))
 
@@ -154,12 +154,28 @@ class Checkpointer:
 
 
 class PreemptionFlag:
-    """Set by SIGTERM (and SIGINT when `catch_interrupt`): the loop saves and stops cleanly."""
+    """When to save and stop because the job is being preempted.
 
-    def __init__(self, catch_interrupt: bool = False):
+    One process: SIGTERM (and SIGINT when `catch_interrupt`) sets a flag; `should_stop(step)` is
+    then True and the loop saves that step and stops.
+
+    Several processes (a pod slice): the notice reaches some hosts, and a host acting on its own
+    flag would enter the collective checkpoint save while the others keep stepping (a hang).
+    JAX's preemption sync service (started by `jax.distributed.initialize()`) catches SIGTERM,
+    spreads the notice and picks one step for all hosts: `should_stop(step)` is True on every
+    host at that same step (`multihost_utils.reached_preemption_sync_point`). Call it once per
+    step, from the first step on, on every host. `sync_point` replaces that function (tests).
+    """
+
+    def __init__(self, catch_interrupt: bool = False, sync_point=None):
         self._event = threading.Event()
         self._previous = {}
-        if threading.current_thread() is threading.main_thread():
+        if sync_point is None and jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            sync_point = multihost_utils.reached_preemption_sync_point
+        self._sync_point = sync_point
+        # With the sync service, its own handler must see SIGTERM: install none of ours.
+        if sync_point is None and threading.current_thread() is threading.main_thread():
             signals = [signal.SIGTERM] + ([signal.SIGINT] if catch_interrupt else [])
             for sig in signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -168,8 +184,9 @@ class PreemptionFlag:
         del frame
         self._event.set()
 
-    @property
-    def is_set(self) -> bool:
+    def should_stop(self, step: int) -> bool:
+        if self._sync_point is not None:
+            return bool(self._sync_point(step))
         return self._event.is_set()
 
     def restore_handlers(self) -> None:

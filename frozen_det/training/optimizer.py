@@ -3,7 +3,7 @@
 The optimizer only ever sees trainable parameters (frozen ones are not in its pytree), so
 frozen parts have no optimizer state and no weight decay by construction.
 
-SGD follows Keras' momentum form (reference/tfmg.md 2.13): v <- m v - lr g; w <- w + v. It
+SGD follows Keras' momentum form (docs/reference.md §2.13): v <- m v - lr g; w <- w + v. It
 folds the learning rate into the velocity, so right after a learning-rate drop it differs from
 optax.sgd (which scales the accumulated trace by the new rate). L2 regularisation on kernels
 (factor wd/2 in the loss, i.e. wd * w in the gradient) is added before the momentum step.
@@ -21,18 +21,17 @@ from frozen_det.training.partition import decay_mask
 
 
 def learning_rate_schedule(schedule, total_steps: int) -> optax.Schedule:
-    """`config.train.schedule` -> optax schedule. Names: warmup_piecewise, warmup_cosine, constant."""
+    """`config.train.schedule` (frozen_det.training.config) -> optax schedule."""
     name = schedule.name
     base = float(schedule.base_lr)
-    warmup_steps = int(schedule.get("warmup_steps", 0))
-    warmup_lr = float(schedule.get("warmup_lr", 0.0))
+    warmup_steps = int(schedule.warmup_steps)
+    warmup_lr = float(schedule.warmup_lr)
     if name == "constant":
         main = optax.constant_schedule(base)
     elif name == "warmup_piecewise":
         boundaries = [int(b) for b in schedule.boundaries]
-        multipliers = [float(m) for m in schedule.multipliers]
-        if len(boundaries) != len(multipliers):
-            raise ValueError("train.schedule.boundaries and .multipliers must have the same length")
+        multipliers = ([float(m) for m in schedule.multipliers] if schedule.multipliers
+                       else [0.1 ** (i + 1) for i in range(len(boundaries))])
 
         def main(step):  # absolute step: the drops are at the listed steps, warm-up included
             factor = jnp.ones((), jnp.float32)
@@ -82,21 +81,19 @@ def keras_momentum_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 
 
 
 def build_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(optimizer, learning-rate schedule) from `config.train`."""
+    """(optimizer, learning-rate schedule) from a complete `config.train`."""
     schedule = learning_rate_schedule(train_config.schedule, int(train_config.total_steps))
     opt = train_config.optimizer
-    wd = float(train_config.get("weight_decay", 0.0) or 0.0)
+    wd = float(train_config.weight_decay)
     parts = []
-    clip = train_config.get("grad_clip_norm")
-    if clip:
-        parts.append(optax.clip_by_global_norm(float(clip)))
+    if train_config.grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(float(train_config.grad_clip_norm)))
     if opt.name == "sgd":
         if wd:
             parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
-        parts.append(keras_momentum_sgd(schedule, float(opt.get("momentum", 0.9)), bool(opt.get("nesterov", False))))
+        parts.append(keras_momentum_sgd(schedule, float(opt.momentum), bool(opt.nesterov)))
     elif opt.name == "adamw":
-        parts.append(optax.adamw(schedule, b1=float(opt.get("b1", 0.9)), b2=float(opt.get("b2", 0.999)),
-                                 weight_decay=wd, mask=decay_mask))
+        parts.append(optax.adamw(schedule, b1=float(opt.b1), b2=float(opt.b2), weight_decay=wd, mask=decay_mask))
     else:
         raise ValueError(f"train.optimizer.name={opt.name!r}: use 'sgd' or 'adamw'.")
     return optax.chain(*parts), schedule

@@ -8,12 +8,13 @@ written for the global array and XLA inserts the cross-device reductions.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from frozen_det.tree_paths import first_match, key_path_string
 
 
 DATA_AXIS = "data"
@@ -48,31 +49,21 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-def _path_string(path) -> str:
-    parts = []
-    for key in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-    return "/".join(parts)
-
-
 def state_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str]] = (),
                     fsdp_min_size: int | None = None) -> Any:
     """NamedShardings for any (possibly abstract) pytree: parameters, optimizer state, a whole
     train state. Leaves are named by their '/'-joined key path (e.g.
     'params/box_heads_0/fc0/kernel', 'opt_state/1/velocity/box_heads_0/fc0/kernel').
 
-    `rules`: (regex, "fsdp" | "replicate") pairs matched with re.search; the first match wins.
+    `rules`: (regex, "fsdp" | "replicate") pairs (frozen_det.tree_paths); the first match wins.
     "fsdp" shards the largest dimension divisible by the mesh size on the data axis.
     `fsdp_min_size`: additionally FSDP-shard every leaf with at least this many elements.
     Everything else is replicated.
     """
     def spec_for(path, leaf) -> NamedSharding:
-        name = _path_string(path)
+        name = key_path_string(path)
         shape = tuple(getattr(leaf, "shape", ()))
-        mode = next((m for pattern, m in rules if re.search(pattern, name)), None)
+        mode = first_match(name, rules)
         if mode is None and fsdp_min_size is not None and int(np.prod(shape, dtype=np.int64)) >= fsdp_min_size:
             mode = "fsdp"
         if mode == "fsdp":

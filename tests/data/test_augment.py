@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from frozen_det.data import augment, config as config_lib, to_original_coordinates
+from frozen_det.data import augment, config as config_lib
+from frozen_det.ops.boxes import to_original_boxes
 from frozen_det.data.copy_paste import copy_paste
 from frozen_det.data.pipeline import build_train_pipeline
 from helpers import assert_boxes_tight, synthetic_config, tight_box
@@ -57,7 +58,7 @@ def test_lsj_box_follows_pixels(seed):
     t = tight_box(bright)
     np.testing.assert_allclose(ex["boxes"][0], t, atol=1.0)
     # The box maps back to where it was painted (up to the crop).
-    back = to_original_coordinates(ex["boxes"][None, :1], info[None])[0, 0]
+    back = to_original_boxes(ex["boxes"][None, :1], info[None])[0, 0]
     y0, x0, y1, x1 = src.box
     inside = lambda x0, x1: (back[0] >= y0 - 1 and back[1] >= x0 - 1 and back[2] <= y1 + 1
                              and back[3] <= x1 + 1)
@@ -94,11 +95,11 @@ def test_eval_resize_longer_side_and_flip():
     np.testing.assert_array_equal(out["masks"].numpy(), [[[0, 0, 0, 1]]])
 
 
-def test_to_original_coordinates_inverse():
+def test_to_original_boxes_inverse():
     info = np.array([[[480, 640], [512, 512], [0.8, 0.8], [10, 20]]], np.float32)
     orig = np.array([[[100, 200, 300, 400]]], np.float32)
     canvas = orig * 0.8 - np.array([10, 20, 10, 20])
-    np.testing.assert_allclose(to_original_coordinates(canvas, info), orig, rtol=1e-6)
+    np.testing.assert_allclose(to_original_boxes(canvas, info), orig, rtol=1e-6)
 
 
 @pytest.mark.parametrize("copy_paste_on", [False, True])

@@ -8,6 +8,7 @@ import pytest
 
 from frozen_det import data
 from frozen_det.data import synthetic
+from frozen_det.ops.boxes import to_original_boxes
 from helpers import synthetic_config
 
 CONTRACT = {
@@ -147,8 +148,8 @@ def test_eval_keeps_everything_and_maps_back(synthetic_dir):
     batches = list(ev)
     assert len(batches) == 3 and batches[-1]["example_valid"].tolist() == [True, True, False, False]
     for b in batches:
-        orig = data.to_original_coordinates(b["boxes"], b["image_info"])
-        xywh = data.to_coco_xywh(orig)
+        orig = to_original_boxes(b["boxes"], b["image_info"])
+        xywh = np.stack([orig[..., 1], orig[..., 0], orig[..., 3] - orig[..., 1], orig[..., 2] - orig[..., 0]], -1)
         for i in np.nonzero(b["example_valid"])[0]:
             np.testing.assert_allclose(b["image_info"][i, 2], [128 / 96] * 2, rtol=1e-6)
             want = np.array(by_image.get(int(b["image_id"][i]), [])).reshape(-1, 4)

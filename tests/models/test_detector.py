@@ -13,9 +13,12 @@ import pytest
 
 from frozen_det.config_defaults import tiny_two_stage_model
 from frozen_det.models.backbones import backbone_frozen_patterns
-from frozen_det.models.detector import TwoStageDetector, to_original_boxes
+from frozen_det.models.detector import TwoStageDetector
+from frozen_det.ops.boxes import to_original_boxes
+from frozen_det.tasks.detection import DetectionTask
 from frozen_det.training import partition
-from frozen_det.training.step import create_train_state, make_train_step
+from frozen_det.training.state import create_train_state
+from frozen_det.training.step import make_train_step
 
 CANVAS, BATCH, MAX_GT, MASK = 128, 2, 6, 16
 
@@ -59,12 +62,8 @@ def build(**kwargs):
 
 
 def loss_fn(model):
-    def fn(params, batch_stats, batch, rng):
-        (losses, metrics), updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, batch, train=True,
-            rngs=dict(zip(("sampling", "dropout"), jax.random.split(rng))), mutable=["batch_stats"])
-        return losses["total"], ({**losses, **metrics}, updates["batch_stats"])
-    return fn
+    """The detection task's training objective for `model`."""
+    return DetectionTask(ml_collections.ConfigDict({"model": model.config})).loss_fn(model)
 
 
 def train_steps(config, model, variables, batch, steps=2, lr=0.01):

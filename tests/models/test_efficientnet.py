@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from frozen_det.models.backbones import common
+from frozen_det.models import freezing
+from frozen_det.models.layers import conv_module
 from frozen_det.models.backbones import efficientnet as E
 from frozen_det.models.backbones.efficientnet import EfficientNet
 
@@ -127,7 +128,7 @@ def test_parameter_naming_and_no_head_without_classes():
     assert jnp.float32 == params["stem"]["conv"]["kernel"].dtype
     # The shared freeze rules select exactly the stem and first k stages, never adapters.
     flat = ["/".join(k) for k in traverse_util.flatten_dict(_shapes(EfficientNet("b0", adapters=True))["params"])]
-    patterns = common.frozen_param_patterns(2, EfficientNet.NUM_STAGES)
+    patterns = freezing.frozen_param_patterns(2, EfficientNet.NUM_STAGES)
     frozen = {p for p in flat if any(re.match(r, p) for r in patterns)}
     assert frozen == {p for p in flat if p.split("/")[0] in ("stem", "stage1", "stage2") and "/adapter/" not in p}
     assert any("/adapter/" in p for p in flat if p.startswith("stage1/"))
@@ -224,7 +225,7 @@ def test_fast_conv_impl_is_the_same_function_and_gradient():
     # Lite0 (ReLU6, no SE) with adapters: depthwise, 1x1 and adapter convolutions all switch.
     slow = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0)
     fast = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0,
-                        conv_impl="fast")
+                        conv=conv_module("fast"))
     variables = _random_variables(slow)
     assert jax.tree.structure(_shapes(slow)) == jax.tree.structure(_shapes(fast))
     x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from frozen_det.models import fast_conv
+from frozen_det.models.layers import conv_module
 
 CASES = [  # kernel, strides, padding, use_bias
     ((1, 1), 1, "SAME", False),
@@ -142,6 +143,6 @@ def test_unsupported_options_are_clear_errors():
     with pytest.raises(ValueError, match="only as a depthwise convolution"):
         fast_conv.Conv(6, (3, 3), feature_group_count=3).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="use one of"):
-        fast_conv.conv_class("cudnn", "EfficientNet")
+        conv_module("cudnn")
     with pytest.raises(ValueError, match="CIRCULAR"):
         fast_conv.Conv(4, (3, 3), padding="CIRCULAR").init(jax.random.key(0), x)

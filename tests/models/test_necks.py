@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from frozen_det.models.layers import batch_norm, conv_module
 from frozen_det.models.necks import FPN, NASFPN, build_neck, cell_wiring, global_attention
 from frozen_det.models.necks.nasfpn import BottleneckBlock, NodeConfig, NodeWiring, _Node
 
@@ -342,7 +344,7 @@ def test_nasfpn_initialisers():
     feats = [normal((1, 8, 8, 64)), normal((1, 4, 4, 256))]
     def node(block, init):
         return _Node(NodeWiring(4, "sum", (0, 1), (), False),
-                     NodeConfig(64, block, "swish", 0.0, init, 0.997, 1e-4, jnp.float32))
+                     NodeConfig(64, block, "swish", 0.0, init, jnp.float32, flax.linen.Conv, batch_norm(0.997, 1e-4)))
 
     p = node("conv", NASFPN().resample_kernel_init).init(key, feats, [3, 4], (4, 4), False)["params"]
     k, std = np.asarray(p["conv"]["kernel"]), np.sqrt(2.0 / (9 * 64))
@@ -395,9 +397,9 @@ def test_fpn_bfloat16_close_to_float32():
 
 
 @pytest.mark.parametrize("make", [
-    lambda impl: FPN(2, 6, 8, conv_impl=impl),
-    lambda impl: NASFPN(num_filters=8, num_repeats=1, conv_impl=impl),
-    lambda impl: NASFPN(num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv_impl=impl),
+    lambda impl: FPN(2, 6, 8, conv=conv_module(impl)),
+    lambda impl: NASFPN(num_filters=8, num_repeats=1, conv=conv_module(impl)),
+    lambda impl: NASFPN(num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv=conv_module(impl)),
 ])
 def test_fast_conv_impl_is_the_same_function_and_gradient(make):
     """conv_impl="fast" swaps every convolution for fast_conv.Conv: the same parameters, the

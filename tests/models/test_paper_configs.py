@@ -10,6 +10,7 @@ import os
 import pytest
 
 from frozen_det.resources import parameter_counts
+from frozen_det.tree_paths import leaf_paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -89,6 +90,6 @@ def test_lvis_second_stage_trains_only_the_three_classifier_layers():
     assert config.model.box_head.class_weighting == "effective_number"
     c, _, variables, mask = parameter_counts(config)  # class-weighted loss: stand-in class counts
     trainable, _ = partition.split(variables["params"], mask)
-    assert sorted(partition.leaf_paths(trainable)) == sorted(
+    assert sorted(leaf_paths(trainable)) == sorted(
         f"box_heads_{i}/class_logits/{p}" for i in range(3) for p in ("bias", "kernel"))
     assert c["params_trainable"] == 3 * (1024 + 1) * 1204

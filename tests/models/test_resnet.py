@@ -8,7 +8,9 @@ import pytest
 from frozen_det.checkpoints.mapping import CheckpointMismatchError, assign_by_path
 from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet
 from frozen_det.models.backbones.resnet import ResNet
-from frozen_det.training.partition import count_params
+from frozen_det.models.backbones import build_backbone
+from frozen_det.models.layers import conv_module
+from frozen_det.tree_paths import count_elements
 
 
 def _init_shapes(model, size=64):
@@ -49,7 +51,7 @@ def test_matches_torchvision_logits_and_features(depth):
     # C5 before pooling carries float32 round-off of the same size as torch's own float32-vs-
     # float64 error at this depth (~2e-4); the pooled logits average it down.
     np.testing.assert_allclose(np.asarray(features[5]), c5.numpy().transpose(0, 2, 3, 1), atol=1e-3)
-    assert count_params(variables["params"]) == sum(p.numel() for p in ref.parameters())
+    assert count_elements(variables["params"]) == sum(p.numel() for p in ref.parameters())
 
 
 def test_matches_tf_model_garden_resnet_rs50(tmp_path):
@@ -91,9 +93,9 @@ def test_resnet_rs_101_parameter_count_matches_reference_arithmetic():
     variables = _init_shapes(ResNet(101, "rs"))
     params = dict(variables["params"])
     head = params.pop("classifier")
-    assert count_params(params) == 61_569_696
-    assert count_params(variables["batch_stats"]) == 105_600
-    assert count_params(head) == 2_049_000
+    assert count_elements(params) == 61_569_696
+    assert count_elements(variables["batch_stats"]) == 105_600
+    assert count_elements(head) == 2_049_000
 
 
 @pytest.mark.parametrize("variant,depth,channels", [
@@ -152,7 +154,7 @@ def test_torchvision_converter_rejects_unknown_names():
 
 def test_fast_conv_impl_is_the_same_function_and_gradient():
     x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
-    slow, fast = ResNet(18, num_classes=None), ResNet(18, num_classes=None, conv_impl="fast")
+    slow, fast = ResNet(18, num_classes=None), ResNet(18, num_classes=None, conv=conv_module("fast"))
     variables = slow.init(jax.random.key(0), x)
     assert jax.tree.structure(variables) == jax.tree.structure(fast.init(jax.random.key(0), x))
 
@@ -163,5 +165,5 @@ def test_fast_conv_impl_is_the_same_function_and_gradient():
     g_fast = jax.jit(jax.grad(loss(fast)))(variables["params"])
     for a, b in zip(jax.tree.leaves(g_slow), jax.tree.leaves(g_fast)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()) + 1e-8)
-    with pytest.raises(ValueError, match="conv_impl='cudnn'"):
-        ResNet(18, conv_impl="cudnn").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="model.backbone.conv_impl='cudnn'"):
+        build_backbone(dict(type="resnet", depth=18, conv_impl="cudnn"))

@@ -82,31 +82,6 @@ def test_decode_clips_log_scale():
   np.testing.assert_allclose(out, [8 - 500, 8 - 500, 8 + 500, 8 + 500], rtol=1e-5)
 
 
-def test_format_conversions():
-  yxyx = np.array([[1.0, 2.0, 5.0, 10.0]], np.float32)  # h 4, w 8
-  np.testing.assert_allclose(B.yxyx_to_xyxy(yxyx), [[2, 1, 10, 5]])
-  np.testing.assert_allclose(B.xyxy_to_yxyx(B.yxyx_to_xyxy(yxyx)), yxyx)
-  np.testing.assert_allclose(B.yxyx_to_xywh(yxyx), [[2, 1, 8, 4]])
-  np.testing.assert_allclose(B.yxyx_to_cxcywh(yxyx), [[6, 3, 8, 4]])
-  rng = np.random.default_rng(SEEDS[-1])
-  boxes = random_boxes(rng, 20, lead=(3,))
-  for fwd, back in [(B.yxyx_to_xywh, B.xywh_to_yxyx), (B.yxyx_to_cxcywh, B.cxcywh_to_yxyx)]:
-    np.testing.assert_allclose(back(fwd(boxes)), boxes, atol=1e-5)
-  np.testing.assert_allclose(
-      torchvision.ops.box_convert(torch.tensor(np.asarray(B.yxyx_to_cxcywh(boxes[0]))), "cxcywh", "xyxy"),
-      yxyx_to_xyxy(boxes[0]), atol=1e-5)
-
-
-def test_normalize_roundtrip_per_image():
-  rng = np.random.default_rng(SEEDS[-1])
-  boxes = random_boxes(rng, 7, lead=(2,))
-  shapes = np.array([[100, 200], [50, 80]], np.float32)
-  norm = np.asarray(B.normalize_boxes(boxes, shapes))
-  np.testing.assert_allclose(norm[1, :, 1], boxes[1, :, 1] / 80, rtol=1e-6)
-  np.testing.assert_allclose(B.denormalize_boxes(norm, shapes), boxes, rtol=1e-5)
-  np.testing.assert_allclose(B.normalize_boxes(boxes, (100, 200))[..., 0], boxes[..., 0] / 100, rtol=1e-6)
-
-
 def test_jit_vmap_and_gradients():
   rng = np.random.default_rng(SEEDS[-1])
   a, b = random_boxes(rng, 10, lead=(2,)), random_boxes(rng, 8, lead=(2,))

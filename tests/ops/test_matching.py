@@ -36,7 +36,6 @@ def test_roi_bands_invalid_and_strict():
   iou = np.array([[0.49, 0.1], [0.5, 0.0], [0.6, 0.2], [-1.0, -1.0], [0.0, 0.0]], np.float32)
   m = M.roi_match(iou)
   np.testing.assert_array_equal(m.labels, [N, P, P, INV, N])
-  np.testing.assert_array_equal(M.is_background(m.labels), [True, False, False, True, True])
   strict = M.roi_match(iou, foreground_from=0.6, strict_foreground=True)
   np.testing.assert_array_equal(strict.labels, [N, I, I, INV, N])  # [0.5, 0.6] ignored
   cascade = M.roi_match(iou, foreground_from=0.7, background_below=0.7)

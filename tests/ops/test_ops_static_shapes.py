@@ -43,7 +43,7 @@ def _roi_targets(key, rois, gt):
   valid = ~B.is_padding(gt)
   m = matching.roi_match(B.pairwise_iou(rois, gt, valid2=valid))
   return m, sampling.sample_balanced(key, m.labels == matching.POSITIVE,
-                                     matching.is_background(m.labels), 16, 0.25)
+                                     (m.labels == matching.NEGATIVE) | (m.labels == matching.INVALID), 16, 0.25)
 
 
 def _roi_inputs(rng):

@@ -84,7 +84,7 @@ def test_parameter_counts_equal_torchvision_module_by_module():
     import ml_collections
 
     from frozen_det.resources import parameter_counts
-    from frozen_det.training import partition
+    from frozen_det.tree_paths import count_elements
 
     args = bench_peer.argparse.Namespace(size=512, pre_nms=1000, post_nms=1000, rois=512)
     torch_model = bench_peer.torch_model(args, "fine-tune")
@@ -96,7 +96,7 @@ def test_parameter_counts_equal_torchvision_module_by_module():
                                                    "data": {"canvas": 64, "max_instances": 8},
                                                    "train": {"batch_size": 1}})
     _, _, variables, _ = parameter_counts(config)
-    ours = {k: partition.count_params(v) for k, v in variables["params"].items()}
+    ours = {k: count_elements(v) for k, v in variables["params"].items()}
     assert ours["backbone"] == torch_counts["backbone.body"] == 23_508_032
     assert ours["rpn_head"] == torch_counts["rpn.head"]
     assert ours["box_heads_0"] == torch_counts["roi_heads.box_head"] + torch_counts["roi_heads.box_predictor"]

@@ -1,22 +1,27 @@
-"""Run by test_sharding.py in a process with 8 simulated CPU devices: the same train step on a
-1-device mesh and on an 8-device mesh, for a fine-tuned and a frozen tiny detector. Prints one
-JSON line of relative differences (loss, updated parameters, BN statistics)."""
+"""Run by test_sharding.py in a process with 8 simulated CPU devices:
+
+* the same train step on a 1-device mesh and on an 8-device mesh, for a fine-tuned and a frozen
+  tiny detector (relative differences of loss, updated parameters, BN statistics);
+* the task's evaluation on 1 and on 8 devices (the same COCO metrics);
+* a config whose eval_batch_size does not split over the 8 devices stops before compiling.
+
+Prints one JSON line."""
 
 import json
 import os
 import sys
+import tempfile
+import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
-
-from frozen_det.config_defaults import tiny_two_stage_model  # noqa: E402
-from frozen_det.models import build_model  # noqa: E402
-from frozen_det.training import sharding  # noqa: E402
-from frozen_det.training.loop import build_state, loss_fn_for  # noqa: E402
-from frozen_det.training.step import make_train_step  # noqa: E402
-from frozen_det import config_defaults  # noqa: E402
+from frozen_det import config as config_lib
+from frozen_det import config_defaults
+from frozen_det.tasks import get_task
+from frozen_det.training import sharding
+from frozen_det.training.state import build_state
+from frozen_det.training.step import make_train_step
 
 BATCH = 8
 
@@ -25,7 +30,9 @@ def batch(canvas=64):
     rng = np.random.default_rng(0)
     b = {"image": rng.normal(size=(BATCH, canvas, canvas, 3)).astype(np.float32) * 0.2,
          "boxes": np.zeros((BATCH, 4, 4), np.float32), "classes": np.zeros((BATCH, 4), np.int32),
-         "valid": np.zeros((BATCH, 4), bool)}
+         "valid": np.zeros((BATCH, 4), bool),
+         "image_info": np.tile(np.array([[canvas, canvas], [canvas, canvas], [1, 1], [0, 0]], np.float32),
+                               (BATCH, 1, 1))}
     for i in range(BATCH):
         y, x = rng.uniform(0, canvas / 2, 2)
         b["boxes"][i, 0] = (y, x, y + 24, x + 20)
@@ -43,28 +50,62 @@ def relative(a, b, floor=1e-4):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), floor))
 
 
-def run(strategy):
+def tiny_config(strategy, data_dir):
     config = config_defaults.ConfigDict()
-    config.model = tiny_two_stage_model(num_classes=4)
+    config.model = config_defaults.tiny_two_stage_model(num_classes=4)
     config_defaults.apply_strategy(config.model, strategy, "")
     config.train = config_defaults.train(batch_size=BATCH, base_lr=0.05, warmup_steps=0, boundaries=())
-    model = build_model(config.model)
+    config.data = config_defaults.ConfigDict(dict(
+        source="synthetic", canvas=64, max_instances=4, eval_batch_size=BATCH,
+        synthetic=dict(image_size=64, num_train=8, num_validation=12, num_classes=3, max_objects=3,
+                       data_dir=data_dir)))
+    return config_lib.complete(config)
+
+
+def run(strategy, data_dir):
+    config = tiny_config(strategy, data_dir)
+    task = get_task(config)
+    model = task.build_model()
     data = batch()
-    results = []
+    results, evaluations = [], []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = sharding.make_mesh(devices)
-        state, shardings, optimizer, _ = build_state(config, model, data, mesh)
-        step = jax.jit(make_train_step(loss_fn_for(model), optimizer),
+        state, shardings, optimizer, _ = build_state(config, task, model, mesh)
+        step = jax.jit(make_train_step(task.loss_fn(model), optimizer),
                        in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
                        out_shardings=(shardings, sharding.replicated(mesh)))
-        new_state, metrics = step(state, sharding.global_batch(data, mesh), jax.random.key(0))
+        new_state, metrics = step(state, sharding.global_batch(task.model_batch(data, True), mesh),
+                                  jax.random.key(0))
         results.append(jax.device_get((metrics["total"], new_state.params, new_state.batch_stats)))
+        if strategy == "finetune":
+            evaluations.append(task.evaluate(model, new_state.variables(), task.eval_pipeline(),
+                                             lambda b, mesh=mesh: sharding.global_batch(b, mesh)))
     (loss1, params1, stats1), (loss8, params8, stats8) = results
-    return {"loss": relative(loss1, loss8),
-            "params": max(relative(a, b) for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8))),
-            "batch_stats": max(relative(a, b) for a, b in zip(jax.tree.leaves(stats1), jax.tree.leaves(stats8))),
-            "num_devices": len(jax.devices())}
+    out = {"loss": relative(loss1, loss8),
+           "params": max(relative(a, b) for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8))),
+           "batch_stats": max(relative(a, b) for a, b in zip(jax.tree.leaves(stats1), jax.tree.leaves(stats8))),
+           "num_devices": len(jax.devices())}
+    if evaluations:
+        out["eval"] = [{k: e[k] for k in ("AP", "AP50", "num_images")} for e in evaluations]
+    return out
+
+
+def bad_eval_batch(data_dir, workdir):
+    """train_and_evaluate with eval_batch_size=3 on 8 devices: (error message, seconds)."""
+    from frozen_det.training.loop import train_and_evaluate
+    config = tiny_config("finetune", data_dir)
+    config.data.eval_batch_size = 3
+    start = time.time()
+    try:
+        train_and_evaluate(config, workdir)
+    except ValueError as e:
+        return str(e), time.time() - start
+    return "", time.time() - start
 
 
 if __name__ == "__main__":
-    print(json.dumps({s: run(s) for s in ("finetune", "frozen")}), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {s: run(s, tmp) for s in ("finetune", "frozen")}
+        out["bad_eval_batch"] = bad_eval_batch(tmp, os.path.join(tmp, "run"))
+    print(json.dumps(out), flush=True)
+    sys.exit(0)

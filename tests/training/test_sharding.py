@@ -1,5 +1,7 @@
-"""One train step on 1 device and on 8 simulated CPU devices gives the same loss, parameters and
-BatchNorm statistics (<= 1e-5 relative), for a fine-tuned and a frozen detector."""
+"""The same code on 1 device and on 8 simulated CPU devices: one train step gives the same loss,
+parameters and BatchNorm statistics (<= 1e-5 relative) for a fine-tuned and a frozen detector;
+evaluation runs sharded on 8 devices and scores like one device; an eval batch that does not
+split over the devices stops before anything compiles, naming the field."""
 
 import json
 import os
@@ -21,3 +23,9 @@ def test_one_and_eight_devices_agree():
         assert r["loss"] <= 1e-5, r
         assert r["params"] <= 1e-5, r
         assert r["batch_stats"] <= 1e-5, r
+    one, eight = result["finetune"]["eval"]
+    assert one["num_images"] == eight["num_images"] == 12
+    assert abs(one["AP"] - eight["AP"]) <= 1e-3 and abs(one["AP50"] - eight["AP50"]) <= 1e-3, (one, eight)
+    message, seconds = result["bad_eval_batch"]
+    assert "config.data.eval_batch_size=3" in message and "8 devices" in message, message
+    assert seconds < 5, seconds  # nothing compiled

@@ -57,10 +57,6 @@ class DatasetInfo:
         """Number of object classes, background excluded (model: num_classes + 1 logits)."""
         return len(self.class_names) - 1
 
-    def to_category_ids(self, classes) -> np.ndarray:
-        """Contiguous class ids -> dataset category ids (0 stays 0 for padding)."""
-        return np.asarray(self.category_ids, np.int64)[np.asarray(classes, np.int64)]
-
     def categories(self) -> list:
         """The COCO-format `categories` list."""
         cats = []

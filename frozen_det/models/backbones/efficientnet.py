@@ -17,7 +17,7 @@ before the 1x1 head conv: 320 channels for B0, 640 for B7); with ``return_logits
 ``(features, ImageNet logits)``, as every backbone here (a dict mixing int and str keys could
 not cross `jax.jit`). Features-only calls never run the head (no head dropout rng needed).
 
-Freeze grouping (`common.freeze_plan`): ``stem`` = stem conv + BN; ``stage1`` = block groups
+Freeze grouping (`frozen_det.models.freezing.freeze_plan`): ``stem`` = stem conv + BN; ``stage1`` = block groups
 1-2 (output stride <= 4), ``stage2`` = group 3 (8), ``stage3`` = groups 4-5 (16),
 ``stage4`` = groups 6-7 (32). The ImageNet head (``head_conv``, ``head_bn``, ``classifier``)
 belongs to no stage.
@@ -38,8 +38,9 @@ import jax
 import jax.numpy as jnp
 
 from frozen_det.models import adapters as adapters_lib
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones import common
+from frozen_det.models.freezing import freeze_plan
+from frozen_det.models.layers import ModuleDef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +99,6 @@ class Preprocessing:
         std = jnp.asarray(self.std, jnp.float32)
         return (jnp.asarray(images, jnp.float32) - mean) / std
 
-    def to_card(self) -> dict[str, Any]:
-        return {"input_range": [0, 255], "mean": list(self.mean), "std": list(self.std)}
 
 
 def variant_config(variant: str) -> VariantConfig:
@@ -293,9 +292,9 @@ class EfficientNet(nn.Module):
 
     `drop_connect_rate` / `dropout_rate` default (None) to the variant's values (0.2 and the
     variant's classifier dropout). Parameters are float32; `dtype` is the activation dtype.
-    `conv_impl` "fast" swaps in `fast_conv.Conv` (depthwise convolutions as shifted
-    multiply-adds, weight gradients as per-tap dots: several times faster on XLA:CPU,
-    tools/bench_depthwise.py); the parameters and the function are the same as "xla".
+    `conv=fast_conv.Conv` (config `conv_impl="fast"`) swaps in depthwise convolutions as
+    shifted multiply-adds and weight gradients as per-tap dots: several times faster on XLA:CPU
+    (tools/bench_depthwise.py), with the same parameters and function as flax's `nn.Conv`.
     """
 
     variant: str
@@ -307,18 +306,18 @@ class EfficientNet(nn.Module):
     drop_connect_rate: float | None = None
     dropout_rate: float | None = None
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
+    conv: ModuleDef = nn.Conv
 
     NUM_STAGES = 4
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False, return_logits: bool = False):
         cfg = variant_config(self.variant)
-        plan = common.freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
+        plan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
         act = common.activation_fn("relu6" if cfg.lite else "swish")
         dc = DEFAULT_DROP_CONNECT_RATE if self.drop_connect_rate is None else self.drop_connect_rate
         specs = block_specs(self.variant, dc)
-        conv_cls = fast_conv.conv_class(self.conv_impl, "EfficientNet")
+        conv_cls = self.conv
 
         x = images.astype(self.dtype)
         x = _Stem(stem_filters(self.variant), act, self.bn_momentum, self.bn_epsilon, self.dtype,

@@ -22,16 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models import fast_conv
 from frozen_det.models.adapters import adapter
-from frozen_det.models.backbones.common import (
-    FreezePlan,
-    activation_fn,
-    freeze_plan,
-    global_average_pool,
-    maybe_stop_gradient,
-    pad_symmetric,
-)
+from frozen_det.models.backbones.common import activation_fn, global_average_pool, maybe_stop_gradient, pad_symmetric
+from frozen_det.models.freezing import FreezePlan, freeze_plan
+from frozen_det.models.layers import ModuleDef
 
 # depth -> (bottleneck?, blocks per stage)
 V15_LAYOUTS = {
@@ -188,9 +182,10 @@ class ResNet(nn.Module):
     drop_path_rate: float = 0.0  # stochastic depth (ResNet-RS scales it by stage)
     dropout_rate: float = 0.0  # before the ImageNet classifier
     dtype: Any = jnp.float32
-    # "fast": frozen_det.models.fast_conv.Conv, whose weight gradients are one dot per kernel tap
-    # (much faster fine-tuning on XLA:CPU, tools/bench_backbone.py); same parameters as "xla".
-    conv_impl: str = "xla"
+    # The convolution (frozen_det.models.layers.conv_module): flax's, or fast_conv.Conv, whose
+    # weight gradients are one dot per kernel tap (much faster fine-tuning on XLA:CPU,
+    # tools/bench_backbone.py); the same parameters either way.
+    conv: ModuleDef = nn.Conv
 
     NUM_STAGES = 4
 
@@ -211,7 +206,7 @@ class ResNet(nn.Module):
         plan: FreezePlan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
         act = activation_fn(self.activation or ("swish" if rs else "relu"))
         se_ratio = (0.25 if rs else 0.0) if self.se_ratio is None else self.se_ratio
-        conv_cls = fast_conv.conv_class(self.conv_impl, "ResNet")
+        conv_cls = self.conv
 
         def norm_for(part: int):
             # A frozen part always runs BN in inference mode with the checkpoint's statistics.

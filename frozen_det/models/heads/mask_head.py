@@ -9,8 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
+from frozen_det.models.layers import DEFAULT_NORM, ModuleDef
 
 
 class MaskHead(nn.Module):
@@ -19,10 +19,9 @@ class MaskHead(nn.Module):
     num_filters: int = 256
     use_batch_norm: bool = True
     activation: str = "swish"
-    bn_momentum: float = 0.997
-    bn_epsilon: float = 1e-4
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
+    conv: ModuleDef = nn.Conv  # frozen_det.models.layers: chosen once by config.model.conv_impl
+    norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
     def __call__(self, roi_features: jax.Array, classes: jax.Array, train: bool) -> jax.Array:
@@ -34,10 +33,9 @@ class MaskHead(nn.Module):
         init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
         def norm(name):
-            return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+            return self.norm(use_running_average=not train, dtype=self.dtype, name=name)
 
-        conv_cls = fast_conv.conv_class(self.conv_impl, "MaskHead")
+        conv_cls = self.conv
         for i in range(self.num_convs):
             x = conv_cls(self.num_filters, (3, 3), padding="SAME", kernel_init=init, dtype=self.dtype,
                          name=f"conv{i}")(x)

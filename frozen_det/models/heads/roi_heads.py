@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
+from frozen_det.models.layers import DEFAULT_NORM, ModuleDef
 from frozen_det.ops import boxes as box_ops
 from frozen_det.ops import matching
 from frozen_det.ops.sampling import batched_sample_balanced
@@ -30,8 +30,7 @@ class RoiTargets(NamedTuple):
 def _label(rois, roi_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou_high, bg_iou_low,
            strict_fg, box_weights):
     iou = box_ops.pairwise_iou(rois, gt_boxes, roi_valid, gt_valid)
-    match = matching.match_by_iou(iou, bg_iou_high, fg_iou, strict_positive=strict_fg,
-                                  invalid_below=bg_iou_low)
+    match = matching.roi_match(iou, fg_iou, bg_iou_high, bg_iou_low, strict_fg)
     foreground = match.labels == matching.POSITIVE
     classes = jnp.where(foreground, matching.gather_matched(gt_classes, match.matched_gt), 0)
     matched_boxes = matching.gather_matched(gt_boxes, match.matched_gt)
@@ -91,13 +90,12 @@ class BoxHead(nn.Module):
     fc_dims: int = 1024
     use_batch_norm: bool = True
     activation: str = "swish"
-    bn_momentum: float = 0.997
-    bn_epsilon: float = 1e-4
     # Initial class-logit bias: 0 for softmax CE; -log((1 - p) / p) with p = 0.01 for sigmoid
     # losses, so that hundreds of classes do not start at a loss of C * log 2 per ROI.
     class_bias_init: float = 0.0
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
+    conv: ModuleDef = nn.Conv  # frozen_det.models.layers: chosen once by config.model.conv_impl
+    norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
     def __call__(self, roi_features: jax.Array, train: bool):
@@ -106,10 +104,9 @@ class BoxHead(nn.Module):
         x = roi_features.reshape((batch * num,) + roi_features.shape[2:]).astype(self.dtype)
 
         def norm(name):
-            return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+            return self.norm(use_running_average=not train, dtype=self.dtype, name=name)
 
-        conv_cls = fast_conv.conv_class(self.conv_impl, "BoxHead")
+        conv_cls = self.conv
         for i in range(self.num_convs):
             x = conv_cls(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype,
                          kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),

@@ -8,8 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
+from frozen_det.models.layers import DEFAULT_NORM, ModuleDef
 from frozen_det.ops import boxes as box_ops
 from frozen_det.ops.nms import non_max_suppression_padded
 
@@ -27,15 +27,14 @@ class RPNHead(nn.Module):
     num_filters: int = 256
     use_batch_norm: bool = True
     activation: str = "swish"
-    bn_momentum: float = 0.997
-    bn_epsilon: float = 1e-4
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
+    conv: ModuleDef = nn.Conv  # frozen_det.models.layers: chosen once by config.model.conv_impl
+    norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
     def __call__(self, features: Mapping[int, jax.Array], train: bool):
         act = activation_fn(self.activation)
-        conv_cls = fast_conv.conv_class(self.conv_impl, "RPNHead")
+        conv_cls = self.conv
         convs = [conv_cls(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype,
                           kernel_init=nn.initializers.normal(0.01), name=f"conv{i}")
                  for i in range(self.num_convs)]
@@ -49,8 +48,7 @@ class RPNHead(nn.Module):
             for i, conv in enumerate(convs):
                 x = conv(x)
                 if self.use_batch_norm:
-                    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                     epsilon=self.bn_epsilon, dtype=self.dtype, name=f"bn{i}_l{level}")(x)
+                    x = self.norm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}_l{level}")(x)
                 x = act(x)
             scores[level] = scores_conv(x).astype(jnp.float32)
             deltas[level] = boxes_conv(x).astype(jnp.float32)

@@ -32,8 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
+from frozen_det.models.layers import DEFAULT_NORM, ModuleDef
 
 # Keras' default initializer for `kernel_initializer='VarianceScaling'` (tfmg.md 7.2).
 FPN_KERNEL_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
@@ -70,14 +70,12 @@ class FPN(nn.Module):
     max_level: int = 6
     num_filters: int = 256
     activation: str = "swish"
-    bn_momentum: float = 0.997
-    bn_epsilon: float = 1e-4
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
+    conv: ModuleDef = nn.Conv  # frozen_det.models.layers: chosen once by config.model.conv_impl
+    norm: ModuleDef = DEFAULT_NORM
 
     def _conv(self, kernel: int, strides: int, name: str) -> nn.Module:
-        conv = fast_conv.conv_class(self.conv_impl, "FPN")
-        return conv(self.num_filters, (kernel, kernel), (strides, strides), padding="SAME",
+        return self.conv(self.num_filters, (kernel, kernel), (strides, strides), padding="SAME",
                     use_bias=True, kernel_init=FPN_KERNEL_INIT, bias_init=nn.initializers.zeros,
                     dtype=self.dtype, name=name)
 
@@ -109,6 +107,5 @@ class FPN(nn.Module):
                 x = act(x)
             out[l] = self._conv(3, 2, f"coarser_{l}")(x)
 
-        return {l: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, dtype=self.dtype, name=f"norm_{l}")(out[l])
+        return {l: self.norm(use_running_average=not train, dtype=self.dtype, name=f"norm_{l}")(out[l])
                 for l in range(self.min_level, self.max_level + 1)}

@@ -69,8 +69,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models import fast_conv
 from frozen_det.models.backbones.common import activation_fn
+from frozen_det.models.layers import DEFAULT_NORM, ModuleDef
 from frozen_det.models.necks.fpn import as_level_dict, nearest_upsample
 
 
@@ -171,18 +171,16 @@ class Resample(nn.Module):
 
     num_filters: int
     kernel_init: Callable
-    bn_momentum: float
-    bn_epsilon: float
     dtype: Any
-    conv_impl: str = "xla"
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
     def __call__(self, x, level: int, target_level: int, target_hw: tuple[int, int], train: bool):
         if x.shape[-1] != self.num_filters:
-            x = fast_conv.conv_class(self.conv_impl, "NAS-FPN")(self.num_filters, (1, 1), use_bias=True, kernel_init=self.kernel_init,
-                        bias_init=nn.initializers.zeros, dtype=self.dtype, name="conv")(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, dtype=self.dtype, name="bn")(x)
+            x = self.conv(self.num_filters, (1, 1), use_bias=True, kernel_init=self.kernel_init,
+                          bias_init=nn.initializers.zeros, dtype=self.dtype, name="conv")(x)
+            x = self.norm(use_running_average=not train, dtype=self.dtype, name="bn")(x)
         if level < target_level:
             s = 2 ** (target_level - level)
             x = nn.max_pool(x, (s, s), (s, s), padding="SAME")
@@ -198,24 +196,21 @@ class BottleneckBlock(nn.Module):
     filters: int
     activation: str = "swish"
     drop_connect_rate: float = 0.0
-    bn_momentum: float = 0.997
-    bn_epsilon: float = 1e-4
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         act = activation_fn(self.activation)
         out = 4 * self.filters
-        conv_cls = fast_conv.conv_class(self.conv_impl, "NAS-FPN")
 
         def conv(features, kernel, name):
-            return conv_cls(features, (kernel, kernel), padding="SAME", use_bias=False,
-                           kernel_init=TF1_VARIANCE_SCALING, dtype=self.dtype, name=name)
+            return self.conv(features, (kernel, kernel), padding="SAME", use_bias=False,
+                             kernel_init=TF1_VARIANCE_SCALING, dtype=self.dtype, name=name)
 
         def bn(name):
-            return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+            return self.norm(use_running_average=not train, dtype=self.dtype, name=name)
 
         shortcut = x
         if x.shape[-1] != out:
@@ -239,10 +234,9 @@ class NodeConfig:
     activation: str
     drop_connect_rate: float
     resample_init: Callable
-    bn_momentum: float
-    bn_epsilon: float
     dtype: Any
-    conv_impl: str = "xla"
+    conv: ModuleDef
+    norm: ModuleDef
 
 
 class _Node(nn.Module):
@@ -253,8 +247,7 @@ class _Node(nn.Module):
 
     def _resample(self, name):
         c = self.cfg
-        return Resample(c.num_filters, c.resample_init, c.bn_momentum, c.bn_epsilon, c.dtype,
-                        c.conv_impl, name=name)
+        return Resample(c.num_filters, c.resample_init, c.dtype, c.conv, c.norm, name=name)
 
     @nn.compact
     def __call__(self, feats: Sequence[jax.Array], levels: Sequence[int],
@@ -274,13 +267,11 @@ class _Node(nn.Module):
         c = self.cfg
         y = activation_fn(c.activation)(y)
         if c.block == "conv":
-            y = fast_conv.conv_class(c.conv_impl, "NAS-FPN")(
-                c.num_filters, (3, 3), padding="SAME", use_bias=True, kernel_init=HE_NORMAL_FAN_OUT,
-                bias_init=nn.initializers.zeros, dtype=c.dtype, name="conv")(y)
-            return nn.BatchNorm(use_running_average=not train, momentum=c.bn_momentum,
-                                epsilon=c.bn_epsilon, dtype=c.dtype, name="bn")(y)
-        return BottleneckBlock(c.num_filters, c.activation, c.drop_connect_rate, c.bn_momentum,
-                               c.bn_epsilon, c.dtype, c.conv_impl, name="block")(y, train)
+            y = c.conv(c.num_filters, (3, 3), padding="SAME", use_bias=True, kernel_init=HE_NORMAL_FAN_OUT,
+                       bias_init=nn.initializers.zeros, dtype=c.dtype, name="conv")(y)
+            return c.norm(use_running_average=not train, dtype=c.dtype, name="bn")(y)
+        return BottleneckBlock(c.num_filters, c.activation, c.drop_connect_rate, c.dtype, c.conv, c.norm,
+                               name="block")(y, train)
 
 
 BLOCKS = ("conv", "bottleneck")
@@ -304,11 +295,10 @@ class NASFPN(nn.Module):
     combine: str = "attention"
     activation: str = "swish"
     drop_connect_rate: float = 0.0
-    bn_momentum: float = 0.997
-    bn_epsilon: float = 1e-4
     block_specs: tuple[BlockSpec, ...] = NASFPN_BLOCK_SPECS
     dtype: Any = jnp.float32
-    conv_impl: str = "xla"  # or "fast": fast_conv.Conv, same parameters (faster gradients on CPU)
+    conv: ModuleDef = nn.Conv  # frozen_det.models.layers: chosen once by config.model.conv_impl
+    norm: ModuleDef = DEFAULT_NORM
 
     def wiring(self) -> tuple[tuple[NodeWiring, ...], dict[int, int]]:
         if self.block not in BLOCKS:
@@ -340,14 +330,13 @@ class NASFPN(nn.Module):
             raise ValueError(f"NAS-FPN min_level={self.min_level} needs that backbone level; got "
                              f"levels {sorted(feats_in)}.")
         cfg = NodeConfig(self.num_filters, self.block, self.activation, self.drop_connect_rate,
-                         self.resample_kernel_init, self.bn_momentum, self.bn_epsilon, self.dtype,
-                         self.conv_impl)
+                         self.resample_kernel_init, self.dtype, self.conv, self.norm)
 
         levels = list(range(self.min_level, self.max_level + 1))
         feats: list[jax.Array] = []
         for level in levels:
-            resample = Resample(self.num_filters, cfg.resample_init, self.bn_momentum, self.bn_epsilon,
-                                self.dtype, self.conv_impl, name=f"input_l{level}")
+            resample = Resample(self.num_filters, cfg.resample_init, self.dtype, self.conv, self.norm,
+                                name=f"input_l{level}")
             if level in feats_in:
                 feats.append(resample(feats_in[level].astype(self.dtype), level, level, None, train))
             else:  # coarser level: max-pool of the previous one (already num_filters channels)

@@ -1,0 +1,115 @@
+"""The task interface: what the shared trainer, `evaluate`, `predict` and `resources` need to
+know about one kind of model. A task is selected by `config.model.type` (frozen_det.tasks).
+
+The loop, checkpoints, sharding, resumption and entry points know no task; a new kind of model
+(a classifier, a pre-training pretext) is one new module subclassing `Task`. The interface:
+
+    task = get_task(config)                      # config: complete (frozen_det.config)
+    task.validate(data_info)                     # data-dependent config checks, before compiling
+    task.train_pipeline() / task.eval_pipeline() # seeded, resumable fixed-shape numpy batches
+    model = task.build_model(train_pipeline)     # a flax module (train data: class statistics)
+    task.model_inputs(train)                     # the batch keys that reach the model
+    task.example_batch(batch_size, train)        # numpy batch of the pipeline's shapes (init, costs)
+    task.frozen_patterns()                       # path rules of the frozen parameters
+    task.loss_fn(model)                          # (params, batch_stats, batch, rng) -> (loss, (metrics, stats))
+    task.evaluate(model, variables, pipeline, to_device) -> dict    # JSON-able metrics
+    task.predict(model, variables, images) -> list[dict]            # records (+ drawn images)
+
+Models of every task follow one calling convention: `model.apply(variables, batch, train=True,
+rngs=..., mutable=["batch_stats"])` returns `((losses, metrics), updates)` with the objective in
+`losses["total"]`; `train=False` returns the task's predictions. With that convention the loss
+function below serves every task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from frozen_det.models.backbones import backbone_frozen_patterns
+
+# loss_fn(params, batch_stats, batch, rng) -> (loss, (metrics dict, new batch_stats))
+LossFn = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, tuple[dict, Any]]]
+
+
+class Task:
+    """Base class: the parts every task shares. Subclasses set `name` and fill in the rest."""
+
+    name: str = ""
+    # The headline metric of the task's evaluation, for logs and progress lines.
+    headline_metrics: tuple[str, ...] = ()
+
+    def __init__(self, config):
+        self.config = config
+
+    # ------------------------------------------------------------------ data
+
+    def train_pipeline(self, **kwargs):
+        from frozen_det import data as data_lib
+        return data_lib.build_train_pipeline(self.config, **kwargs)
+
+    def eval_pipeline(self, **kwargs):
+        from frozen_det import data as data_lib
+        return data_lib.build_eval_pipeline(self.config, **kwargs)
+
+    def validate(self, data_info) -> None:
+        """Checks of the config against the data (class counts, canvas); fail naming the field."""
+
+    # ------------------------------------------------------------------ model
+
+    def build_model(self, train_pipeline=None):
+        raise NotImplementedError
+
+    def model_inputs(self, train: bool) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def model_batch(self, batch: dict, train: bool) -> dict:
+        """The part of a pipeline batch the model reads."""
+        return {k: batch[k] for k in self.model_inputs(train) if k in batch}
+
+    def example_batch(self, batch_size: int, train: bool = True) -> dict:
+        """Numpy arrays with the pipeline's shapes and dtypes, contents that every code path
+        traces through (initialisation, cost analysis)."""
+        raise NotImplementedError
+
+    def frozen_patterns(self) -> list[str]:
+        """Path regexes of parameters the freeze switch freezes (the backbone sits at `backbone/`)."""
+        return backbone_frozen_patterns(self.config.model.backbone, prefix="backbone/")
+
+    def init_rngs(self, rng: jax.Array) -> dict:
+        return {"params": rng, "sampling": rng, "dropout": rng}
+
+    def loss_fn(self, model, **model_kwargs) -> LossFn:
+        """The training objective. `train.freeze_batch_stats`: the restored BN statistics are
+        kept (returned unchanged), e.g. in the LVIS second stage where only the classifier may
+        change. `model_kwargs` go to the model's train call (e.g. `backbone_features`)."""
+        keep_stats = bool(self.config.train.freeze_batch_stats) if "train" in self.config else False
+
+        def loss_fn(params, batch_stats, batch, rng):
+            sampling, dropout = jax.random.split(rng)
+            (losses, metrics), updates = model.apply(
+                {"params": params, "batch_stats": batch_stats}, batch, train=True,
+                rngs={"sampling": sampling, "dropout": dropout}, mutable=["batch_stats"], **model_kwargs)
+            new_stats = batch_stats if keep_stats else updates["batch_stats"]
+            return losses["total"], ({**losses, **metrics}, new_stats)
+        return loss_fn
+
+    # ------------------------------------------------------------------ evaluation and prediction
+
+    def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None) -> dict:
+        raise NotImplementedError
+
+    def summary(self, result: dict) -> str:
+        """One log line of an evaluation result."""
+        return "  ".join(f"{k} {result[k]:.4f}" for k in self.headline_metrics if k in result)
+
+    def predict(self, model, variables, images: list) -> list[dict]:
+        """Predictions for `(name, PIL image)` pairs: JSON-able records; a record may carry a
+        drawn PIL image under "drawing" (written next to its JSON by `frozen_det.predict`)."""
+        raise NotImplementedError
+
+
+def zeros_like_spec(spec: dict) -> dict:
+    return {k: np.zeros(v.shape, v.dtype) for k, v in spec.items()}

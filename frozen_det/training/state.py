@@ -1,0 +1,127 @@
+"""The train state and how it is born: random init, the backbone's pretrained weights, the
+trainable / frozen partition, shardings, and another run's weights (`train.init_from`).
+
+Used by the training loop and, for inference, by frozen_det.inference: neither `evaluate` nor
+`predict` imports the loop.
+
+Only the trainable partition of the parameters is differentiated and has optimizer state; the
+frozen partition rides along as constants, so XLA never builds its backward pass
+(docs/architecture.md, "The freeze switch").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from frozen_det.training import partition, sharding
+from frozen_det.training.optimizer import build_optimizer
+from frozen_det.tree_paths import leaf_paths, unmatched_patterns
+
+log = logging.getLogger(__name__)
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any  # trainable partition (differentiated, has optimizer state)
+    frozen_params: Any  # frozen partition (constants)
+    batch_stats: Any
+    opt_state: Any
+
+    def all_params(self):
+        return partition.merge(self.params, self.frozen_params)
+
+    def variables(self) -> dict:
+        """The model's variables (inference and transfer)."""
+        return {"params": self.all_params(), "batch_stats": self.batch_stats}
+
+
+def create_train_state(variables: Mapping[str, Any], mask: Mapping[str, Any],
+                       optimizer: optax.GradientTransformation) -> TrainState:
+    """Splits `variables['params']` by the bool `mask` (see `partition.trainable_mask`)."""
+    trainable, frozen = partition.split(variables["params"], mask)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=trainable,
+        frozen_params=frozen,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=optimizer.init(trainable),
+    )
+
+
+def trainable_mask(config, task, params) -> dict:
+    """The config's trainable partition of `params` (real or abstract): the task's freeze rules
+    plus `train.trainable_only`, whose patterns must each select some parameter."""
+    only = tuple(config.train.trainable_only) if "train" in config else ()
+    if only:
+        unused = unmatched_patterns(leaf_paths(params), only)
+        if unused:
+            raise ValueError(f"config.train.trainable_only: {unused} match no parameter of this model; "
+                             f"parameter paths look like {leaf_paths(params)[:3]}.")
+    return partition.trainable_mask(params, frozen=task.frozen_patterns(), trainable_only=only or None)
+
+
+def load_pretrained_backbone(config, variables: dict) -> dict:
+    """`model.backbone.init_checkpoint`'s weights in place of the backbone's random ones."""
+    init_checkpoint = config.model.backbone.init_checkpoint
+    if not init_checkpoint:
+        return variables
+    from frozen_det.checkpoints.pretrained import load_backbone_variables
+    from frozen_det.models.backbones import build_backbone
+    loaded, _ = load_backbone_variables(init_checkpoint, build_backbone(config.model.backbone))
+    for collection, tree in loaded.items():
+        if collection in variables:
+            variables[collection] = dict(variables[collection], backbone=tree)
+    log.info("backbone initialised from %s", init_checkpoint)
+    return variables
+
+
+def initial_variables(config, task, model, rng: jax.Array, train: bool = True) -> dict:
+    """Random init (jitted) through the train (or inference) path, then the backbone's
+    pretrained weights if the config names them. Checks the trainable partition's rules on
+    the abstract shapes first, so a typo fails before anything compiles."""
+    example = task.model_batch(task.example_batch(1, train), train)
+    init = lambda b: model.init(task.init_rngs(rng), b, train=train)
+    trainable_mask(config, task, jax.eval_shape(init, example)["params"])
+    variables = jax.tree.map(np.asarray, dict(jax.jit(init)(example)))
+    return load_pretrained_backbone(config, variables)
+
+
+def build_state(config, task, model, mesh, train: bool = True):
+    """(TrainState laid out on the mesh, its shardings, the optimizer, its schedule)."""
+    optimizer, schedule = build_optimizer(config.train)
+    variables = initial_variables(config, task, model, jax.random.key(int(config.train.seed)), train)
+    state = create_train_state(variables, trainable_mask(config, task, variables["params"]), optimizer)
+    rules = [tuple(r) for r in config.train.sharding_rules]
+    shardings = sharding.state_shardings(state, mesh, rules, config.train.fsdp_min_size or None)
+    return jax.device_put(state, shardings), shardings, optimizer, schedule
+
+
+def checkpoint_workdir(directory: str) -> str:
+    """A run's workdir from its workdir or its `checkpoints/` folder."""
+    directory = os.path.abspath(directory.rstrip("/"))
+    return os.path.dirname(directory) if os.path.basename(directory) == "checkpoints" else directory
+
+
+def init_from_run(state: TrainState, directory: str) -> TrainState:
+    """Parameters and BN statistics (not optimizer state or step) of another run's latest
+    checkpoint, whatever its trainable partition (Checkpointer.restore_into)."""
+    from frozen_det.training.checkpointing import Checkpointer
+    other = Checkpointer(checkpoint_workdir(directory))
+    try:
+        step = other.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"config.train.init_from={directory}: no checkpoint there; train that run first")
+        state = other.restore_into(state)
+    finally:
+        other.close()
+    log.info("initialised from %s step %d", directory, step)
+    return state
