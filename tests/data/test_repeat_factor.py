@@ -3,7 +3,6 @@ each image's frequency over many epochs matches its factor within sampling error
 disjoint, and streaming (TFDS) and random-access (folder) sources read what the epoch asks."""
 
 import collections
-import os
 
 import ml_collections
 import numpy as np
@@ -13,8 +12,6 @@ from frozen_det import data
 from frozen_det.data.class_stats import (class_statistics, epoch_repeats, frequency_group,
                                          repeat_factors)
 from helpers import synthetic_config
-
-BCCD = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "datasets", "bccd"))
 
 
 def test_statistics_and_factors_follow_the_formula():
@@ -45,9 +42,8 @@ def test_each_image_is_drawn_as_often_as_its_repeat_factor():
     assert np.all(np.abs(draws.mean(0) - factors) <= 5 * stderr + 1e-12)
 
 
-@pytest.mark.skipif(not os.path.isdir(BCCD), reason=f"BCCD not found at {BCCD}")
-def test_random_access_source_over_many_epochs_and_shards():
-    cfg = ml_collections.ConfigDict(dict(source="voc_folder", path=BCCD, train_split="trainval", eval_split="test",
+def test_random_access_source_over_many_epochs_and_shards(voc_folder):
+    cfg = ml_collections.ConfigDict(dict(source="voc_folder", path=voc_folder, train_split="trainval", eval_split="test",
                                          canvas=64, batch_size=2, max_instances=60, num_parallel_calls=1,
                                          sampling="repeat_factor", repeat_threshold=1.5, repeat_power=1.0))
     shards = [data.build_train_pipeline(cfg, process_index=p, process_count=2) for p in range(2)]

@@ -39,6 +39,7 @@ class VocFolderSource(RecordListSource):
                                 class_names=["background"] + names,
                                 category_ids=list(range(len(names) + 1)), has_masks=False)
         self._class_to_id = {n: i + 1 for i, n in enumerate(names)}
+        self._unknown_names: set = set()
 
     def available_splits(self):
         main = os.path.join(self.path, "ImageSets", "Main")
@@ -119,7 +120,9 @@ class VocFolderSource(RecordListSource):
             where = f"{xml_path} (object {k}, {name})"
             if name not in self._class_to_id:
                 count(self._skipped, "unknown_class_objects")
-                log.warning("skipping object of class %r not in data.class_names in %s", name, where)
+                if name not in self._unknown_names:  # once per name; the split's report counts them all
+                    self._unknown_names.add(name)
+                    log.warning("skipping objects of class %r: not in data.class_names (first: %s)", name, where)
                 continue
             difficult = obj.findtext("difficult", "0").strip() == "1"
             if difficult and self.difficult == "drop":
