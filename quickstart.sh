@@ -4,7 +4,7 @@
 # EfficientNet-Lite0, frozen, trained and evaluated on the offline synthetic shapes, with
 # predictions drawn to runs/quickstart/predictions/*.png; about 4 min on 2 CPU cores).
 # Extra arguments go to the main job, e.g.
-#   ./quickstart.sh --config configs/quickstart.py:voc=../shared/datasets/bccd --workdir runs/bccd
+#   ./quickstart.sh --config configs/quickstart.py:voc=datasets/bccd --workdir runs/bccd
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then

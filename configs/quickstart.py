@@ -40,8 +40,10 @@ def _tokens(arg):
     for token in filter(None, (arg or "").split(",")):
         key, sep, value = token.partition("=")
         if not sep or key not in ("voc", "coco", "tfds", "classes", "train", "eval", "canvas"):
-            raise ValueError(f"configs/quickstart.py argument {token!r}: use voc=DIR, coco=DIR, tfds=NAME, "
-                             "classes=a/b, train=SPLIT, eval=SPLIT, canvas=N")
+            raise ValueError(
+                f"configs/quickstart.py argument {token!r}: use voc=DIR, coco=DIR, tfds=NAME, "
+                "classes=a/b, train=SPLIT, eval=SPLIT, canvas=N"
+            )
         out[key] = value
     if sum(k in out for k in ("voc", "coco", "tfds")) > 1:
         raise ValueError("configs/quickstart.py: give one of voc=, coco=, tfds=")
@@ -56,17 +58,27 @@ def get_config(arg=None):
     config.train.eval_every = 0
     data = config.data
     if "voc" in args or "coco" in args:
-        data.update(source="voc_folder" if "voc" in args else "coco_folder", path=args.get("voc") or args["coco"],
-                    canvas=512, max_instances=100,
-                    train_split=args.get("train", "trainval" if "voc" in args else "train2017"),
-                    eval_split=args.get("eval", "test" if "voc" in args else "val2017"))
+        data.update(
+            source="voc_folder" if "voc" in args else "coco_folder",
+            path=args.get("voc") or args["coco"],
+            canvas=512,
+            max_instances=100,
+            train_split=args.get("train", "trainval" if "voc" in args else "train2017"),
+            eval_split=args.get("eval", "test" if "voc" in args else "val2017"),
+        )
         if "classes" in args:
             data.class_names = tuple(args["classes"].split("/"))
     elif "tfds" in args:
         if args["tfds"] not in TFDS_NUM_CLASSES:
             raise ValueError(f"configs/quickstart.py: tfds={args['tfds']!r}, use one of {sorted(TFDS_NUM_CLASSES)}")
-        data.update(source="tfds", name=args["tfds"], canvas=512, max_instances=100, train_split="train",
-                    eval_split="validation")
+        data.update(
+            source="tfds",
+            name=args["tfds"],
+            canvas=512,
+            max_instances=100,
+            train_split="train",
+            eval_split="validation",
+        )
     if "canvas" in args:
         data.canvas = int(args["canvas"])
     config.model.num_classes = _num_classes(config, args)
@@ -82,4 +94,5 @@ def _num_classes(config, args) -> int:
     if config.data.source == "synthetic":
         return int(config.data.get("synthetic", {}).get("num_classes", 3)) + 1
     from frozen_det import data as data_lib
+
     return data_lib.build_source(data_lib.resolve_config(config)).info.num_classes + 1

@@ -20,7 +20,6 @@ from frozen_det.config import complete
 from frozen_det.models.backbones import build_backbone
 
 
-
 def load_image(path: str, size: int, crop_fraction: float) -> np.ndarray:
     """RGB [size, size, 3] float32 in [0, 255]: centre crop of `crop_fraction` of the shorter side."""
     try:

@@ -58,18 +58,23 @@ def check_devices(config, num_devices: int, num_processes: int = 1) -> None:
     for field, size in batches:
         for count, what in ((num_devices, "devices"), (num_processes, "processes")):
             if size % count:
-                raise ValueError(f"config.{field}={size} is not divisible by the {count} {what}; use a "
-                                 f"multiple of {count} (e.g. {max(count, size // count * count)}).")
+                raise ValueError(
+                    f"config.{field}={size} is not divisible by the {count} {what}; use a "
+                    f"multiple of {count} (e.g. {max(count, size // count * count)})."
+                )
 
 
 def resolve(config, num_devices: int | None = None, num_processes: int | None = None) -> ConfigDict:
     """`complete(config)` plus the cross-section and device checks; what entry points run on."""
     out = complete(config)
     if "data" in out and "train" in out and out.data.batch_size and out.data.batch_size != out.train.batch_size:
-        raise ValueError(f"config.data.batch_size={out.data.batch_size} differs from config.train.batch_size="
-                         f"{out.train.batch_size}: leave data.batch_size at 0 (= the train batch).")
+        raise ValueError(
+            f"config.data.batch_size={out.data.batch_size} differs from config.train.batch_size="
+            f"{out.train.batch_size}: leave data.batch_size at 0 (= the train batch)."
+        )
     if num_devices is None:
         import jax
+
         num_devices, num_processes = jax.device_count(), jax.process_count()
     check_devices(out, num_devices, num_processes or 1)
     return out

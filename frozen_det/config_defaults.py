@@ -21,24 +21,40 @@ __all__ = ["ConfigDict", "complete"]  # and the builders below
 def backbone(type="resnet_rs", depth=101, variant=None, freeze="all", adapters=False, **fields) -> ConfigDict:
     """`model.backbone` (frozen_det.models.backbones): detection backbones have no ImageNet
     head; other fields (init_checkpoint, bn_momentum, conv_impl, ...) by keyword."""
-    return model_config.complete_backbone(dict(type=type, depth=depth, variant=variant, freeze=freeze,
-                                               adapters=adapters, **fields))
+    return model_config.complete_backbone(
+        dict(type=type, depth=depth, variant=variant, freeze=freeze, adapters=adapters, **fields)
+    )
 
 
 def fpn(min_level=2, max_level=6, num_filters=256) -> ConfigDict:
-    return merge(model_config.neck_defaults("fpn"), dict(min_level=min_level, max_level=max_level,
-                                                         num_filters=num_filters), "config.model.neck")
+    return merge(
+        model_config.neck_defaults("fpn"),
+        dict(min_level=min_level, max_level=max_level, num_filters=num_filters),
+        "config.model.neck",
+    )
 
 
-def nasfpn(min_level=3, max_level=7, num_filters=256, num_repeats=5, block="conv", combine="attention",
-           drop_connect_rate=0.0) -> ConfigDict:
-    return merge(model_config.neck_defaults("nasfpn"), dict(
-        min_level=min_level, max_level=max_level, num_filters=num_filters, num_repeats=num_repeats,
-        block=block, combine=combine, drop_connect_rate=drop_connect_rate), "config.model.neck")
+def nasfpn(
+    min_level=3, max_level=7, num_filters=256, num_repeats=5, block="conv", combine="attention", drop_connect_rate=0.0
+) -> ConfigDict:
+    return merge(
+        model_config.neck_defaults("nasfpn"),
+        dict(
+            min_level=min_level,
+            max_level=max_level,
+            num_filters=num_filters,
+            num_repeats=num_repeats,
+            block=block,
+            combine=combine,
+            drop_connect_rate=drop_connect_rate,
+        ),
+        "config.model.neck",
+    )
 
 
-def two_stage_model(num_classes=91, neck=None, backbone_cfg=None, cascade=False, mask=False,
-                    activation="swish", conv_impl="xla") -> ConfigDict:
+def two_stage_model(
+    num_classes=91, neck=None, backbone_cfg=None, cascade=False, mask=False, activation="swish", conv_impl="xla"
+) -> ConfigDict:
     """`config.model` of a Faster / Mask / Cascade R-CNN with the reference's defaults."""
     m = model_config.two_stage_defaults()
     m.num_classes = num_classes  # including background (class 0)
@@ -51,21 +67,34 @@ def two_stage_model(num_classes=91, neck=None, backbone_cfg=None, cascade=False,
     return m
 
 
-def tiny_two_stage_model(num_classes=4, cascade=False, mask=False, freeze="none", adapters=False,
-                         neck_type="fpn") -> ConfigDict:
+def tiny_two_stage_model(
+    num_classes=4, cascade=False, mask=False, freeze="none", adapters=False, neck_type="fpn"
+) -> ConfigDict:
     """A small, fast-compiling variant for tests and CPU demos (ResNet-18, 32-channel heads,
     few proposals). Same code paths as the paper's models."""
     neck = fpn(2, 5, 32) if neck_type == "fpn" else nasfpn(3, 7, 32, num_repeats=1)
-    m = two_stage_model(num_classes, neck=neck, cascade=cascade, mask=mask,
-                        backbone_cfg=backbone("resnet", 18, freeze=freeze, adapters=adapters))
+    m = two_stage_model(
+        num_classes,
+        neck=neck,
+        cascade=cascade,
+        mask=mask,
+        backbone_cfg=backbone("resnet", 18, freeze=freeze, adapters=adapters),
+    )
     m.anchors.anchor_size = 4.0
     # Short runs: BN moving averages must converge within a few hundred steps (0.997 needs
     # thousands), or inference-mode heads see statistics they were never trained with.
     m.bn.momentum = 0.9
     m.neck.bn_momentum = 0.9
-    m.rpn.update(num_filters=32, batch_size_per_image=64, pre_nms_top_k_train=200, pre_nms_top_k_test=100,
-                 post_nms_top_k_train=50, post_nms_top_k_test=50, num_proposals_train=64,
-                 num_proposals_test=32)
+    m.rpn.update(
+        num_filters=32,
+        batch_size_per_image=64,
+        pre_nms_top_k_train=200,
+        pre_nms_top_k_test=100,
+        post_nms_top_k_train=50,
+        post_nms_top_k_test=50,
+        num_proposals_train=64,
+        num_proposals_test=32,
+    )
     m.roi.num_samples = 32
     m.box_head.update(num_convs=1, num_filters=32, num_fcs=1, fc_dims=64)
     m.mask.update(num_samples=8, num_convs=1, num_filters=32)
@@ -73,24 +102,49 @@ def tiny_two_stage_model(num_classes=4, cascade=False, mask=False, freeze="none"
     return m
 
 
-def torchvision_faster_rcnn_r50_fpn(num_classes=91, freeze="none", conv_impl="xla", pre_nms=2000,
-                                     post_nms=2000, rois=512, detections=100) -> ConfigDict:
+def torchvision_faster_rcnn_r50_fpn(
+    num_classes=91, freeze="none", conv_impl="xla", pre_nms=2000, post_nms=2000, rois=512, detections=100
+) -> ConfigDict:
     """`config.model` set to torchvision's `fasterrcnn_resnet50_fpn` (train-time settings) as far
     as the fields allow, for like-for-like comparisons with it (tools/bench_peer.py lists what
     still differs: BN in our FPN, P6 by conv, RoIAlign over P2-P6). `pre_nms` is the RPN's top-k
     per level before NMS, `post_nms` the proposals kept (per level and in total, which selects the
     same set as torchvision's per-level NMS followed by the global top k), `rois` the sampled
     ROIs per image."""
-    m = two_stage_model(num_classes, neck=fpn(2, 6, 256), activation="relu", conv_impl=conv_impl,
-                        backbone_cfg=backbone("resnet", 50, freeze=freeze, conv_impl=conv_impl))
+    m = two_stage_model(
+        num_classes,
+        neck=fpn(2, 6, 256),
+        activation="relu",
+        conv_impl=conv_impl,
+        backbone_cfg=backbone("resnet", 50, freeze=freeze, conv_impl=conv_impl),
+    )
     m.neck.activation = "relu"
     m.anchors.update(num_scales=1, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=8.0)
-    m.rpn.update(num_convs=1, num_filters=256, use_batch_norm=False, negative_below=0.3, positive_from=0.7,
-                 batch_size_per_image=256, positive_fraction=0.5, pre_nms_top_k_train=pre_nms,
-                 post_nms_top_k_train=post_nms, num_proposals_train=post_nms, nms_iou=0.7,
-                 score_normalizer="num_anchors")
-    m.roi.update(num_samples=rois, fg_fraction=0.25, fg_iou=0.5, bg_iou_high=0.5, bg_iou_low=0.0,
-                 mix_gt_boxes=True, crop_size=7, sampling_ratio=2, aligned=False)
+    m.rpn.update(
+        num_convs=1,
+        num_filters=256,
+        use_batch_norm=False,
+        negative_below=0.3,
+        positive_from=0.7,
+        batch_size_per_image=256,
+        positive_fraction=0.5,
+        pre_nms_top_k_train=pre_nms,
+        post_nms_top_k_train=post_nms,
+        num_proposals_train=post_nms,
+        nms_iou=0.7,
+        score_normalizer="num_anchors",
+    )
+    m.roi.update(
+        num_samples=rois,
+        fg_fraction=0.25,
+        fg_iou=0.5,
+        bg_iou_high=0.5,
+        bg_iou_low=0.0,
+        mix_gt_boxes=True,
+        crop_size=7,
+        sampling_ratio=2,
+        aligned=False,
+    )
     m.box_head.update(num_convs=0, num_fcs=2, fc_dims=1024, use_batch_norm=False, huber_delta=1.0 / 9)
     m.detections.max_detections = detections
     return m
@@ -105,14 +159,22 @@ PAPER_SCHEDULES = {
 }
 
 
-def train(batch_size=64, total_steps=133_056, boundaries=(88_704, 125_664), base_lr=0.16,
-          warmup_steps=500, warmup_lr=0.0067, weight_decay=4e-5) -> ConfigDict:
+def train(
+    batch_size=64,
+    total_steps=133_056,
+    boundaries=(88_704, 125_664),
+    base_lr=0.16,
+    warmup_steps=500,
+    warmup_lr=0.0067,
+    weight_decay=4e-5,
+) -> ConfigDict:
     """`config.train`: SGD momentum 0.9, linear warm-up then x0.1 drops at `boundaries`, L2 on
     kernels only (docs/reference.md §2.13)."""
     t = train_config.defaults()
     t.update(batch_size=batch_size, total_steps=total_steps, weight_decay=weight_decay)
-    t.schedule.update(base_lr=base_lr, warmup_steps=warmup_steps, warmup_lr=warmup_lr,
-                      boundaries=tuple(boundaries), multipliers=())
+    t.schedule.update(
+        base_lr=base_lr, warmup_steps=warmup_steps, warmup_lr=warmup_lr, boundaries=tuple(boundaries), multipliers=()
+    )
     return t
 
 
@@ -125,9 +187,17 @@ def paper_train(schedule: str) -> ConfigDict:
 def coco_data(canvas=1024, with_masks=False, max_instances=100) -> ConfigDict:
     """`config.data` for TFDS COCO 2017 with LSJ [0.1, 2.0] + flip (docs/reference.md §2.11),
     ImageNet mean / std."""
-    return data_config.complete(dict(source="tfds", name="coco/2017", train_split="train",
-                                     eval_split="validation", canvas=canvas, max_instances=max_instances,
-                                     with_masks=with_masks))
+    return data_config.complete(
+        dict(
+            source="tfds",
+            name="coco/2017",
+            train_split="train",
+            eval_split="validation",
+            canvas=canvas,
+            max_instances=max_instances,
+            with_masks=with_masks,
+        )
+    )
 
 
 STRATEGIES = {
@@ -169,8 +239,16 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 CLASSIFIER_PATTERNS = (r"^box_heads_\d+/class_logits/",)
 
 
-def second_stage(config: ConfigDict, *, init_from: str = "", balance: str = "loss", total_steps: int,
-                 base_lr: float, weighting: str = "effective_number", beta: float = 0.999) -> None:
+def second_stage(
+    config: ConfigDict,
+    *,
+    init_from: str = "",
+    balance: str = "loss",
+    total_steps: int,
+    base_lr: float,
+    weighting: str = "effective_number",
+    beta: float = 0.999,
+) -> None:
     """Turns a first-stage config into the LVIS second stage (paper 002 sec. 4.3, after Ghiasi
     et al.): restore the first stage (`train.init_from`, its workdir), train only the final
     classification layer(s) with everything else - BatchNorm statistics included - bit-identical,
@@ -186,8 +264,9 @@ def second_stage(config: ConfigDict, *, init_from: str = "", balance: str = "los
     t.trainable_only = CLASSIFIER_PATTERNS
     t.freeze_batch_stats = True
     t.total_steps = total_steps
-    t.schedule = ConfigDict(dict(name="warmup_cosine", base_lr=base_lr, warmup_steps=max(1, total_steps // 10),
-                                 warmup_lr=base_lr / 10))
+    t.schedule = ConfigDict(
+        dict(name="warmup_cosine", base_lr=base_lr, warmup_steps=max(1, total_steps // 10), warmup_lr=base_lr / 10)
+    )
     if balance == "loss":
         config.model.box_head.class_weighting = weighting
         config.model.box_head.class_balance_beta = beta

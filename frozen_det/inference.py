@@ -9,8 +9,8 @@ from frozen_det import config as config_lib
 from frozen_det.runtime import hide_accelerators_from_tensorflow
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
-from frozen_det.training.checkpointing import Checkpointer
-from frozen_det.training.state import build_state, init_from_run
+from frozen_det.training.checkpointing import Checkpointer, init_from_run
+from frozen_det.training.state import build_state
 
 
 def restore_for_inference(config, workdir: str, step: int | None = None):
@@ -28,8 +28,10 @@ def restore_for_inference(config, workdir: str, step: int | None = None):
     checkpointer = Checkpointer(workdir)
     try:
         if checkpointer.latest_step() is None:
-            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}: train first "
-                                    f"(python -m frozen_det.train --workdir {workdir} ...)")
+            raise FileNotFoundError(
+                f"no checkpoint in {checkpointer.directory}: train first "
+                f"(python -m frozen_det.train --workdir {workdir} ...)"
+            )
         state = checkpointer.restore_model(state, step)
     finally:
         checkpointer.close()

@@ -1,4 +1,4 @@
-"""Detection losses with the reference's normalisations (reference/tfmg.md 2.12).
+"""Detection losses with the reference's normalisations (docs/reference.md §2.12).
 
 Huber here is Keras' form, 0.5 x^2 for |x| <= delta else delta (|x| - 0.5 delta), which is
 `optax.huber_loss` (not PyTorch's smooth-L1 with beta, which divides by beta).
@@ -14,8 +14,7 @@ import numpy as np
 import optax
 
 
-def rpn_score_loss(logits: Mapping[int, jax.Array], labels: Mapping[int, jax.Array],
-                   normalizer: float) -> jax.Array:
+def rpn_score_loss(logits: Mapping[int, jax.Array], labels: Mapping[int, jax.Array], normalizer: float) -> jax.Array:
     """Sigmoid BCE summed over sampled anchors (labels 1 / 0; -1 = not sampled), each level
     divided by `normalizer`, summed over levels. The reference's task passes B * 512 (the
     number of sampled ROIs, not anchors) as the normaliser: a quirk kept for parity."""
@@ -28,8 +27,9 @@ def rpn_score_loss(logits: Mapping[int, jax.Array], labels: Mapping[int, jax.Arr
     return total
 
 
-def rpn_box_loss(deltas: Mapping[int, jax.Array], targets: Mapping[int, jax.Array],
-                 delta: float = 1.0 / 9) -> jax.Array:
+def rpn_box_loss(
+    deltas: Mapping[int, jax.Array], targets: Mapping[int, jax.Array], delta: float = 1.0 / 9
+) -> jax.Array:
     """Huber(1/9) over coordinates with non-zero targets (all matched anchors, not only the
     sampled ones), each level normalised by its number of such coordinates + 0.01, summed."""
     total = 0.0
@@ -49,8 +49,9 @@ def frcnn_class_loss(logits: jax.Array, classes: jax.Array, class_weights: jax.A
     return jnp.mean(ce)
 
 
-def sigmoid_class_loss(logits: jax.Array, classes: jax.Array, class_weights: jax.Array | None = None,
-                       class_mask: jax.Array | None = None) -> jax.Array:
+def sigmoid_class_loss(
+    logits: jax.Array, classes: jax.Array, class_weights: jax.Array | None = None, class_mask: jax.Array | None = None
+) -> jax.Array:
     """Per-class sigmoid BCE on the foreground logits (the background logit, index 0, is unused;
     a background ROI is negative for every class), summed over classes, averaged over ROIs.
     `class_mask` [C + 1] bool: only these classes' terms count (the federated loss)."""
@@ -65,8 +66,9 @@ def sigmoid_class_loss(logits: jax.Array, classes: jax.Array, class_weights: jax
     return jnp.mean(per_roi)
 
 
-def federated_class_mask(key: jax.Array, classes: jax.Array, sampling_weights: jax.Array,
-                         num_sampled: int) -> jax.Array:
+def federated_class_mask(
+    key: jax.Array, classes: jax.Array, sampling_weights: jax.Array, num_sampled: int
+) -> jax.Array:
     """The class subset S of the federated loss (Zhou et al. 2021, "Probabilistic two-stage
     detection", sec. 4): every class that is a target of some ROI in the batch, plus classes
     drawn without replacement with probability proportional to `sampling_weights` [C + 1]
@@ -101,15 +103,15 @@ def class_balance_weights(instance_counts, method: str, beta: float = 0.999):
     elif method == "inverse_sqrt_frequency":
         raw = np.where(seen, 1.0 / np.sqrt(np.maximum(n, 1)), 0.0)
     else:
-        raise ValueError(f"class weighting {method!r}: 'effective_number', 'inverse_frequency' or "
-                         "'inverse_sqrt_frequency'")
+        raise ValueError(
+            f"class weighting {method!r}: 'effective_number', 'inverse_frequency' or 'inverse_sqrt_frequency'"
+        )
     raw = raw / raw[seen].mean()
     raw = np.where(seen, raw, raw[seen].max())
     return np.concatenate([[1.0], raw]).astype(np.float32)
 
 
-def frcnn_box_loss(deltas: jax.Array, targets: jax.Array, foreground: jax.Array,
-                   delta: float = 1.0) -> jax.Array:
+def frcnn_box_loss(deltas: jax.Array, targets: jax.Array, foreground: jax.Array, delta: float = 1.0) -> jax.Array:
     """Huber(1.0) on the foreground ROIs' class deltas, summed / (4 * #foreground + 0.01)."""
     mask = jnp.broadcast_to(foreground[..., None], targets.shape).astype(jnp.float32)
     loss = optax.huber_loss(deltas, targets, delta=delta) * mask

@@ -20,8 +20,9 @@ from PIL import Image
 from frozen_det.runtime import quiet_tensorflow
 
 
-def predict(config, workdir: str, paths: list[str], output: str, step: int | None = None,
-            min_score: float = 0.3) -> list[dict]:
+def predict(
+    config, workdir: str, paths: list[str], output: str, step: int | None = None, min_score: float = 0.3
+) -> list[dict]:
     """Predictions for the images at `paths` (see predict_images)."""
     loaded = []
     for path in paths:
@@ -32,8 +33,14 @@ def predict(config, workdir: str, paths: list[str], output: str, step: int | Non
     return predict_images(config, workdir, loaded, output, step, min_score)
 
 
-def predict_images(config, workdir: str, images: list[tuple[str, Image.Image]], output: str,
-                   step: int | None = None, min_score: float = 0.3) -> list[dict]:
+def predict_images(
+    config,
+    workdir: str,
+    images: list[tuple[str, Image.Image]],
+    output: str,
+    step: int | None = None,
+    min_score: float = 0.3,
+) -> list[dict]:
     """Runs the run's latest (or `step`) checkpoint on `(name, PIL image)` pairs; writes
     OUTPUT/<stem>.json per image (and <stem>.png when the task draws), and returns the records
     (with "png" the drawing's path)."""

@@ -28,8 +28,7 @@ from PIL import Image
 from frozen_det.config import complete
 from frozen_det.runtime import quiet_tensorflow
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                              "quickstart.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.py")
 
 
 def eval_images(config, num: int, min_side: int = 384) -> list[tuple[str, Image.Image]]:
@@ -38,17 +37,23 @@ def eval_images(config, num: int, min_side: int = 384) -> list[tuple[str, Image.
     pixels so that labels are legible (the detector resizes them to its canvas again)."""
     from frozen_det import data as data_lib
     from frozen_det.drawing import denormalize
+
     pipeline = data_lib.build_eval_pipeline(config)
     out = []
     for batch in pipeline:
         for i in np.flatnonzero(batch["example_valid"]):
             (h, w), _, (sy, sx), _ = batch["image_info"][i]
             rows, cols = int(round(h * sy)), int(round(w * sx))
-            image = Image.fromarray(denormalize(batch["image"][i][:rows, :cols], pipeline.config.mean,
-                                                pipeline.config.std))
+            image = Image.fromarray(
+                denormalize(batch["image"][i][:rows, :cols], pipeline.config.mean, pipeline.config.std)
+            )
             zoom = max(1, -(-min_side // max(rows, cols)))
-            out.append((f"image_{int(batch['image_id'][i])}",
-                        image.resize((cols * zoom, rows * zoom), Image.Resampling.NEAREST)))
+            out.append(
+                (
+                    f"image_{int(batch['image_id'][i])}",
+                    image.resize((cols * zoom, rows * zoom), Image.Resampling.NEAREST),
+                )
+            )
             if len(out) == num:
                 return out
     return out
@@ -64,8 +69,9 @@ def run(config, workdir: str, num_examples: int = 6, min_score: float = 0.5) -> 
     config.train.eval_at_end = False  # evaluated below, also when the run had already finished
     train_and_evaluate(config, workdir)
     metrics = evaluate(config, workdir)
-    predictions = predict_images(config, workdir, eval_images(config, num_examples),
-                                 os.path.join(workdir, "predictions"), min_score=min_score)
+    predictions = predict_images(
+        config, workdir, eval_images(config, num_examples), os.path.join(workdir, "predictions"), min_score=min_score
+    )
     return {"metrics": metrics, "predictions": predictions, "seconds": time.time() - start}
 
 
@@ -74,12 +80,16 @@ def main(argv):
     logging.getLogger().setLevel(logging.WARNING)
     config = complete(_CONFIG.value)
     workdir = os.path.abspath(_WORKDIR.value)
-    print(f"frozen_det quickstart: {config.model.backbone.type} {config.model.backbone.variant or ''} "
-          f"backbone (freeze={config.model.backbone.freeze}) on {config.data.source} {config.data.path}, "
-          f"{config.train.total_steps} steps -> {workdir}", flush=True)
+    print(
+        f"frozen_det quickstart: {config.model.backbone.type} {config.model.backbone.variant or ''} "
+        f"backbone (freeze={config.model.backbone.freeze}) on {config.data.source} {config.data.path}, "
+        f"{config.train.total_steps} steps -> {workdir}",
+        flush=True,
+    )
     result = run(config, workdir, _NUM_EXAMPLES.value, _MIN_SCORE.value)
-    metrics = {k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items()
-               if not isinstance(v, dict)}
+    metrics = {
+        k: round(v, 4) if isinstance(v, float) else v for k, v in result["metrics"].items() if not isinstance(v, dict)
+    }
     print(json.dumps(metrics), flush=True)
     for p in result["predictions"]:
         print(f"{p['png']}: {len(p['detections'])} detections", flush=True)
@@ -88,8 +98,7 @@ def main(argv):
 
 if __name__ == "__main__":
     quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
-    _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.",
-                                              lock_config=False)
+    _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=False)
     _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Run directory.")
     _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 6, "Eval images to draw predictions on.")
     _MIN_SCORE = flags.DEFINE_float("min_score", 0.5, "Draw detections at or above this score.")

@@ -43,8 +43,10 @@ def compiled_cost(compiled) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # one entry per device on some versions
     memory = compiled.memory_analysis()
-    return {"gflops": float(cost.get("flops", float("nan"))) / 1e9,
-            "temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1}
+    return {
+        "gflops": float(cost.get("flops", float("nan"))) / 1e9,
+        "temp_bytes": int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1,
+    }
 
 
 def _per_device_batch(config) -> int:
@@ -57,8 +59,9 @@ def _setup(config):
     task = get_task(config)
     model = task.build_model()  # losses that read class counts get uniform stand-ins
     batch = task.model_batch(task.example_batch(_per_device_batch(config), train=True), train=True)
-    variables = jax.eval_shape(lambda b: model.init(task.init_rngs(jax.random.key(0)), b, train=True),
-                               jax.tree.map(lambda x: x[:1], batch))
+    variables = jax.eval_shape(
+        lambda b: model.init(task.init_rngs(jax.random.key(0)), b, train=True), jax.tree.map(lambda x: x[:1], batch)
+    )
     return config, task, model, batch, variables, trainable_mask(config, task, variables["params"])
 
 
@@ -74,6 +77,7 @@ def _init(task, model, batch) -> dict:
 
 def _train_step(task, model, variables, mask, batch, backbone_features=None):
     """Compiled SGD train step of the task's loss; with `backbone_features`, of the heads alone."""
+
     def loss_fn(params, batch_stats, b, rng):
         b, feats = b
         kwargs = {} if feats is None else {"backbone_features": feats}
@@ -104,14 +108,17 @@ def freeze_savings(config, _setup_and_variables=None) -> dict:
     # The frozen parts of a backbone run in inference mode inside the train step too.
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"])[0])
     compiled_backbone = backbone_forward.lower(backbone_vars, batch["image"]).compile()
-    features = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
-                            jax.eval_shape(backbone_forward, backbone_vars, batch["image"]))
+    features = jax.tree.map(
+        lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(backbone_forward, backbone_vars, batch["image"])
+    )
     compiled_step = _train_step(task, model, variables, mask, batch)
     head_step = _train_step(task, model, variables, mask, batch, features)
-    return {"backbone_train_mode_forward_gflops": round(compiled_cost(compiled_backbone)["gflops"], 3),
-            "train_step_gflops": round(compiled_cost(compiled_step)["gflops"], 3),
-            "head_train_step_gflops": round(compiled_cost(head_step)["gflops"], 3),
-            "train_step_temp_bytes": compiled_cost(compiled_step)["temp_bytes"]}
+    return {
+        "backbone_train_mode_forward_gflops": round(compiled_cost(compiled_backbone)["gflops"], 3),
+        "train_step_gflops": round(compiled_cost(compiled_step)["gflops"], 3),
+        "head_train_step_gflops": round(compiled_cost(head_step)["gflops"], 3),
+        "train_step_temp_bytes": compiled_cost(compiled_step)["temp_bytes"],
+    }
 
 
 def train_step_cost(config) -> dict:
@@ -119,8 +126,11 @@ def train_step_cost(config) -> dict:
     `measure` but from the train step's compilation alone."""
     _, task, model, batch, abstract, mask = _setup(config)
     cost = compiled_cost(_train_step(task, model, _init(task, model, batch), mask, batch))
-    return {**_counts(abstract, mask), "train_step_gflops": round(cost["gflops"], 3),
-            "train_step_temp_bytes": cost["temp_bytes"]}
+    return {
+        **_counts(abstract, mask),
+        "train_step_gflops": round(cost["gflops"], 3),
+        "train_step_temp_bytes": cost["temp_bytes"],
+    }
 
 
 def measure(config) -> dict:
@@ -130,8 +140,9 @@ def measure(config) -> dict:
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, eval_batch).compile()
     backbone = build_backbone(config.model.backbone)
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
-    backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(
-        backbone_vars, batch["image"]).compile()
+    backbone_forward = (
+        jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(backbone_vars, batch["image"]).compile()
+    )
     return {
         **_counts(abstract, mask),
         "forward_gflops": round(compiled_cost(forward)["gflops"], 3),

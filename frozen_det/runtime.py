@@ -18,4 +18,5 @@ def quiet_tensorflow() -> None:
 def hide_accelerators_from_tensorflow() -> None:
     quiet_tensorflow()
     import tensorflow as tf
+
     tf.config.set_visible_devices([], "GPU")

@@ -41,8 +41,14 @@ def _items(section) -> list[tuple[str, Any]]:
     raise ValueError(f"expected a section (ConfigDict or dict), got {type(section).__name__}: {section!r}")
 
 
-def merge(defaults: ConfigDict, given, where: str, *, free_form: tuple[str, ...] = (),
-          typed: Mapping[str, Callable[[str], ConfigDict]] | None = None) -> ConfigDict:
+def merge(
+    defaults: ConfigDict,
+    given,
+    where: str,
+    *,
+    free_form: tuple[str, ...] = (),
+    typed: Mapping[str, Callable[[str], ConfigDict]] | None = None,
+) -> ConfigDict:
     """`defaults` updated in place by the fields of `given` (a ConfigDict or dict) and returned.
 
     `where` names the section in error messages ("config.model"). `free_form`: fields whose value

@@ -20,6 +20,7 @@ def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
     from frozen_det.training.loop import train_and_evaluate
+
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -2,7 +2,7 @@
 
 A leaf's path is its '/'-joined key path, e.g. 'backbone/stage1/block0/conv1/kernel' inside
 `params`, or 'params/backbone/stem/conv/kernel' over a whole variables dict. Every rule
-(freezing, `train.trainable_only`, `train.init_exclude`, sharding rules, checkpoint key maps) is
+(freezing, `train.trainable_only`, sharding rules, checkpoint key maps) is
 a Python regex applied with `re.search`: unanchored patterns match anywhere in the path, anchor
 them with `^` / `$` to match from the start or to the end.
 """

@@ -1,4 +1,4 @@
-"""Test-wide setup: TensorFlow must never take an accelerator (DESIGN.md), and tests run on CPU.
+"""Test-wide setup: TensorFlow must never take an accelerator (docs/architecture.md), and tests run on CPU.
 
 Import order matters: importing torchvision *after* TensorFlow segfaults in this stack
 (tensorflow-cpu 2.21 + torch 2.14.1 / torchvision 0.29.1), while the reverse order works. The
@@ -12,8 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA compilation dominates test time on CPU. A persistent compilation cache (inherited by the
 # subprocesses that run the entry points) lets tests that build the same program share it.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), "frozen_det_test_jax_cache"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "frozen_det_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 try:
@@ -59,16 +58,20 @@ def write_voc_folder(root, num_trainval: int = 24, num_test: int = 8, seed: int 
             name = "person" if (i == 3 and k == 0) else str(name)
             w, h = rng.integers(16, 48, 2)
             x0, y0 = int(rng.integers(0, 128 - w)), int(rng.integers(0, 96 - h))
-            pixels[y0:y0 + h, x0:x0 + w] = colours[name]
+            pixels[y0 : y0 + h, x0 : x0 + w] = colours[name]
             box = (x0, y0, x0 + int(w), y0 + int(h)) if not (i == 5 and k == 0) else (x0, y0, x0, y0 + 10)
             objects.append((name, box, int(i == 2 and k == 0)))
         Image.fromarray(pixels).save(os.path.join(root, "JPEGImages", f"{stem}.jpg"), quality=95)
         xml = "".join(
             f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
-            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, d in objects)
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for n, b, d in objects
+        )
         with open(os.path.join(root, "Annotations", f"{stem}.xml"), "w") as f:
-            f.write(f"<annotation><filename>{stem}.jpg</filename><size><width>128</width><height>96</height>"
-                    f"<depth>3</depth></size>{xml}</annotation>")
+            f.write(
+                f"<annotation><filename>{stem}.jpg</filename><size><width>128</width><height>96</height>"
+                f"<depth>3</depth></size>{xml}</annotation>"
+            )
     for split, names in (("trainval", stems[:num_trainval]), ("test", stems[num_trainval:])):
         with open(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "w") as f:
             f.write("\n".join(names) + "\n")

@@ -6,7 +6,6 @@ import json
 import os
 import runpy
 import sys
-
 import types
 
 import pytest
@@ -24,8 +23,12 @@ finally:
     sys.path.pop(0)
 
 FAKE = "FAKE evaluation written by tests/test_bccd_configs.py: made-up numbers, no model was run"
-EXPECTED = {"frozen": ("all", False, True), "finetune": ("none", False, True),
-            "scratch": ("none", False, False), "adapters": ("all", True, True)}
+EXPECTED = {
+    "frozen": ("all", False, True),
+    "finetune": ("none", False, True),
+    "scratch": ("none", False, False),
+    "adapters": ("all", True, True),
+}
 
 
 def _config(strategy, head):
@@ -67,8 +70,18 @@ def test_parameter_counts_follow_the_strategy():
 def _fake_row(workdir, ap, ap50, steps, seconds, cost):
     os.makedirs(os.path.join(workdir, "eval"))
     with open(bccd_study.eval_path(workdir, "test", steps), "w") as f:
-        json.dump({"note": FAKE, "AP": ap, "AP50": ap50, "AP75": ap / 2, "step": steps, "split": "test",
-                   "per_class_AP": {"Platelets": 0.1, "RBC": 0.2, "WBC": 0.3}}, f)
+        json.dump(
+            {
+                "note": FAKE,
+                "AP": ap,
+                "AP50": ap50,
+                "AP75": ap / 2,
+                "step": steps,
+                "split": "test",
+                "per_class_AP": {"Platelets": 0.1, "RBC": 0.2, "WBC": 0.3},
+            },
+            f,
+        )
     with open(os.path.join(workdir, "timing.json"), "w") as f:
         json.dump({"sessions": [{"seconds": s} for s in seconds]}, f)
     with open(os.path.join(workdir, "cost.json"), "w") as f:
@@ -77,8 +90,12 @@ def _fake_row(workdir, ap, ap50, steps, seconds, cost):
 
 def test_table_from_fake_eval_jsons(tmp_path):
     root = str(tmp_path)
-    cost = {"params_total": 7_300_000, "params_trainable": 4_300_000, "train_step_gflops": 101.0,
-            "train_step_temp_bytes": 400_000_000}
+    cost = {
+        "params_total": 7_300_000,
+        "params_trainable": 4_300_000,
+        "train_step_gflops": 101.0,
+        "train_step_temp_bytes": 400_000_000,
+    }
     _fake_row(bccd_study.row_dir(root, "frozen:fpn"), 0.5, 0.875, 10, [300.0, 300.0], cost)
     # A row evaluated at another step than the schedule's end is not finished.
     _fake_row(bccd_study.row_dir(root, "frozen:cascade"), 0.9, 0.99, 5, [60.0], cost)
@@ -92,8 +109,9 @@ def test_table_from_fake_eval_jsons(tmp_path):
     lines = table.strip().splitlines()
     assert len(lines) == 2 + len(bccd_study.ALL_ROWS)
     assert all(line.count("|") == len(bccd_study.COLUMNS) + 1 for line in lines)
-    assert lines[2] == ("| frozen | fpn | 0.500 | 0.875 | 0.250 | 0.100 / 0.200 / 0.300 | 10.0 | 60.00 | 101.0 | "
-                        "400 | 4.30 / 7.30 |")
+    assert lines[2] == (
+        "| frozen | fpn | 0.500 | 0.875 | 0.250 | 0.100 / 0.200 / 0.300 | 10.0 | 60.00 | 101.0 | 400 | 4.30 / 7.30 |"
+    )
     assert lines[3].startswith("| frozen | cascade | pending (trained 4/10 steps) |")
     assert lines[4].startswith("| adapters | fpn | pending |")
     with open(os.path.join(root, "results.md")) as f:

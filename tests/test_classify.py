@@ -33,6 +33,7 @@ def photos(tmp_path_factory):
 
 def _load_config(path):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("cfg", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -51,7 +52,12 @@ def test_packaged_lite0_recognises_real_photos(photos):
 def test_classify_command_prints_one_json_line_per_image(photos):
     out = subprocess.run(
         [sys.executable, "-m", "frozen_det.classify", "--config", LITE0_CONFIG, photos["coffee"]],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=300)
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1 and lines[0]["image"] == photos["coffee"]
     assert len(lines[0]["top5"]) == 5 and lines[0]["top5"][0][0] in COFFEE_CLASSES
@@ -70,15 +76,20 @@ def test_converted_torchvision_checkpoint_loads_by_config_field(tmp_path):
     pth = tmp_path / "r18.pth"
     torch.save(reference.state_dict(), pth)
     out = tmp_path / "converted"
-    assert convert_checkpoint.main(["--format", "torchvision_resnet", "--depth", "18",
-                                    "--input", str(pth), "--output", str(out)]) == 0
+    assert (
+        convert_checkpoint.main(
+            ["--format", "torchvision_resnet", "--depth", "18", "--input", str(pth), "--output", str(out)]
+        )
+        == 0
+    )
 
     # Without the ImageNet head and with adapters: the head is skipped, adapters start at zero.
     model = ResNet(18, num_classes=None, adapters=True, freeze="all")
     variables, preprocessing = load_backbone_variables(str(out), model)
     np.testing.assert_array_equal(
         variables["params"]["stage3"]["block1"]["conv2"]["kernel"],
-        reference.layer3[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
+        reference.layer3[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0),
+    )
     assert "classifier" not in variables["params"]
     assert not np.any(variables["params"]["stage1"]["block0"]["adapter"]["conv"]["kernel"])
     np.testing.assert_allclose(preprocessing.mean, (123.675, 116.28, 103.53), rtol=1e-6)

@@ -18,8 +18,12 @@ from frozen_det import config as config_lib
 from frozen_det import config_defaults as d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(os.path.join(dirpath, f) for dirpath, _, files in os.walk(os.path.join(ROOT, "configs"))
-                      for f in files if f.endswith(".py") and f != "common.py")
+CONFIG_FILES = sorted(
+    os.path.join(dirpath, f)
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "configs"))
+    for f in files
+    if f.endswith(".py") and f != "common.py"
+)
 
 
 def _parse(path, *overrides):
@@ -48,15 +52,22 @@ def test_every_field_of_every_config_file_can_be_overridden(path):
         if name.startswith("config.data.coco_files"):
             continue  # a free-form mapping of split -> files
         assert not isinstance(value, list), f"{name} is a list: ml_collections cannot override it; use a tuple"
-        assert value is not None or isinstance(field, FieldReference), \
+        assert value is not None or isinstance(field, FieldReference), (
             f"{name} is a bare None: ml_collections cannot override it; use schema.placeholder(type)"
+        )
 
 
 def test_overrides_of_tuples_placeholders_and_fields_a_file_never_mentions():
     path = os.path.join(ROOT, "configs", "bccd", "frozen.py")
-    config = _parse(path, "--config.data.class_names=('cat',)", "--config.model.anchors.aspect_ratios=(1.0,)",
-                    "--config.model.backbone.bn_epsilon=0.001", "--config.data.kshot=5",
-                    "--config.model.backbone.freeze=2", "--config.train.schedule.boundaries=(300, 400)")
+    config = _parse(
+        path,
+        "--config.data.class_names=('cat',)",
+        "--config.model.anchors.aspect_ratios=(1.0,)",
+        "--config.model.backbone.bn_epsilon=0.001",
+        "--config.data.kshot=5",
+        "--config.model.backbone.freeze=2",
+        "--config.train.schedule.boundaries=(300, 400)",
+    )
     assert config.data.class_names == ("cat",) and config.model.anchors.aspect_ratios == (1.0,)
     assert config.model.backbone.bn_epsilon == 0.001 and config.data.kshot == 5
     assert config.model.backbone.freeze == "2" and config.train.schedule.boundaries == (300, 400)
@@ -65,10 +76,26 @@ def test_overrides_of_tuples_placeholders_and_fields_a_file_never_mentions():
 
 def test_the_inspect_command_takes_a_class_list_override(voc_folder, tmp_path):
     """The new user's first command on their own VOC folder, with their own class list."""
-    out = subprocess.run([sys.executable, "-m", "frozen_det.data.inspect", "--config", "configs/data/bccd.py",
-                          f"--config.data.path={voc_folder}", "--config.data.class_names=('cat',)",
-                          "--config.data.canvas=128", "--num", "1", "--output", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "frozen_det.data.inspect",
+            "--config",
+            "configs/data/bccd.py",
+            f"--config.data.path={voc_folder}",
+            "--config.data.class_names=('cat',)",
+            "--config.data.canvas=128",
+            "--num",
+            "1",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert '"cat"' in out.stdout and '"dog"' not in out.stdout, out.stdout
 
@@ -84,9 +111,13 @@ def test_unknown_fields_fail_naming_the_field(section, field):
 
 
 def _tiny(**data):
-    config = d.ConfigDict({"model": d.tiny_two_stage_model(mask=True), "train": d.train(batch_size=8),
-                           "data": dict(source="synthetic", canvas=64, max_instances=4, with_masks=True,
-                                        mask_size=16, **data)})
+    config = d.ConfigDict(
+        {
+            "model": d.tiny_two_stage_model(mask=True),
+            "train": d.train(batch_size=8),
+            "data": dict(source="synthetic", canvas=64, max_instances=4, with_masks=True, mask_size=16, **data),
+        }
+    )
     return config_lib.complete(config)
 
 
@@ -112,6 +143,7 @@ def test_model_checks_need_only_the_model_section():
 def test_trainable_only_patterns_must_select_parameters():
     from frozen_det.tasks import get_task
     from frozen_det.training.state import trainable_mask
+
     config = _tiny()
     task = get_task(config)
     model = task.build_model()
@@ -120,5 +152,7 @@ def test_trainable_only_patterns_must_select_parameters():
     config.train.trainable_only = (r"/class_logits/",)
     assert any(jax.tree.leaves(trainable_mask(config, task, params)))
     config.train.trainable_only = (r"/class_logits/", r"^box_head/cls_score/")
-    with pytest.raises(ValueError, match=r"config.train.trainable_only: \['\^box_head/cls_score/'\] match no parameter"):
+    with pytest.raises(
+        ValueError, match=r"config.train.trainable_only: \['\^box_head/cls_score/'\] match no parameter"
+    ):
         trainable_mask(config, task, params)

@@ -17,8 +17,7 @@ STEPS = ["--config.train.total_steps=100", "--config.train.schedule.boundaries=(
 
 
 def _run(module, *args):
-    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.splitlines()
 

@@ -1,4 +1,4 @@
-"""Loss normalisations against hand-written numpy versions of reference/tfmg.md 2.12."""
+"""Loss normalisations against hand-written numpy versions of docs/reference.md §2.12."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +9,7 @@ from frozen_det import losses
 
 def _huber(x, delta):
     a = np.abs(x)
-    return np.where(a <= delta, 0.5 * a ** 2, delta * (a - 0.5 * delta))
+    return np.where(a <= delta, 0.5 * a**2, delta * (a - 0.5 * delta))
 
 
 def _bce(logit, target):
@@ -30,8 +30,9 @@ def test_rpn_score_loss_uses_sampled_anchors_and_the_roi_normaliser():
     labels = {l: rng.integers(-1, 2, size=v.shape) for l, v in logits.items()}
     normalizer = 2 * 512
     expected = sum(np.sum(_bce(logits[l], labels[l].clip(0)) * (labels[l] >= 0)) / normalizer for l in logits)
-    got = losses.rpn_score_loss({l: jnp.asarray(v) for l, v in logits.items()},
-                                {l: jnp.asarray(v) for l, v in labels.items()}, normalizer)
+    got = losses.rpn_score_loss(
+        {l: jnp.asarray(v) for l, v in logits.items()}, {l: jnp.asarray(v) for l, v in labels.items()}, normalizer
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -43,10 +44,13 @@ def test_rpn_box_loss_normalises_each_level_by_its_nonzero_coordinates():
         t = rng.normal(size=(2, hw, hw, 12)).astype(np.float32)
         t[rng.random(t.shape) < 0.7] = 0.0
         targets[level] = t
-    expected = sum(np.sum(_huber(deltas[l] - targets[l], 1 / 9) * (targets[l] != 0)) /
-                   (np.sum(targets[l] != 0) + 0.01) for l in deltas)
-    got = losses.rpn_box_loss({l: jnp.asarray(v) for l, v in deltas.items()},
-                              {l: jnp.asarray(v) for l, v in targets.items()})
+    expected = sum(
+        np.sum(_huber(deltas[l] - targets[l], 1 / 9) * (targets[l] != 0)) / (np.sum(targets[l] != 0) + 0.01)
+        for l in deltas
+    )
+    got = losses.rpn_box_loss(
+        {l: jnp.asarray(v) for l, v in deltas.items()}, {l: jnp.asarray(v) for l, v in targets.items()}
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -56,14 +60,16 @@ def test_frcnn_losses():
     classes = rng.integers(0, 5, size=(2, 8))
     log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected_ce = -np.take_along_axis(log_softmax, classes[..., None], -1).mean()
-    np.testing.assert_allclose(losses.frcnn_class_loss(jnp.asarray(logits), jnp.asarray(classes)),
-                               expected_ce, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.frcnn_class_loss(jnp.asarray(logits), jnp.asarray(classes)), expected_ce, rtol=1e-5
+    )
     deltas = rng.normal(size=(2, 8, 4)).astype(np.float32)
     targets = rng.normal(size=(2, 8, 4)).astype(np.float32)
     fg = classes > 0
     expected_box = np.sum(_huber(deltas - targets, 1.0) * fg[..., None]) / (4 * fg.sum() + 0.01)
-    np.testing.assert_allclose(losses.frcnn_box_loss(jnp.asarray(deltas), jnp.asarray(targets), jnp.asarray(fg)),
-                               expected_box, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.frcnn_box_loss(jnp.asarray(deltas), jnp.asarray(targets), jnp.asarray(fg)), expected_box, rtol=1e-5
+    )
 
 
 def test_mask_loss_averages_over_valid_mask_pixels_with_soft_targets():
@@ -72,11 +78,13 @@ def test_mask_loss_averages_over_valid_mask_pixels_with_soft_targets():
     targets = rng.random((2, 3, 4, 4)).astype(np.float32)
     weights = np.array([[1, 0, 1], [0, 0, 1]], bool)
     expected = np.sum(_bce(logits, targets) * weights[..., None, None]) / (3 * 16 + 0.01)
-    np.testing.assert_allclose(losses.mask_loss(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights)),
-                               expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.mask_loss(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights)), expected, rtol=1e-5
+    )
 
 
 # ---------------------------------------------------------------- long-tail classification losses
+
 
 def _softmax_ce(logits, classes):
     z = logits - logits.max(-1, keepdims=True)
@@ -110,12 +118,14 @@ def test_sigmoid_class_loss_ignores_the_background_logit_and_masks_classes():
     # The background logit does not matter.
     shifted = logits.copy()
     shifted[..., 0] += 10
-    np.testing.assert_allclose(losses.sigmoid_class_loss(jnp.asarray(shifted), jnp.asarray(classes)),
-                               bce.sum(-1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.sigmoid_class_loss(jnp.asarray(shifted), jnp.asarray(classes)), bce.sum(-1).mean(), rtol=1e-5
+    )
 
 
 def test_federated_class_mask_keeps_present_classes_and_samples_by_weight():
     import jax
+
     classes = jnp.array([[0, 3, 3, 0], [7, 0, 0, 0]])
     weights = jnp.asarray(np.r_[0.0, np.arange(1, 10, dtype=np.float32)])  # classes 1..9
     keys = jax.random.split(jax.random.key(0), 4000)

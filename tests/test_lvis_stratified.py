@@ -20,9 +20,14 @@ finally:
     sys.path.pop(0)
 
 FAKE = "FAKE evaluation written by tests/test_lvis_stratified.py: made-up numbers, no model was run"
-COUNTS = {"a": dict(instances=1, images=1), "b": dict(instances=5, images=4), "c": dict(instances=50, images=30),
-          "d": dict(instances=400, images=150), "e": dict(instances=1000, images=500),
-          "not_evaluated": dict(instances=3, images=3)}
+COUNTS = {
+    "a": dict(instances=1, images=1),
+    "b": dict(instances=5, images=4),
+    "c": dict(instances=50, images=30),
+    "d": dict(instances=400, images=150),
+    "e": dict(instances=1000, images=500),
+    "not_evaluated": dict(instances=3, images=3),
+}
 
 
 def _fake_eval(path, per_class, summary, mask_per_class=None, step=100):
@@ -62,13 +67,34 @@ def test_csv_table_and_png_from_fake_runs(tmp_path):
     base = dict(a=0.1, b=0.2, c=0.4, d=0.6, e=float("nan"))
     other = dict(a=0.3, b=0.3, c=0.4, d=0.55, e=float("nan"))
     _fake_eval(tmp_path / "base" / "eval" / "val_step50.json", dict(base, a=0.9), dict(AP=0.9))  # older
-    _fake_eval(tmp_path / "base" / "eval" / "val_step100.json", base,
-               dict(AP=0.4, APr=0.15, APc=0.4, APf=0.6), mask_per_class={k: v / 2 for k, v in base.items()})
-    other_json = _fake_eval(tmp_path / "other.json", other, dict(AP=0.42, APr=0.3, APc=-1.0, APf=0.6),
-                            mask_per_class={k: v / 2 for k, v in other.items()})
+    _fake_eval(
+        tmp_path / "base" / "eval" / "val_step100.json",
+        base,
+        dict(AP=0.4, APr=0.15, APc=0.4, APf=0.6),
+        mask_per_class={k: v / 2 for k, v in base.items()},
+    )
+    other_json = _fake_eval(
+        tmp_path / "other.json",
+        other,
+        dict(AP=0.42, APr=0.3, APc=-1.0, APf=0.6),
+        mask_per_class={k: v / 2 for k, v in other.items()},
+    )
     out = tmp_path / "out"
-    assert ls.main(["--runs", f"base={tmp_path / 'base'},other={other_json}", "--counts", str(counts_path),
-                    "--sigma", "10", "--output", str(out)]) == 0
+    assert (
+        ls.main(
+            [
+                "--runs",
+                f"base={tmp_path / 'base'},other={other_json}",
+                "--counts",
+                str(counts_path),
+                "--sigma",
+                "10",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     rows = _read_csv(out / "per_class.csv")
     assert [r["class"] for r in rows] == ["a", "b", "c", "d", "e"]  # by training annotations
@@ -118,27 +144,45 @@ def test_end_to_end_on_a_generated_long_tail(tmp_path, capsys):
     from frozen_det.data.long_tail import write_long_tailed_lvis
 
     data_dir = tmp_path / "long_tail"
-    summary = write_long_tailed_lvis(str(data_dir), image_size=64, num_train=140, num_val=24, num_frequent=2,
-                                     num_common=3, num_rare=5, seed=1)
+    summary = write_long_tailed_lvis(
+        str(data_dir), image_size=64, num_train=140, num_val=24, num_frequent=2, num_common=3, num_rare=5, seed=1
+    )
     cats = summary["categories"]
     # FAKE per-class APs: the "frozen" run is 10 points better on rare classes, equal elsewhere.
     base = {c["name"]: 0.2 + 0.05 * (c["frequency"] == "f") for c in cats}
     frozen = {c["name"]: base[c["name"]] + 0.1 * (c["frequency"] == "r") for c in cats}
-    base_json = _fake_eval(tmp_path / "finetune" / "eval" / "val_step10.json", base,
-                           dict(AP=0.22, APr=0.2, APc=0.2, APf=0.25))
-    frozen_json = _fake_eval(tmp_path / "frozen" / "eval" / "val_step10.json", frozen,
-                             dict(AP=0.27, APr=0.3, APc=0.2, APf=0.25))
+    base_json = _fake_eval(
+        tmp_path / "finetune" / "eval" / "val_step10.json", base, dict(AP=0.22, APr=0.2, APc=0.2, APf=0.25)
+    )
+    frozen_json = _fake_eval(
+        tmp_path / "frozen" / "eval" / "val_step10.json", frozen, dict(AP=0.27, APr=0.3, APc=0.2, APf=0.25)
+    )
     out = tmp_path / "out"
     config = os.path.join(ROOT, "configs", "data", "long_tail.py")
-    assert ls.main(["--runs", f"finetune={tmp_path / 'finetune'},frozen={tmp_path / 'frozen'}",
-                    "--data-config", config, "--data-path", str(data_dir), "--output", str(out)]) == 0
+    assert (
+        ls.main(
+            [
+                "--runs",
+                f"finetune={tmp_path / 'finetune'},frozen={tmp_path / 'frozen'}",
+                "--data-config",
+                config,
+                "--data-path",
+                str(data_dir),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert base_json in printed and frozen_json in printed
     assert "| frozen | 27.0 (+5.0) | 30.0 (+10.0) | 20.0 (+0.0) | 25.0 (+0.0) |" in printed
 
     counts = json.loads((out / "counts.json").read_text())
-    assert counts == {c["name"]: dict(instances=c["train_instances"], images=c["train_images"],
-                                      frequency=c["frequency"]) for c in cats}
+    assert counts == {
+        c["name"]: dict(instances=c["train_instances"], images=c["train_images"], frequency=c["frequency"])
+        for c in cats
+    }
     rows = _read_csv(out / "per_class.csv")
     assert len(rows) == 10 and "mask_AP_finetune" not in rows[0]
     for r in rows:

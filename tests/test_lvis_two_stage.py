@@ -21,7 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(arg, data_dir, **train):
-    spec = importlib.util.spec_from_file_location("long_tail_config", os.path.join(ROOT, "configs", "lvis", "long_tail.py"))
+    spec = importlib.util.spec_from_file_location(
+        "long_tail_config", os.path.join(ROOT, "configs", "lvis", "long_tail.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(arg)
@@ -33,13 +35,16 @@ def _config(arg, data_dir, **train):
 
 
 def _flat(tree):
-    return {"/".join(k): np.asarray(v) for k, v in
-            __import__("flax").traverse_util.flatten_dict(jax.device_get(dict(tree))).items()}
+    return {
+        "/".join(k): np.asarray(v)
+        for k, v in __import__("flax").traverse_util.flatten_dict(jax.device_get(dict(tree))).items()
+    }
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from frozen_det.training.loop import train_and_evaluate
+
     root = tmp_path_factory.mktemp("lvis")
     data_dir = root / "data"
     write_long_tailed_lvis(str(data_dir), image_size=128, num_train=300, num_val=60)
@@ -68,6 +73,7 @@ def test_second_stage_changes_only_the_classifier(runs):
     from frozen_det.inference import restore_for_inference
     from frozen_det.training import sharding
     from frozen_det.training.state import build_state
+
     _, _, _, before, _ = restore_for_inference(runs["stage1"], str(runs["root"] / "stage1"))
     config, task, model, after, step = restore_for_inference(runs["stage2"], str(runs["root"] / "stage2"))
     assert step == 10
@@ -88,13 +94,24 @@ def test_stratified_analysis_of_the_two_stages(runs):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = runs["root"] / "analysis"
-    tool.main(["--runs", f"stage1={runs['root'] / 'stage1'},stage2={runs['root'] / 'stage2'}",
-               "--data-config", os.path.join(ROOT, "configs", "lvis", "long_tail.py") + ":stage1,tiny",
-               "--data-path", str(runs["data_dir"]), "--log-x", "--output", str(out)])
+    tool.main(
+        [
+            "--runs",
+            f"stage1={runs['root'] / 'stage1'},stage2={runs['root'] / 'stage2'}",
+            "--data-config",
+            os.path.join(ROOT, "configs", "lvis", "long_tail.py") + ":stage1,tiny",
+            "--data-path",
+            str(runs["data_dir"]),
+            "--log-x",
+            "--output",
+            str(out),
+        ]
+    )
     with open(out / "per_class.csv") as f:
         lines = f.read().splitlines()
     assert len(lines) == 21  # header + 20 classes
     from PIL import Image
+
     assert Image.open(out / "stratified.png").size[0] > 100
     table = (out / "groups.md").read_text()
     assert "APr" in table and "stage2" in table

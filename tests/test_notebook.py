@@ -23,19 +23,27 @@ def _text(cell) -> str:
 @pytest.mark.slow
 def test_quickstart_notebook_runs_in_smoke_setting(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook with outputs cleared"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit the notebook with outputs cleared"
+    )
     # A kernel spec of this interpreter, not whatever "python3" resolves to on the machine. The
     # kernel inherits this process's environment (conftest: CPU only, the persistent XLA compile
     # cache) plus the smoke switch; TMPDIR puts the notebook's workdir under tmp_path.
     spec_dir = tmp_path / "kernels" / "frozen_det_test"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "frozen_det test", "language": "python",
-        "env": {"FROZEN_DET_NOTEBOOK_SMOKE": "1", "TMPDIR": str(tmp_path)},
-    }))
-    km = KernelManager(kernel_name="frozen_det_test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "frozen_det test",
+                "language": "python",
+                "env": {"FROZEN_DET_NOTEBOOK_SMOKE": "1", "TMPDIR": str(tmp_path)},
+            }
+        )
+    )
+    km = KernelManager(
+        kernel_name="frozen_det_test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    )
     NotebookClient(nb, km=km, timeout=900, resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()
 
     code = [c for c in nb.cells if c.cell_type == "code"]

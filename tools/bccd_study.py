@@ -77,6 +77,7 @@ def eval_path(workdir: str, split: str, step: int) -> str:
 
 # --- running a row --------------------------------------------------------------------------
 
+
 def run_row(row: str, workdir: str, config) -> None:
     """Trains (or resumes) and evaluates one row; appends the session's time to timing.json
     and writes cost.json (XLA train-step cost) once. Exits after a preempted session (SIGTERM
@@ -109,6 +110,7 @@ def run_row(row: str, workdir: str, config) -> None:
 
 # --- collecting and writing the table -------------------------------------------------------
 
+
 def _last_logged_step(workdir: str) -> int:
     path = os.path.join(workdir, "train_metrics.jsonl")
     if not os.path.exists(path):
@@ -129,28 +131,55 @@ def collect_row(row: str, workdir: str, split: str, total_steps: int) -> dict:
     timing = _read_json(os.path.join(workdir, "timing.json")) or {"sessions": []}
     seconds = sum(s["seconds"] for s in timing["sessions"]) if timing["sessions"] else None
     cost = _read_json(os.path.join(workdir, "cost.json")) or {}
-    return dict(out, status="done", AP=result["AP"], AP50=result["AP50"], AP75=result["AP75"],
-                per_class_AP=result.get("per_class_AP", {}), train_seconds=seconds,
-                seconds_per_step=seconds / total_steps if seconds else None, **cost)
+    return dict(
+        out,
+        status="done",
+        AP=result["AP"],
+        AP50=result["AP50"],
+        AP75=result["AP75"],
+        per_class_AP=result.get("per_class_AP", {}),
+        train_seconds=seconds,
+        seconds_per_step=seconds / total_steps if seconds else None,
+        **cost,
+    )
 
 
 def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return "—" if value is None else format(value * scale, spec)
 
 
-COLUMNS = ("backbone", "head", "AP", "AP50", "AP75", "AP " + " / ".join(CLASSES), "train time (min)", "s/step",
-           "train-step GFLOPs", "train-step temp (MB)", "params trainable / total (M)")
+COLUMNS = (
+    "backbone",
+    "head",
+    "AP",
+    "AP50",
+    "AP75",
+    "AP " + " / ".join(CLASSES),
+    "train time (min)",
+    "s/step",
+    "train-step GFLOPs",
+    "train-step temp (MB)",
+    "params trainable / total (M)",
+)
 
 
 def _cells(r: dict) -> list[str]:
     if r["status"] != "done":
         progress = f" (trained {r['reached_step']}/{r['steps']} steps)" if r.get("reached_step") else ""
         return [r["strategy"], r["head"], "pending" + progress] + [""] * (len(COLUMNS) - 3)
-    return [r["strategy"], r["head"], f"{r['AP']:.3f}", f"{r['AP50']:.3f}", f"{r['AP75']:.3f}",
-            " / ".join(_fmt(r["per_class_AP"].get(c), ".3f") for c in CLASSES),
-            _fmt(r.get("train_seconds"), ".1f", 1 / 60), _fmt(r.get("seconds_per_step"), ".2f"),
-            _fmt(r.get("train_step_gflops"), ".1f"), _fmt(r.get("train_step_temp_bytes"), ".0f", 1e-6),
-            f"{_fmt(r.get('params_trainable'), '.2f', 1e-6)} / {_fmt(r.get('params_total'), '.2f', 1e-6)}"]
+    return [
+        r["strategy"],
+        r["head"],
+        f"{r['AP']:.3f}",
+        f"{r['AP50']:.3f}",
+        f"{r['AP75']:.3f}",
+        " / ".join(_fmt(r["per_class_AP"].get(c), ".3f") for c in CLASSES),
+        _fmt(r.get("train_seconds"), ".1f", 1 / 60),
+        _fmt(r.get("seconds_per_step"), ".2f"),
+        _fmt(r.get("train_step_gflops"), ".1f"),
+        _fmt(r.get("train_step_temp_bytes"), ".0f", 1e-6),
+        f"{_fmt(r.get('params_trainable'), '.2f', 1e-6)} / {_fmt(r.get('params_total'), '.2f', 1e-6)}",
+    ]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -175,19 +204,26 @@ def main(argv=None) -> None:
     parser.add_argument("--root", default="/tmp/bccd_study", help="one workdir per row under this directory")
     parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows even if finished")
     parser.add_argument("--table_only", action="store_true", help="only assemble the table from the workdirs")
-    parser.add_argument("--total_steps", type=int, default=0,
-                        help="override the configs' schedule length (smoke tests; use another --root)")
+    parser.add_argument(
+        "--total_steps",
+        type=int,
+        default=0,
+        help="override the configs' schedule length (smoke tests; use another --root)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     chosen = [] if args.table_only else parse_rows(args.rows)
     configs = {row: load_config(row, args.total_steps) for row in ALL_ROWS}
 
     def table_rows():
-        return [collect_row(row, row_dir(args.root, row), c.data.eval_split, int(c.train.total_steps))
-                for row, c in configs.items()]
+        return [
+            collect_row(row, row_dir(args.root, row), c.data.eval_split, int(c.train.total_steps))
+            for row, c in configs.items()
+        ]
 
-    command = "python tools/bccd_study.py" + (" --table_only" if args.table_only else
-                                              f" --rows {args.rows}" if args.rows else "")
+    command = "python tools/bccd_study.py" + (
+        " --table_only" if args.table_only else f" --rows {args.rows}" if args.rows else ""
+    )
     for row in chosen:
         workdir = row_dir(args.root, row)
         if args.force and os.path.isdir(workdir):
@@ -197,6 +233,7 @@ def main(argv=None) -> None:
             run_row(row, workdir, config)
         write_table(table_rows(), args.root, f"Command: `{command}`")
     print(write_table(table_rows(), args.root, f"Command: `{command}`"), flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -44,24 +44,25 @@ import statistics
 import sys
 import time
 
-# torch before anything that might pull in TensorFlow (the reverse order segfaults).
-import torch
-import torchvision
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+# torch before anything that might pull in TensorFlow (the reverse order segfaults).
+import torch
+import torchvision
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
+
 from frozen_det.checkpoints.mapping import assign_by_path  # noqa: E402
 from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet  # noqa: E402
 from frozen_det.models import fast_conv  # noqa: E402
-from frozen_det.models.layers import conv_module  # noqa: E402
 from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
 from frozen_det.models.backbones import resnet as resnet_module  # noqa: E402
+from frozen_det.models.layers import conv_module  # noqa: E402
 from frozen_det.training import partition  # noqa: E402
 from frozen_det.training.state import create_train_state  # noqa: E402
 from frozen_det.training.step import make_train_step  # noqa: E402
@@ -77,9 +78,13 @@ OPTION_SETS = {
     "xla": {},
     "no-ynn-conv": NO_YNN_CONV,
     "eigen": NO_YNN,
-    "onednn": dict(NO_YNN, xla_cpu_use_onednn=True,
-                   xla_cpu_experimental_onednn_fusion_type=(
-                       "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")),
+    "onednn": dict(
+        NO_YNN,
+        xla_cpu_use_onednn=True,
+        xla_cpu_experimental_onednn_fusion_type=(
+            "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+        ),
+    ),
     "fast-math": {"xla_cpu_enable_fast_math": True},
     "xnn-greedy": {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"},
 }
@@ -96,10 +101,11 @@ def parse_variant(name: str) -> dict:
         elif part in OPTION_SETS:
             options.update(OPTION_SETS[part])
         else:
-            raise SystemExit(f"unknown variant part {part!r} in {name!r}; "
-                             f"choose from {sorted(OPTION_SETS) + list(MODEL_FLAGS)} joined by '+'.")
-    return {"name": name, "options": options, "fast_conv": fast,
-            "dtype": jnp.bfloat16 if bf16 else jnp.float32}
+            raise SystemExit(
+                f"unknown variant part {part!r} in {name!r}; "
+                f"choose from {sorted(OPTION_SETS) + list(MODEL_FLAGS)} joined by '+'."
+            )
+    return {"name": name, "options": options, "fast_conv": fast, "dtype": jnp.bfloat16 if bf16 else jnp.float32}
 
 
 # ---------------------------------------------------------------- torch reference
@@ -133,8 +139,11 @@ def torch_contenders(ref, x_nchw, labels):
     def train_step_fn(freeze):
         model = copy.deepcopy(ref)
         model.train()
-        frozen = {"none": [], "all": [n for n, _ in model.named_children() if n != "fc"],
-                  1: ["conv1", "bn1", "layer1"]}[freeze]
+        frozen = {
+            "none": [],
+            "all": [n for n, _ in model.named_children() if n != "fc"],
+            1: ["conv1", "bn1", "layer1"],
+        }[freeze]
         for name in frozen:
             module = getattr(model, name)
             module.eval()
@@ -148,6 +157,7 @@ def torch_contenders(ref, x_nchw, labels):
             loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
+
         return step
 
     return {"forward": forward, **{row: train_step_fn(f) for row, f in ROW_FREEZE.items()}}
@@ -174,21 +184,27 @@ def jax_contenders(variables, images, labels, variant, rows):
             def loss_fn(params, batch_stats, batch, rng, model=model):
                 x, y = batch
                 (_, logits), updates = model.apply(
-                    {"params": params, "batch_stats": batch_stats}, x, train=True,
-                    return_logits=True, mutable=["batch_stats"])
+                    {"params": params, "batch_stats": batch_stats},
+                    x,
+                    train=True,
+                    return_logits=True,
+                    mutable=["batch_stats"],
+                )
                 loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
                 return loss, ({}, updates["batch_stats"])
 
-            mask = partition.trainable_mask(
-                variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}))
+            mask = partition.trainable_mask(variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}))
             optimizer = optax.sgd(LR, momentum=MOMENTUM)
             state = create_train_state(variables, mask, optimizer)
             fn = jax.jit(make_train_step(loss_fn, optimizer))
             args = (state, (images, labels), jax.random.key(0))
             compiled = fn.lower(*args).compile(compiler_options=variant["options"] or None)
         jax.block_until_ready(compiled(*args))  # warm-up outside the timings
-        out[row] = (lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
-                    xla_stats(compiled), time.perf_counter() - t0)
+        out[row] = (
+            lambda c=compiled, a=args: jax.block_until_ready(c(*a)),
+            xla_stats(compiled),
+            time.perf_counter() - t0,
+        )
     return out
 
 
@@ -207,10 +223,12 @@ def run_model_bench(args) -> dict:
     ref = calibrated_torch_resnet50(rng)
     images = rng.normal(size=(args.batch, args.size, args.size, 3)).astype(np.float32)
     labels = rng.integers(0, CLASSES, size=(args.batch,)).astype(np.int64)
-    shapes = jax.eval_shape(lambda: resnet_module.ResNet(50).init(
-        jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
-    variables = assign_by_path(shapes, convert_torchvision_resnet(
-        {k: v.numpy() for k, v in ref.state_dict().items()}), source="torchvision resnet50")
+    shapes = jax.eval_shape(lambda: resnet_module.ResNet(50).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+    variables = assign_by_path(
+        shapes,
+        convert_torchvision_resnet({k: v.numpy() for k, v in ref.state_dict().items()}),
+        source="torchvision resnet50",
+    )
     variables = jax.tree.map(jnp.asarray, variables)
     images_j, labels_j = jnp.asarray(images), jnp.asarray(labels.astype(np.int32))
 
@@ -226,13 +244,18 @@ def run_model_bench(args) -> dict:
             contenders[(variant["name"], row)] = fn
             stats[(variant["name"], row)] = st
             compile_s[(variant["name"], row)] = cs
-            print(f"compiled {variant['name']:>24s} {row:<9s} in {cs:5.1f} s  "
-                  f"{st['gflops']:6.1f} GFLOPs  {st['temp_mb']:7.0f} MB temp", file=sys.stderr, flush=True)
+            print(
+                f"compiled {variant['name']:>24s} {row:<9s} in {cs:5.1f} s  "
+                f"{st['gflops']:6.1f} GFLOPs  {st['temp_mb']:7.0f} MB temp",
+                file=sys.stderr,
+                flush=True,
+            )
 
     check = None
     if not args.no_torch and "forward" in rows:
-        ours = np.asarray(jax.jit(lambda v, x: resnet_module.ResNet(50).apply(
-            v, x, return_logits=True)[1])(variables, images_j))
+        ours = np.asarray(
+            jax.jit(lambda v, x: resnet_module.ResNet(50).apply(v, x, return_logits=True)[1])(variables, images_j)
+        )
         with torch.inference_mode():
             theirs = ref(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
         check = float(np.abs(ours - theirs).max())
@@ -240,22 +263,34 @@ def run_model_bench(args) -> dict:
     cpu = {}
     times = round_robin(contenders, args.repeats, cpu)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"variants": [v["name"] for v in variants], "rows": rows, "median_s": med, "times_s": times,
-            "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
-            "xla": stats, "compile_s": compile_s, "max_abs_logit_diff": check}
+    return {
+        "variants": [v["name"] for v in variants],
+        "rows": rows,
+        "median_s": med,
+        "times_s": times,
+        "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
+        "xla": stats,
+        "compile_s": compile_s,
+        "max_abs_logit_diff": check,
+    }
 
 
 def markdown(result, args) -> str:
     med, stats = result["median_s"], result["xla"]
     base = result["variants"][0]
-    lines = [f"ResNet-50, {args.size}x{args.size}, batch {args.batch}, medians of {args.repeats} "
-             f"round-robin repeats (jax {jax.__version__}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
-             f"on {os.cpu_count()} CPUs at the end)", ""]
+    lines = [
+        f"ResNet-50, {args.size}x{args.size}, batch {args.batch}, medians of {args.repeats} "
+        f"round-robin repeats (jax {jax.__version__}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs at the end)",
+        "",
+    ]
     cpu = result["cpu_median_s"]
     best = {k: min(v) for k, v in result["times_s"].items()}
-    header = ("| row | variant | JAX s | torch s | JAX / torch | best-of JAX / torch | JAX CPU s "
-              "| torch CPU s | GFLOPs (XLA) | temp MB (XLA) |")
+    header = (
+        "| row | variant | JAX s | torch s | JAX / torch | best-of JAX / torch | JAX CPU s "
+        "| torch CPU s | GFLOPs (XLA) | temp MB (XLA) |"
+    )
     lines += [header, "|---|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         for name in result["variants"]:
@@ -265,33 +300,46 @@ def markdown(result, args) -> str:
             tt = med.get(("torch", row))
             st = stats[(name, row)]
             torch_s, ratio = (f"{tt:.3f}", f"{t / tt:.2f}") if tt else ("-", "-")
-            best_ratio = (f"{best[(name, row)]:.2f} / {best[('torch', row)]:.2f} = "
-                          f"{best[(name, row)] / best[('torch', row)]:.2f}") if tt else "-"
+            best_ratio = (
+                (
+                    f"{best[(name, row)]:.2f} / {best[('torch', row)]:.2f} = "
+                    f"{best[(name, row)] / best[('torch', row)]:.2f}"
+                )
+                if tt
+                else "-"
+            )
             torch_cpu = f"{cpu[('torch', row)]:.2f}" if ("torch", row) in cpu else "-"
-            lines.append(f"| {row} | {name} | {t:.3f} | {torch_s} | {ratio} | {best_ratio} | "
-                         f"{cpu[(name, row)]:.2f} | {torch_cpu} | {st['gflops']:.0f} | {st['temp_mb']:.0f} |")
+            lines.append(
+                f"| {row} | {name} | {t:.3f} | {torch_s} | {ratio} | {best_ratio} | "
+                f"{cpu[(name, row)]:.2f} | {torch_cpu} | {st['gflops']:.0f} | {st['temp_mb']:.0f} |"
+            )
     lines.append("")
     if ("torch", "fine-tune") in med or (base, "fine-tune") in med:
         for who in ("torch", base):
             if (who, "fine-tune") in med and (who, "frozen") in med:
-                lines.append(f"- {who}: frozen / fine-tune step time = "
-                             f"{med[(who, 'frozen')] / med[(who, 'fine-tune')]:.2f}")
+                lines.append(
+                    f"- {who}: frozen / fine-tune step time = {med[(who, 'frozen')] / med[(who, 'fine-tune')]:.2f}"
+                )
         if (base, "fine-tune") in stats and (base, "frozen") in stats:
             a, b = stats[(base, "frozen")], stats[(base, "fine-tune")]
-            lines.append(f"- XLA frozen / fine-tune: GFLOPs {a['gflops'] / b['gflops']:.2f}, "
-                         f"temp memory {a['temp_mb'] / b['temp_mb']:.2f}")
+            lines.append(
+                f"- XLA frozen / fine-tune: GFLOPs {a['gflops'] / b['gflops']:.2f}, "
+                f"temp memory {a['temp_mb'] / b['temp_mb']:.2f}"
+            )
     for name in result["variants"][1:]:
         if (name, "fine-tune") in med and (base, "fine-tune") in med:
-            lines.append(f"- {name} / {base} fine-tune step: wall time "
-                         f"{med[(name, 'fine-tune')] / med[(base, 'fine-tune')]:.2f}, CPU time "
-                         f"{cpu[(name, 'fine-tune')] / cpu[(base, 'fine-tune')]:.2f}")
+            lines.append(
+                f"- {name} / {base} fine-tune step: wall time "
+                f"{med[(name, 'fine-tune')] / med[(base, 'fine-tune')]:.2f}, CPU time "
+                f"{cpu[(name, 'fine-tune')] / cpu[(base, 'fine-tune')]:.2f}"
+            )
     if result["max_abs_logit_diff"] is not None:
-        lines.append(f"- same function check: max |logit(ours) - logit(torch)| = "
-                     f"{result['max_abs_logit_diff']:.2e}")
+        lines.append(f"- same function check: max |logit(ours) - logit(torch)| = {result['max_abs_logit_diff']:.2e}")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- per-convolution split
+
 
 # (name, input H=W at size 512, cin, cout, kernel, stride, count in ResNet-50)
 def conv_shapes(size: int):
@@ -319,10 +367,11 @@ def fpn_conv_shapes(size: int):
     table = []
     for level, cin in zip(range(2, 6), (256, 512, 1024, 2048)):
         hw = size // 2**level
-        table += [(f"P{level} lateral 1x1", hw, cin, 256, 1, 1, 1),
-                  (f"P{level} output / RPN 3x3", hw, 256, 256, 3, 1, 2)]
-    table += [("P6 3x3/2 from P5", size // 32, 256, 256, 3, 2, 1),
-              ("P6 RPN 3x3", size // 64, 256, 256, 3, 1, 1)]
+        table += [
+            (f"P{level} lateral 1x1", hw, cin, 256, 1, 1, 1),
+            (f"P{level} output / RPN 3x3", hw, 256, 256, 3, 1, 2),
+        ]
+    table += [("P6 3x3/2 from P5", size // 32, 256, 256, 3, 2, 1), ("P6 RPN 3x3", size // 64, 256, 256, 3, 1, 1)]
     return table
 
 
@@ -334,6 +383,7 @@ def run_conv_split(args) -> dict:
     (batch `--batch`): XLA defaults vs no-ynn-conv, XLA's weight grad vs fast_conv's, NHWC vs
     NCHW."""
     from jax import lax
+
     rng = np.random.default_rng(0)
     results, totals = [], {}
     opts = {"xla": {}, "no-ynn-conv": NO_YNN_CONV}
@@ -353,11 +403,12 @@ def run_conv_split(args) -> dict:
             "fwd": (lambda x, w, g: conv(x, w), (x, w, g)),
             "dx": (lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0], (x, w, g)),
             "dW": (lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0], (x, w, g)),
-            "dW fast_conv": (lambda x, w, g: jax.vjp(
-                lambda w: fast_conv.conv2d(x, w, stride, pad), w)[1](g)[0], (x, w, g)),
+            "dW fast_conv": (
+                lambda x, w, g: jax.vjp(lambda w: fast_conv.conv2d(x, w, stride, pad), w)[1](g)[0],
+                (x, w, g),
+            ),
             "fwd NCHW": (lambda x, w, g: conv(x, w, nchw), (x_nchw, w_oihw, g_nchw)),
-            "dW NCHW": (lambda x, w, g: jax.vjp(lambda w: conv(x, w, nchw), w)[1](g)[0],
-                        (x_nchw, w_oihw, g_nchw)),
+            "dW NCHW": (lambda x, w, g: jax.vjp(lambda w: conv(x, w, nchw), w)[1](g)[0], (x_nchw, w_oihw, g_nchw)),
         }
         contenders = {}
         for oname, o in opts.items():
@@ -370,8 +421,11 @@ def run_conv_split(args) -> dict:
         results.append(row)
         for key, t in row["ms"].items():
             totals[key] = totals.get(key, 0.0) + t * count
-        print(f"{name:24s} x{count:<2d} " + "  ".join(
-            f"{key} {t:6.1f}" for key, t in row["ms"].items()), file=sys.stderr, flush=True)
+        print(
+            f"{name:24s} x{count:<2d} " + "  ".join(f"{key} {t:6.1f}" for key, t in row["ms"].items()),
+            file=sys.stderr,
+            flush=True,
+        )
     return {"convs": results, "totals_ms": totals}
 
 
@@ -395,14 +449,26 @@ def main(argv=None):
     p.add_argument("--rows", default=",".join(ROWS), help=f"rows for torch and the first variant {ROWS}")
     p.add_argument("--variant-rows", default="fine-tune", help="rows for the other variants")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--conv-split", nargs="?", const="resnet", choices=sorted(CONV_SHAPES),
-                   help="instead: per-convolution forward / input-grad / weight-grad times of "
-                        "ResNet-50's convolutions (default) or of the FPN + RPN on it ('fpn')")
+    p.add_argument(
+        "--conv-split",
+        nargs="?",
+        const="resnet",
+        choices=sorted(CONV_SHAPES),
+        help="instead: per-convolution forward / input-grad / weight-grad times of "
+        "ResNet-50's convolutions (default) or of the FPN + RPN on it ('fpn')",
+    )
     args = p.parse_args(argv)
 
-    meta = {"size": args.size, "batch": args.batch, "repeats": args.repeats, **machine_info(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg()}
+    meta = {
+        "size": args.size,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        **machine_info(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg(),
+    }
     if args.conv_split:
         res = run_conv_split(args)
         print(conv_split_markdown(res))
@@ -410,10 +476,13 @@ def main(argv=None):
     else:
         res = run_model_bench(args)
         print(markdown(res, args))
-        out = dict(meta, variants=res["variants"], max_abs_logit_diff=res["max_abs_logit_diff"],
-                   **{name: keyed(res[name]) for name in ("median_s", "times_s", "cpu_median_s", "xla",
-                                                          "compile_s")},
-                   options={v: parse_variant(v)["options"] for v in res["variants"]})
+        out = dict(
+            meta,
+            variants=res["variants"],
+            max_abs_logit_diff=res["max_abs_logit_diff"],
+            **{name: keyed(res[name]) for name in ("median_s", "times_s", "cpu_median_s", "xla", "compile_s")},
+            options={v: parse_variant(v)["options"] for v in res["variants"]},
+        )
     if args.json:
         write_json(args.json, out)
 

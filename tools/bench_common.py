@@ -36,8 +36,12 @@ def round_robin(contenders: dict, repeats: int, cpu_times: dict | None = None) -
 
 def machine_info() -> dict:
     """What a timing depends on besides the code and the load: versions, cores, XLA flags."""
-    return {"jax": jax.__version__, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return {
+        "jax": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
 
 
 def keyed(table: dict) -> dict:

@@ -25,14 +25,17 @@ def main():
     config = mod.get_config(arg or None)
     config.data.canvas, config.data.batch_size = a.canvas, a.batch
     from frozen_det.data import build_train_pipeline
+
     pipe = build_train_pipeline(config, process_index=0, process_count=1)
     next(pipe)
     t = time.perf_counter()
     for _ in range(a.batches):
         next(pipe)
     dt = time.perf_counter() - t
-    print(f"{a.batches * a.batch / dt:.1f} examples/s ({a.config}, canvas {a.canvas}, batch {a.batch}, "
-          f"{a.batches} batches, {dt:.1f} s)")
+    print(
+        f"{a.batches * a.batch / dt:.1f} examples/s ({a.config}, canvas {a.canvas}, batch {a.batch}, "
+        f"{a.batches} batches, {dt:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

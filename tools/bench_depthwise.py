@@ -32,10 +32,13 @@ from jax import lax
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
+
 from frozen_det.models import fast_conv  # noqa: E402
+from frozen_det.models.backbones import (
+    backbone_frozen_patterns,  # noqa: E402
+    efficientnet,  # noqa: E402
+)
 from frozen_det.models.layers import conv_module  # noqa: E402
-from frozen_det.models.backbones import backbone_frozen_patterns  # noqa: E402
-from frozen_det.models.backbones import efficientnet  # noqa: E402
 from frozen_det.training import partition  # noqa: E402
 from frozen_det.training.state import create_train_state  # noqa: E402
 from frozen_det.training.step import make_train_step  # noqa: E402
@@ -51,15 +54,17 @@ def depthwise_layers(variant: str, size: int) -> list[dict]:
     layers: dict[tuple, dict] = {}
     for spec in efficientnet.block_specs(variant):
         key = (hw, spec.input_filters * spec.expand_ratio, spec.kernel_size, spec.strides)
-        layers.setdefault(key, {"hw": key[0], "channels": key[1], "kernel": key[2], "stride": key[3],
-                                "blocks": []})["blocks"].append(spec.name)
+        layers.setdefault(key, {"hw": key[0], "channels": key[1], "kernel": key[2], "stride": key[3], "blocks": []})[
+            "blocks"
+        ].append(spec.name)
         hw = -(-hw // spec.strides)
     return list(layers.values())
 
 
 def _xla_depthwise(x, w, stride):
-    return lax.conv_general_dilated(x, w, (stride, stride), "SAME", feature_group_count=x.shape[-1],
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, w, (stride, stride), "SAME", feature_group_count=x.shape[-1], dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _fast_depthwise(x, w, stride):
@@ -73,8 +78,7 @@ def layer_contenders(layer: dict, batch: int, seed: int = 0) -> tuple[dict, dict
     x = jnp.asarray(rng.normal(size=(batch, hw, hw, c)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, 1, c)) / k, jnp.float32)
     name = f"{hw}x{hw}x{c} k{k} s{s}"
-    cot = jnp.asarray(rng.normal(size=jax.eval_shape(lambda a, b: _xla_depthwise(a, b, s), x, w).shape),
-                      jnp.float32)
+    cot = jnp.asarray(rng.normal(size=jax.eval_shape(lambda a, b: _xla_depthwise(a, b, s), x, w).shape), jnp.float32)
     calls, stats, outputs = {}, {}, {}
     for impl, conv in (("xla", _xla_depthwise), ("fast", _fast_depthwise)):
         forward = jax.jit(lambda x, w, conv=conv: conv(x, w, s))
@@ -84,10 +88,13 @@ def layer_contenders(layer: dict, batch: int, seed: int = 0) -> tuple[dict, dict
             outputs[impl, mode] = jax.block_until_ready(compiled(x, w))
             calls[name, impl, mode] = lambda c_=compiled: jax.block_until_ready(c_(x, w))
             stats[name, impl, mode] = xla_stats(compiled)
-    diff = max(_max_rel(a, b) for a, b in zip(jax.tree.leaves(outputs["fast", "fwd"]) +
-                                              jax.tree.leaves(outputs["fast", "fwd+bwd"]),
-                                              jax.tree.leaves(outputs["xla", "fwd"]) +
-                                              jax.tree.leaves(outputs["xla", "fwd+bwd"])))
+    diff = max(
+        _max_rel(a, b)
+        for a, b in zip(
+            jax.tree.leaves(outputs["fast", "fwd"]) + jax.tree.leaves(outputs["fast", "fwd+bwd"]),
+            jax.tree.leaves(outputs["xla", "fwd"]) + jax.tree.leaves(outputs["xla", "fwd+bwd"]),
+        )
+    )
     return calls, stats, diff
 
 
@@ -103,19 +110,20 @@ def backbone_contenders(variant: str, size: int, batch: int) -> tuple[dict, dict
     variables = None
     for freeze in ("all", "none"):
         for impl in IMPLS:
-            model = efficientnet.EfficientNet(variant, freeze=freeze, num_classes=None, conv=conv_module(impl),
-                                              drop_connect_rate=0.0)
+            model = efficientnet.EfficientNet(
+                variant, freeze=freeze, num_classes=None, conv=conv_module(impl), drop_connect_rate=0.0
+            )
             if variables is None:
                 variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(images)
 
             def loss_fn(params, batch_stats, x, rng, model=model):
-                features, updates = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                                train=True, mutable=["batch_stats"])
+                features, updates = model.apply(
+                    {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+                )
                 loss = sum(jnp.mean(features[level] ** 2) for level in LEVELS)
                 return loss, ({}, updates["batch_stats"])
 
-            mask = partition.trainable_mask(variables["params"],
-                                            frozen=backbone_frozen_patterns({"freeze": freeze}))
+            mask = partition.trainable_mask(variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}))
             optimizer = optax.sgd(0.01, momentum=0.9)
             state = create_train_state(variables, mask, optimizer)
             step = jax.jit(make_train_step(loss_fn, optimizer))
@@ -126,8 +134,10 @@ def backbone_contenders(variant: str, size: int, batch: int) -> tuple[dict, dict
             losses[key] = float(metrics["loss"])
             calls[key] = lambda c=compiled, a=args: jax.block_until_ready(c(*a))
             stats[key] = xla_stats(compiled)
-    diff = max(abs(losses["backbone", "fast", m] - losses["backbone", "xla", m]) /
-               abs(losses["backbone", "xla", m]) for m in ("frozen", "fine-tune"))
+    diff = max(
+        abs(losses["backbone", "fast", m] - losses["backbone", "xla", m]) / abs(losses["backbone", "xla", m])
+        for m in ("frozen", "fine-tune")
+    )
     return calls, stats, diff
 
 
@@ -147,22 +157,26 @@ def run(args) -> dict:
         calls.update(c), stats.update(s)
         diffs["backbone"] = d
     times = round_robin(calls, args.repeats)
-    return {"median_s": {k: statistics.median(v) for k, v in times.items()}, "xla": stats,
-            "max_rel_diff": diffs}
+    return {"median_s": {k: statistics.median(v) for k, v in times.items()}, "xla": stats, "max_rel_diff": diffs}
 
 
 def markdown(result: dict, args) -> str:
     med, stats = result["median_s"], result["xla"]
     groups = list(dict.fromkeys((name, mode) for name, _, mode in med))
-    lines = [f"EfficientNet-{args.variant}, {args.size}x{args.size}, batch {args.batch}, "
-             f"median of {args.repeats} (ms; temp MB from XLA's memory_analysis)", "",
-             "| what | pass | xla ms | fast ms | xla / fast | xla temp MB | fast temp MB | max rel. diff |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"EfficientNet-{args.variant}, {args.size}x{args.size}, batch {args.batch}, "
+        f"median of {args.repeats} (ms; temp MB from XLA's memory_analysis)",
+        "",
+        "| what | pass | xla ms | fast ms | xla / fast | xla temp MB | fast temp MB | max rel. diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, mode in groups:
         x, f = med[name, "xla", mode], med[name, "fast", mode]
-        lines.append(f"| {name} | {mode} | {x * 1e3:.1f} | {f * 1e3:.1f} | {x / f:.2f} | "
-                     f"{stats[name, 'xla', mode]['temp_mb']:.0f} | {stats[name, 'fast', mode]['temp_mb']:.0f} | "
-                     f"{result['max_rel_diff'][name]:.1e} |")
+        lines.append(
+            f"| {name} | {mode} | {x * 1e3:.1f} | {f * 1e3:.1f} | {x / f:.2f} | "
+            f"{stats[name, 'xla', mode]['temp_mb']:.0f} | {stats[name, 'fast', mode]['temp_mb']:.0f} | "
+            f"{result['max_rel_diff'][name]:.1e} |"
+        )
     return "\n".join(lines)
 
 
@@ -178,11 +192,19 @@ def main(argv=None):
     result = run(args)
     print(markdown(result, args))
     if args.json:
-        write_json(args.json, {"variant": args.variant, "size": args.size, "batch": args.batch,
-                               "repeats": args.repeats, **machine_info(),
-                               "load_average_at_end": os.getloadavg(),
-                               **{name: keyed(result[name]) for name in ("median_s", "xla")},
-                               "max_rel_diff": result["max_rel_diff"]})
+        write_json(
+            args.json,
+            {
+                "variant": args.variant,
+                "size": args.size,
+                "batch": args.batch,
+                "repeats": args.repeats,
+                **machine_info(),
+                "load_average_at_end": os.getloadavg(),
+                **{name: keyed(result[name]) for name in ("median_s", "xla")},
+                "max_rel_diff": result["max_rel_diff"],
+            },
+        )
     return result
 
 

@@ -85,6 +85,11 @@ import statistics
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
 # torch before anything that might pull in TensorFlow (the reverse order segfaults).
 import torch
 import torchvision
@@ -93,15 +98,11 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import keyed, machine_info, round_robin, write_json, xla_stats  # noqa: E402
+
 from frozen_det.config import complete  # noqa: E402
 from frozen_det.config_defaults import ConfigDict, torchvision_faster_rcnn_r50_fpn  # noqa: E402
 from frozen_det.tasks import get_task  # noqa: E402
@@ -121,18 +122,30 @@ RPN_NMS, RPN_ANCHORS, RPN_POSITIVES, ROI_POSITIVES, DETECTIONS = 0.7, 256, 0.5, 
 
 def torch_settings(args) -> dict:
     """Keyword arguments of torchvision's FasterRCNN."""
-    return dict(num_classes=NUM_CLASSES, min_size=args.size, max_size=args.size,
-                rpn_pre_nms_top_n_train=args.pre_nms, rpn_post_nms_top_n_train=args.post_nms,
-                rpn_nms_thresh=RPN_NMS, rpn_fg_iou_thresh=0.7, rpn_bg_iou_thresh=0.3,
-                rpn_batch_size_per_image=RPN_ANCHORS, rpn_positive_fraction=RPN_POSITIVES,
-                box_fg_iou_thresh=0.5, box_bg_iou_thresh=0.5, box_batch_size_per_image=args.rois,
-                box_positive_fraction=ROI_POSITIVES, box_detections_per_img=DETECTIONS)
+    return dict(
+        num_classes=NUM_CLASSES,
+        min_size=args.size,
+        max_size=args.size,
+        rpn_pre_nms_top_n_train=args.pre_nms,
+        rpn_post_nms_top_n_train=args.post_nms,
+        rpn_nms_thresh=RPN_NMS,
+        rpn_fg_iou_thresh=0.7,
+        rpn_bg_iou_thresh=0.3,
+        rpn_batch_size_per_image=RPN_ANCHORS,
+        rpn_positive_fraction=RPN_POSITIVES,
+        box_fg_iou_thresh=0.5,
+        box_bg_iou_thresh=0.5,
+        box_batch_size_per_image=args.rois,
+        box_positive_fraction=ROI_POSITIVES,
+        box_detections_per_img=DETECTIONS,
+    )
 
 
 def our_config(args, mode: str, conv_impl: str):
     """`config.model` set to torchvision's Faster R-CNN R50-FPN as far as the fields allow."""
-    return torchvision_faster_rcnn_r50_fpn(NUM_CLASSES, FREEZE[mode], conv_impl, args.pre_nms, args.post_nms,
-                                           args.rois, DETECTIONS)
+    return torchvision_faster_rcnn_r50_fpn(
+        NUM_CLASSES, FREEZE[mode], conv_impl, args.pre_nms, args.post_nms, args.rois, DETECTIONS
+    )
 
 
 def synthetic_batch(args) -> dict:
@@ -148,8 +161,12 @@ def synthetic_batch(args) -> dict:
     valid = np.zeros((args.batch, n), bool)
     valid[:, :NUM_BOXES] = True
     classes = np.where(valid, rng.integers(1, NUM_CLASSES, size=(args.batch, n)), 0).astype(np.int32)
-    return {"image": rng.uniform(size=(args.batch, s, s, 3)).astype(np.float32),
-            "boxes": boxes, "classes": classes, "valid": valid}
+    return {
+        "image": rng.uniform(size=(args.batch, s, s, 3)).astype(np.float32),
+        "boxes": boxes,
+        "classes": classes,
+        "valid": valid,
+    }
 
 
 # ---------------------------------------------------------------- torch
@@ -159,8 +176,9 @@ def torch_model(args, mode: str):
     torch.manual_seed(0)
     model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **torch_settings(args))
     if mode == "frozen":
-        model.backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None,
-                                             norm_layer=FrozenBatchNorm2d, trainable_layers=0)
+        model.backbone = resnet_fpn_backbone(
+            backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d, trainable_layers=0
+        )
     return model.train()
 
 
@@ -168,9 +186,10 @@ def torch_contender(args, mode: str, batch: dict, threads: int):
     """(step callable returning the loss, GFLOPs of its convolutions and matrix products)."""
     model = torch_model(args, mode)
     images = [torch.from_numpy(im.transpose(2, 0, 1).copy()) for im in batch["image"]]
-    targets = [{"boxes": torch.from_numpy(bx[v][:, [1, 0, 3, 2]].copy()),
-                "labels": torch.from_numpy(cl[v].astype(np.int64))}
-               for bx, cl, v in zip(batch["boxes"], batch["classes"], batch["valid"])]
+    targets = [
+        {"boxes": torch.from_numpy(bx[v][:, [1, 0, 3, 2]].copy()), "labels": torch.from_numpy(cl[v].astype(np.int64))}
+        for bx, cl, v in zip(batch["boxes"], batch["classes"], batch["valid"])
+    ]
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=MOMENTUM)
 
     def step() -> float:
@@ -192,8 +211,17 @@ def torch_contender(args, mode: str, batch: dict, threads: int):
 
 def our_task(model_config, args):
     """The detection task of a config with `model_config` at the benchmark's canvas."""
-    return get_task(complete(ConfigDict({"model": model_config, "train": {"batch_size": args.batch},
-                                         "data": {"canvas": args.size, "max_instances": args.max_instances}})))
+    return get_task(
+        complete(
+            ConfigDict(
+                {
+                    "model": model_config,
+                    "train": {"batch_size": args.batch},
+                    "data": {"canvas": args.size, "max_instances": args.max_instances},
+                }
+            )
+        )
+    )
 
 
 def init_variables(args, batch: dict):
@@ -235,8 +263,14 @@ def plan(modes: list[str], impls: list[str], torch_threads: list[int]) -> dict:
         if mode not in MODES:
             raise SystemExit(f"unknown mode {mode!r}; choose from {MODES}")
     keys = {(f"torch-{n}t", mode): n for mode in modes for n in torch_threads}
-    keys.update({(f"ours-{impl}", mode): impl for i, impl in enumerate(impls) for mode in modes
-                 if i == 0 or mode == "fine-tune"})
+    keys.update(
+        {
+            (f"ours-{impl}", mode): impl
+            for i, impl in enumerate(impls)
+            for mode in modes
+            if i == 0 or mode == "fine-tune"
+        }
+    )
     return keys
 
 
@@ -263,57 +297,84 @@ def run(args) -> dict:
                 if variables is None:
                     variables = init_variables(args, batch)
                 contenders[key], xla[key], compile_s[key] = our_contender(
-                    our_config(args, mode, setting), variables, batch, args)
-                print(f"compiled {name:>10s} {mode:<9s} in {compile_s[key]:5.1f} s  {xla[key]['gflops']:6.1f} "
-                      f"GFLOPs  {xla[key]['temp_mb']:7.0f} MB temp", file=sys.stderr, flush=True)
+                    our_config(args, mode, setting), variables, batch, args
+                )
+                print(
+                    f"compiled {name:>10s} {mode:<9s} in {compile_s[key]:5.1f} s  {xla[key]['gflops']:6.1f} "
+                    f"GFLOPs  {xla[key]['temp_mb']:7.0f} MB temp",
+                    file=sys.stderr,
+                    flush=True,
+                )
             losses[key] = contenders[key]()  # a further warm-up
         times.update(round_robin(contenders, args.repeats, cpu))
         del contenders
         gc.collect()
-    return {"modes": modes, "torch": [f"torch-{n}t" for n in threads], "ours": [f"ours-{i}" for i in impls],
-            "times_s": times, "median_s": {k: statistics.median(v) for k, v in times.items()},
-            "best_s": {k: min(v) for k, v in times.items()},
-            "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
-            "xla": xla, "compile_s": compile_s, "torch_gflops": torch_gflops, "first_loss": losses}
+    return {
+        "modes": modes,
+        "torch": [f"torch-{n}t" for n in threads],
+        "ours": [f"ours-{i}" for i in impls],
+        "times_s": times,
+        "median_s": {k: statistics.median(v) for k, v in times.items()},
+        "best_s": {k: min(v) for k, v in times.items()},
+        "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
+        "xla": xla,
+        "compile_s": compile_s,
+        "torch_gflops": torch_gflops,
+        "first_loss": losses,
+    }
 
 
 def settings_text(args) -> str:
     ours = our_config(args, "frozen", "xla")
-    picked = {k: ours[k] for k in ("num_classes", "activation", "backbone", "neck", "anchors", "rpn", "roi",
-                                   "box_head", "detections")}
-    return "\n".join([f"torchvision FasterRCNN kwargs: {torch_settings(args)}",
-                      "ours (config.model; backbone.freeze / conv_impl set per contender): "
-                      + json.dumps(picked, default=lambda v: v.to_dict())])
+    picked = {
+        k: ours[k]
+        for k in ("num_classes", "activation", "backbone", "neck", "anchors", "rpn", "roi", "box_head", "detections")
+    }
+    return "\n".join(
+        [
+            f"torchvision FasterRCNN kwargs: {torch_settings(args)}",
+            "ours (config.model; backbone.freeze / conv_impl set per contender): "
+            + json.dumps(picked, default=lambda v: v.to_dict()),
+        ]
+    )
 
 
 def markdown(result, args) -> str:
     med, best, cpu, xla = result["median_s"], result["best_s"], result["cpu_median_s"], result["xla"]
-    lines = [f"Faster R-CNN R50-FPN train step, {args.size}x{args.size}, batch {args.batch}, RPN top "
-             f"{args.pre_nms} per level before NMS / {args.post_nms} after, {args.rois} ROIs per image; "
-             f"medians of {args.repeats} round-robin repeats (jax {jax.__version__}, torch {torch.__version__}, "
-             f"torchvision {torchvision.__version__}, {os.cpu_count()} CPUs)", "",
-             "| mode | ours | torch | ours s | torch s | ours / torch | best-of ours / torch | ours CPU s "
-             "| torch CPU s | GFLOPs ours (XLA) / torch (conv+mm) | temp MB (XLA) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Faster R-CNN R50-FPN train step, {args.size}x{args.size}, batch {args.batch}, RPN top "
+        f"{args.pre_nms} per level before NMS / {args.post_nms} after, {args.rois} ROIs per image; "
+        f"medians of {args.repeats} round-robin repeats (jax {jax.__version__}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, {os.cpu_count()} CPUs)",
+        "",
+        "| mode | ours | torch | ours s | torch s | ours / torch | best-of ours / torch | ours CPU s "
+        "| torch CPU s | GFLOPs ours (XLA) / torch (conv+mm) | temp MB (XLA) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for mode in result["modes"]:
         for name in result["ours"]:
             o = (name, mode)
             if o not in med:
                 continue
             for t in ((who, mode) for who in result["torch"]):
-                lines.append(f"| {mode} | {name} | {t[0]} | {med[o]:.3f} | {med[t]:.3f} | {med[o] / med[t]:.2f} | "
-                             f"{best[o]:.2f} / {best[t]:.2f} = {best[o] / best[t]:.2f} | {cpu[o]:.2f} | "
-                             f"{cpu[t]:.2f} | {xla[o]['gflops']:.0f} / {result['torch_gflops'][t]:.0f} | "
-                             f"{xla[o]['temp_mb']:.0f} |")
+                lines.append(
+                    f"| {mode} | {name} | {t[0]} | {med[o]:.3f} | {med[t]:.3f} | {med[o] / med[t]:.2f} | "
+                    f"{best[o]:.2f} / {best[t]:.2f} = {best[o] / best[t]:.2f} | {cpu[o]:.2f} | "
+                    f"{cpu[t]:.2f} | {xla[o]['gflops']:.0f} / {result['torch_gflops'][t]:.0f} | "
+                    f"{xla[o]['temp_mb']:.0f} |"
+                )
     lines.append("")
     base = result["ours"][0]
     if set(MODES) <= set(result["modes"]):
         for who in result["torch"] + [base]:
-            lines.append(f"- {who}: frozen / fine-tune step time = "
-                         f"{med[(who, 'frozen')] / med[(who, 'fine-tune')]:.2f}")
+            lines.append(
+                f"- {who}: frozen / fine-tune step time = {med[(who, 'frozen')] / med[(who, 'fine-tune')]:.2f}"
+            )
         a, b = xla[(base, "frozen")], xla[(base, "fine-tune")]
-        lines.append(f"- XLA frozen / fine-tune: GFLOPs {a['gflops'] / b['gflops']:.2f}, "
-                     f"temp memory {a['temp_mb'] / b['temp_mb']:.2f}")
+        lines.append(
+            f"- XLA frozen / fine-tune: GFLOPs {a['gflops'] / b['gflops']:.2f}, "
+            f"temp memory {a['temp_mb'] / b['temp_mb']:.2f}"
+        )
     losses = ", ".join(f"{'/'.join(k)} {v:.3f}" for k, v in result["first_loss"].items())
     lines.append(f"- loss at the warm-up step: {losses}")
     return "\n".join(lines)
@@ -325,14 +386,18 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {MODES}")
-    p.add_argument("--conv-impl", default="fast,xla",
-                   help="our conv_impls: the first runs every mode, the others fine-tune only")
+    p.add_argument(
+        "--conv-impl", default="fast,xla", help="our conv_impls: the first runs every mode, the others fine-tune only"
+    )
     p.add_argument("--pre-nms", type=int, default=2000, help="RPN top-k per level before NMS")
     p.add_argument("--post-nms", type=int, default=2000, help="RPN proposals kept after NMS")
     p.add_argument("--rois", type=int, default=512, help="sampled ROIs per image")
     p.add_argument("--max-instances", type=int, default=100, help="our ground-truth padding")
-    p.add_argument("--torch-threads", default=",".join(dict.fromkeys((str(torch.get_num_threads()), "1"))),
-                   help="torch intra-op thread counts, one torch contender each (default: torch's, and 1)")
+    p.add_argument(
+        "--torch-threads",
+        default=",".join(dict.fromkeys((str(torch.get_num_threads()), "1"))),
+        help="torch intra-op thread counts, one torch contender each (default: torch's, and 1)",
+    )
     p.add_argument("--json", default=None, help="write all measurements here")
     args = p.parse_args(argv)
 
@@ -341,15 +406,39 @@ def main(argv=None):
     result = run(args)
     table = markdown(result, args)
     print(table, flush=True)
-    out = {"size": args.size, "batch": args.batch, "repeats": args.repeats, "pre_nms": args.pre_nms,
-           "post_nms": args.post_nms, "rois": args.rois, "max_instances": args.max_instances,
-           **machine_info(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "load_average_at_start": load_start, "load_average_at_end": os.getloadavg(),
-           "torch_settings": torch_settings(args), "our_settings": our_config(args, "frozen", "xla").to_dict(),
-           "modes": result["modes"], "torch_contenders": result["torch"], "our_contenders": result["ours"],
-           "table": table, **{name: keyed(result[name])
-                              for name in ("median_s", "best_s", "times_s", "cpu_median_s", "xla", "compile_s",
-                                           "torch_gflops", "first_loss")}}
+    out = {
+        "size": args.size,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "pre_nms": args.pre_nms,
+        "post_nms": args.post_nms,
+        "rois": args.rois,
+        "max_instances": args.max_instances,
+        **machine_info(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "load_average_at_start": load_start,
+        "load_average_at_end": os.getloadavg(),
+        "torch_settings": torch_settings(args),
+        "our_settings": our_config(args, "frozen", "xla").to_dict(),
+        "modes": result["modes"],
+        "torch_contenders": result["torch"],
+        "our_contenders": result["ours"],
+        "table": table,
+        **{
+            name: keyed(result[name])
+            for name in (
+                "median_s",
+                "best_s",
+                "times_s",
+                "cpu_median_s",
+                "xla",
+                "compile_s",
+                "torch_gflops",
+                "first_loss",
+            )
+        },
+    }
     if args.json:
         write_json(args.json, out)
     return out

@@ -34,6 +34,7 @@ def convert(args) -> tuple[dict, dict]:
 
     if args.format in ("torchvision_resnet", "tfmg_resnet"):
         from frozen_det.models.backbones.resnet import ResNet
+
         rs = args.format == "tfmg_resnet" or args.rs
         num_classes = None if args.format == "tfmg_resnet" else args.num_classes
         model = ResNet(args.depth, "rs" if rs else "v1.5", num_classes=num_classes)
@@ -41,21 +42,28 @@ def convert(args) -> tuple[dict, dict]:
         if args.format == "torchvision_resnet":
             from frozen_det.checkpoints.torch_pickle import load_torch_state_dict
             from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet
+
             mapped = convert_torchvision_resnet(load_torch_state_dict(args.input))
         else:
             from frozen_det.checkpoints.tfmg_resnet import convert_tfmg_resnet, read_tf_checkpoint
+
             mapped = convert_tfmg_resnet(read_tf_checkpoint(args.input), model.layout()[1])
         variables = assign_by_path(target, mapped, source=args.input)
         architecture = {"type": "resnet_rs" if rs else "resnet", "depth": args.depth, "num_classes": num_classes}
         mean, std = IMAGENET_MEAN_255, IMAGENET_STD_255
     elif args.format == "keras_efficientnet":
         from frozen_det.checkpoints.keras_efficientnet import load_keras_file
+
         variables, pre = load_keras_file(args.input, args.variant, classes=args.num_classes)
         architecture = {"type": "efficientnet", "variant": args.variant, "num_classes": args.num_classes}
         mean, std = pre.mean, pre.std
     elif args.format == "efficientnet_lite":
-        from frozen_det.checkpoints.efficientnet_lite import (LITE_PREPROCESSING, lite0_checkpoint_path,
-                                                              load_lite_variables)
+        from frozen_det.checkpoints.efficientnet_lite import (
+            LITE_PREPROCESSING,
+            lite0_checkpoint_path,
+            load_lite_variables,
+        )
+
         path = args.input or lite0_checkpoint_path()
         variables = load_lite_variables(path, args.variant, num_classes=args.num_classes)
         architecture = {"type": "efficientnet", "variant": args.variant, "num_classes": args.num_classes}
@@ -63,8 +71,12 @@ def convert(args) -> tuple[dict, dict]:
         args.input = path
     else:  # argparse restricts the choices
         raise ValueError(args.format)
-    card = {"architecture": architecture, "source": os.path.abspath(args.input), "format": args.format,
-            "preprocessing": {"input_range": [0, 255], "mean": list(mean), "std": list(std)}}
+    card = {
+        "architecture": architecture,
+        "source": os.path.abspath(args.input),
+        "format": args.format,
+        "preprocessing": {"input_range": [0, 255], "mean": list(mean), "std": list(std)},
+    }
     return variables, card
 
 
@@ -82,6 +94,7 @@ def main(argv=None) -> int:
         parser.error(f"--input is required for --format {args.format}")
 
     from frozen_det.checkpoints import io
+
     variables, card = convert(args)
     io.save_variables(args.output, variables, card)
     print(f"wrote {args.output} ({card['architecture']})")

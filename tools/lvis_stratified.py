@@ -57,8 +57,9 @@ _EVAL_FILE = re.compile(r"^(?P<split>.+)_step(?P<step>\d+)\.json$")
 
 # --- inputs ------------------------------------------------------------------------------
 
+
 def parse_runs(spec: str) -> list:
-    """"base=PATH,other=PATH" -> [(name, path), ...] (at least two, names unique)."""
+    """ "base=PATH,other=PATH" -> [(name, path), ...] (at least two, names unique)."""
     runs = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, sep, path = item.partition("=")
@@ -78,8 +79,7 @@ def find_eval_json(path: str) -> str:
     folder = os.path.join(path, "eval") if os.path.isdir(os.path.join(path, "eval")) else path
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{path}: neither an eval JSON nor a workdir / eval directory")
-    found = [(int(m["step"]), m["split"], name) for name in os.listdir(folder)
-             if (m := _EVAL_FILE.match(name))]
+    found = [(int(m["step"]), m["split"], name) for name in os.listdir(folder) if (m := _EVAL_FILE.match(name))]
     if not found:
         raise FileNotFoundError(f"{folder}: no <split>_step<N>.json (run python -m frozen_det.evaluate first)")
     step = max(f[0] for f in found)
@@ -105,9 +105,14 @@ def load_counts(path: str) -> dict:
 
     with open(path) as f:
         raw = json.load(f)
-    return {name: {"instances": int(c["instances"]), "images": int(c["images"]),
-                   "frequency": c.get("frequency") or frequency_group(int(c["images"]))}
-            for name, c in raw.items()}
+    return {
+        name: {
+            "instances": int(c["instances"]),
+            "images": int(c["images"]),
+            "frequency": c.get("frequency") or frequency_group(int(c["images"])),
+        }
+        for name, c in raw.items()
+    }
 
 
 def counts_from_data_config(spec: str, data_path: str = "") -> dict:
@@ -126,12 +131,15 @@ def counts_from_data_config(spec: str, data_path: str = "") -> dict:
     source = data.build_source(cfg, split=cfg.train_split)
     stats = class_stats.source_statistics(source, cfg.train_split)
     groups = source.info.frequencies or stats.frequency_groups()
-    return {name: {"instances": int(stats.instance_counts[i]), "images": int(stats.image_counts[i]),
-                   "frequency": groups[i]}
-            for i, name in enumerate(source.info.class_names) if i > 0}
+    return {
+        name: {"instances": int(stats.instance_counts[i]), "images": int(stats.image_counts[i]), "frequency": groups[i]}
+        for i, name in enumerate(source.info.class_names)
+        if i > 0
+    }
 
 
 # --- per-class table and smoothing -------------------------------------------------------
+
 
 def gaussian_smooth(x, y, at, sigma: float) -> np.ndarray:
     """Gaussian kernel average of the points (x, y) evaluated at ``at``. Weights are scaled by
@@ -170,10 +178,19 @@ def per_class_rows(runs: dict, counts: dict, *, sigma: float | None = None, log_
     classes = sorted(set().union(*(r[f"{p}per_class_AP"] for r in runs.values() for _, p in tasks)))
     missing = [c for c in classes if c not in counts]
     if missing:
-        raise ValueError(f"{len(missing)} evaluated classes have no training counts (e.g. {missing[:5]}); "
-                         "the counts must come from the dataset the runs were evaluated on")
-    rows = [{"class": c, "instances": counts[c]["instances"], "images": counts[c]["images"],
-             "frequency": counts[c]["frequency"]} for c in classes]
+        raise ValueError(
+            f"{len(missing)} evaluated classes have no training counts (e.g. {missing[:5]}); "
+            "the counts must come from the dataset the runs were evaluated on"
+        )
+    rows = [
+        {
+            "class": c,
+            "instances": counts[c]["instances"],
+            "images": counts[c]["images"],
+            "frequency": counts[c]["frequency"],
+        }
+        for c in classes
+    ]
     rows.sort(key=lambda r: (r["instances"], r["class"]))
     coords = np.array([_coordinate(r["instances"], log_x) for r in rows])
     on_axis = np.isfinite(coords)
@@ -203,19 +220,25 @@ def _coordinate(instances: int, log_x: bool) -> float:
 
 # --- outputs -----------------------------------------------------------------------------
 
+
 def write_csv(rows: list, path: str) -> None:
     columns = list(rows[0]) if rows else ["class"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if isinstance(v, float) and math.isnan(v) else
-                             f"{v:.4f}" if isinstance(v, float) else v for v in (row[c] for c in columns)])
+            writer.writerow(
+                [
+                    "" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}" if isinstance(v, float) else v
+                    for v in (row[c] for c in columns)
+                ]
+            )
 
 
 def plot(rows: list, runs: dict, path: str, sigma: float, log_x: bool = False) -> None:
     """Per task: each class's difference to the baseline (points) and the smoothed curve."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -225,7 +248,7 @@ def plot(rows: list, runs: dict, path: str, sigma: float, log_x: bool = False) -
     coords = np.array([_coordinate(n, log_x) for n in x])
     on_axis = np.isfinite(coords)
     grid_u = np.linspace(coords[on_axis].min(), coords[on_axis].max(), 300) if on_axis.any() else np.zeros(0)
-    grid_x = 10 ** grid_u if log_x else grid_u
+    grid_x = 10**grid_u if log_x else grid_u
     for ax, (task, p) in zip(axes[0], tasks):
         ax.axhline(0, color="0.5", lw=0.8)
         for k, name in enumerate(names[1:]):
@@ -234,8 +257,13 @@ def plot(rows: list, runs: dict, path: str, sigma: float, log_x: bool = False) -
             ok = np.isfinite(delta) & on_axis
             ax.scatter(x[ok], delta[ok], s=14, alpha=0.6, color=colour, label=f"{name} (classes)")
             if ok.any():
-                ax.plot(grid_x, gaussian_smooth(coords[ok], delta[ok], grid_u, sigma), color=colour, lw=2,
-                        label=f"{name} (smoothed)")
+                ax.plot(
+                    grid_x,
+                    gaussian_smooth(coords[ok], delta[ok], grid_u, sigma),
+                    color=colour,
+                    lw=2,
+                    label=f"{name} (smoothed)",
+                )
         if log_x:
             ax.set_xscale("log")
         unit = "decades" if log_x else "annotations"
@@ -260,8 +288,12 @@ def group_table(runs: dict) -> str:
     names, base = list(runs), list(runs)[0]
     lines = []
     for task, p in tasks_of(runs):
-        lines += [f"**{task}** (AP points; in parentheses: difference to {base})", "",
-                  "| run | " + " | ".join(GROUP_KEYS) + " |", "|---|" + "---:|" * len(GROUP_KEYS)]
+        lines += [
+            f"**{task}** (AP points; in parentheses: difference to {base})",
+            "",
+            "| run | " + " | ".join(GROUP_KEYS) + " |",
+            "|---|" + "---:|" * len(GROUP_KEYS),
+        ]
         for name in names:
             cells = []
             for key in GROUP_KEYS:
@@ -282,8 +314,12 @@ def main(argv=None) -> int:
     source.add_argument("--data-config", help="data config file[:arg] of the training set")
     source.add_argument("--counts", help="counts.json (written by an earlier run of this tool)")
     ap.add_argument("--data-path", default="", help="sets config.data.path of --data-config")
-    ap.add_argument("--sigma", type=float, default=None,
-                    help="Gaussian sigma (annotations; decades with --log-x); default 5%% of the range")
+    ap.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="Gaussian sigma (annotations; decades with --log-x); default 5%% of the range",
+    )
     ap.add_argument("--log-x", action="store_true", help="log10 annotation axis for the plot and smoothing")
     ap.add_argument("--output", default="stratified", help="output directory")
     a = ap.parse_args(argv)
@@ -306,8 +342,10 @@ def main(argv=None) -> int:
     with open(os.path.join(a.output, "groups.md"), "w") as f:
         f.write(table)
     print(table)
-    print(f"{len(rows)} classes, sigma {sigma:.3g} {'decades' if a.log_x else 'annotations'}; wrote "
-          f"{a.output}/per_class.csv, stratified.png, groups.md" + ("" if a.counts else ", counts.json"))
+    print(
+        f"{len(rows)} classes, sigma {sigma:.3g} {'decades' if a.log_x else 'annotations'}; wrote "
+        f"{a.output}/per_class.csv, stratified.png, groups.md" + ("" if a.counts else ", counts.json")
+    )
     return 0
 
 

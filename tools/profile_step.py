@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import machine_info, write_json  # noqa: E402
+
 from frozen_det import config as config_lib  # noqa: E402
 from frozen_det.runtime import hide_accelerators_from_tensorflow  # noqa: E402
 from frozen_det.tasks import get_task  # noqa: E402
@@ -61,8 +62,10 @@ _FUSION_KIND = re.compile(r"kind=(k\w+)")
 _CALLS = re.compile(r"calls=%?([\w.\-]+)")
 _CUSTOM_TARGET = re.compile(r'custom_call_target="([^"]*)"')
 # Computations a control-flow instruction runs: while body / condition, conditional branches.
-_CONTROL_BODIES = re.compile(r"(?:body|condition|true_computation|false_computation)=%?([\w.\-]+)"
-                             r"|branch_computations=\{([^}]*)\}")
+_CONTROL_BODIES = re.compile(
+    r"(?:body|condition|true_computation|false_computation)=%?([\w.\-]+)"
+    r"|branch_computations=\{([^}]*)\}"
+)
 _METHOD = re.compile(r"^[A-Z]\w*\.(\w+)$")  # Flax's name scope of a module method: "Class.method"
 
 
@@ -77,7 +80,7 @@ def _opcode(rhs: str) -> str:
         for i, ch in enumerate(rhs):
             depth += {"(": 1, ")": -1}.get(ch, 0)
             if depth == 0:
-                rhs = rhs[i + 1:].lstrip()
+                rhs = rhs[i + 1 :].lstrip()
                 break
     else:
         rhs = rhs.split(" ", 1)[-1]
@@ -117,8 +120,14 @@ def hlo_instructions(hlo_text: str) -> dict:
         if opcode in ("while", "conditional"):
             for single, branches in _CONTROL_BODIES.findall(rhs):
                 bodies += [single] if single else [b.strip().lstrip("%") for b in branches.split(",")]
-        out[name] = {"opcode": opcode, "op_name": op_name, "kind": kind.group(1) if kind else "", "entry": entry,
-                     "computation": computation, "bodies": bodies}
+        out[name] = {
+            "opcode": opcode,
+            "op_name": op_name,
+            "kind": kind.group(1) if kind else "",
+            "entry": entry,
+            "computation": computation,
+            "bodies": bodies,
+        }
     for name, computation in calls.items():
         if names_in.get(computation):
             out[name]["op_name"] = names_in[computation][0]
@@ -168,8 +177,11 @@ def thunk_events(trace_dir: str, hlo_module: str) -> list[dict]:
     with gzip.open(max(paths, key=os.path.getmtime)) as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    return [e for e in events
-            if e.get("ph") == "X" and (e.get("args") or {}).get("hlo_module") == hlo_module and "hlo_op" in e["args"]]
+    return [
+        e
+        for e in events
+        if e.get("ph") == "X" and (e.get("args") or {}).get("hlo_module") == hlo_module and "hlo_op" in e["args"]
+    ]
 
 
 UNKNOWN = {"opcode": "?", "op_name": "", "kind": "", "entry": True, "computation": "", "bodies": []}
@@ -191,10 +203,13 @@ def _exclusive_durations(events: list[dict], instructions: dict) -> list[float]:
     for e in events:
         name, start, end = e["args"]["hlo_op"], e["ts"], e["ts"] + e["dur"]
         spans = children.get(name, ())
-        nested = sum(min(s_end, end) - s_start
-                     for s_start, s_end in spans[bisect.bisect_left(spans, (start,)):
-                                                 bisect.bisect_right(spans, (end, float("inf")))]
-                     if s_start < end)
+        nested = sum(
+            min(s_end, end) - s_start
+            for s_start, s_end in spans[
+                bisect.bisect_left(spans, (start,)) : bisect.bisect_right(spans, (end, float("inf")))
+            ]
+            if s_start < end
+        )
         out.append(max(0.0, e["dur"] - nested))
     return out
 
@@ -210,8 +225,13 @@ def attribute(events: list[dict], instructions: dict, top_modules: set, steps: i
         per_part[(model_part(info["op_name"], top_modules), direction(info["op_name"]))] += ms
         per_class[opcode_class(info)] += ms
         per_op[name] += ms
-    return {"per_part": per_part, "per_class": per_class, "per_op": per_op, "op_ms": sum(per_op.values()),
-            "unmatched": sorted({e["args"]["hlo_op"] for e in events} - set(instructions))}
+    return {
+        "per_part": per_part,
+        "per_class": per_class,
+        "per_op": per_op,
+        "op_ms": sum(per_op.values()),
+        "unmatched": sorted({e["args"]["hlo_op"] for e in events} - set(instructions)),
+    }
 
 
 # ---------------------------------------------------------------- run
@@ -248,10 +268,17 @@ def profile_compiled(compiled, args: tuple, top_modules: set, steps: int, trace_
     module = text.split(None, 2)[1].rstrip(",")  # "HloModule jit_step, is_scheduled=..."
     events = thunk_events(trace_dir, module)
     if not events:
-        raise RuntimeError(f"the trace in {trace_dir} has no thunk events of {module}; this jaxlib's "
-                           f"profiler may not record XLA:CPU thunks")
-    return {**attribute(events, instructions, top_modules, steps), "wall_ms": wall_ms,
-            "instructions": instructions, "hlo_module": module, "top_modules": top_modules}
+        raise RuntimeError(
+            f"the trace in {trace_dir} has no thunk events of {module}; this jaxlib's "
+            f"profiler may not record XLA:CPU thunks"
+        )
+    return {
+        **attribute(events, instructions, top_modules, steps),
+        "wall_ms": wall_ms,
+        "instructions": instructions,
+        "hlo_module": module,
+        "top_modules": top_modules,
+    }
 
 
 def profile(config, steps: int, trace_dir: str) -> dict:
@@ -264,16 +291,21 @@ def profile(config, steps: int, trace_dir: str) -> dict:
 def report(result: dict, top: int) -> str:
     op_ms, wall = result["op_ms"], result["wall_ms"]
     share = lambda ms: f"{100 * ms / op_ms:5.1f}%"  # noqa: E731
-    lines = [f"train step: {wall:.0f} ms wall per step (profiled), {op_ms:.0f} ms summed op time "
-             f"(x{op_ms / wall:.2f} parallel), compile {result.get('compile_s', 0):.0f} s", "",
-             "| part | forward ms | backward ms | total | share |", "|---|---|---|---|---|"]
+    lines = [
+        f"train step: {wall:.0f} ms wall per step (profiled), {op_ms:.0f} ms summed op time "
+        f"(x{op_ms / wall:.2f} parallel), compile {result.get('compile_s', 0):.0f} s",
+        "",
+        "| part | forward ms | backward ms | total | share |",
+        "|---|---|---|---|---|",
+    ]
     parts = collections.defaultdict(dict)
     for (part, d), ms in result["per_part"].items():
         parts[part][d] = ms
     for part, d in sorted(parts.items(), key=lambda kv: -sum(kv[1].values())):
         total = sum(d.values())
-        lines.append(f"| {part} | {d.get('forward', 0):.0f} | {d.get('backward', 0):.0f} | {total:.0f} "
-                     f"| {share(total)} |")
+        lines.append(
+            f"| {part} | {d.get('forward', 0):.0f} | {d.get('backward', 0):.0f} | {total:.0f} | {share(total)} |"
+        )
     lines += ["", "| op class | ms | share |", "|---|---|---|"]
     for cls, ms in result["per_class"].most_common():
         lines.append(f"| {cls} | {ms:.0f} | {share(ms)} |")
@@ -281,12 +313,15 @@ def report(result: dict, top: int) -> str:
     for name, ms in result["per_op"].most_common(top):
         info = result["instructions"].get(name, UNKNOWN)
         op_name = info["op_name"]
-        lines.append(f"| {name} | {opcode_class(info)} | {ms:.1f} | {share(ms)} | "
-                     f"{model_part(op_name, result['top_modules'])} {direction(op_name)[:3]} | "
-                     f"{op_name[-80:]} |")
+        lines.append(
+            f"| {name} | {opcode_class(info)} | {ms:.1f} | {share(ms)} | "
+            f"{model_part(op_name, result['top_modules'])} {direction(op_name)[:3]} | "
+            f"{op_name[-80:]} |"
+        )
     if result["unmatched"]:
-        lines.append(f"\n{len(result['unmatched'])} traced ops not found in the HLO text, e.g. "
-                     f"{result['unmatched'][:5]}")
+        lines.append(
+            f"\n{len(result['unmatched'])} traced ops not found in the HLO text, e.g. {result['unmatched'][:5]}"
+        )
     return "\n".join(lines)
 
 
@@ -299,6 +334,7 @@ def main(argv=None):
     args, rest = p.parse_known_args(argv)
     flags = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
     from absl import flags as absl_flags
+
     absl_flags.FLAGS([sys.argv[0]] + rest)
     if flags.value is None:
         raise SystemExit("--config is required, e.g. --config configs/bccd/frozen.py:fpn")
@@ -307,11 +343,20 @@ def main(argv=None):
     table = report(result, args.top)
     print(table, flush=True)
     if args.json:
-        write_json(args.json, {**machine_info(), "steps": args.steps, "wall_ms": result["wall_ms"],
-                               "op_ms": result["op_ms"], "compile_s": result["compile_s"],
-                               "per_part": {f"{p}/{d}": v for (p, d), v in result["per_part"].items()},
-                               "per_class": dict(result["per_class"]), "per_op": dict(result["per_op"]),
-                               "table": table})
+        write_json(
+            args.json,
+            {
+                **machine_info(),
+                "steps": args.steps,
+                "wall_ms": result["wall_ms"],
+                "op_ms": result["op_ms"],
+                "compile_s": result["compile_s"],
+                "per_part": {f"{p}/{d}": v for (p, d), v in result["per_part"].items()},
+                "per_class": dict(result["per_class"]),
+                "per_op": dict(result["per_op"]),
+                "table": table,
+            },
+        )
     return result
 
 

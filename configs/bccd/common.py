@@ -49,16 +49,26 @@ def get_config(strategy: str, arg=None):
     """The study's config for a transfer `strategy` (config_defaults.STRATEGIES); `arg` picks
     the head."""
     head = d.parse_arg(arg, head=("fpn", HEADS))["head"]
-    model = d.two_stage_model(num_classes=4, neck=d.fpn(3, 6, num_filters=128), cascade=head == "cascade",
-                              conv_impl="fast", backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9,
-                                                         conv_impl="fast"))
+    model = d.two_stage_model(
+        num_classes=4,
+        neck=d.fpn(3, 6, num_filters=128),
+        cascade=head == "cascade",
+        conv_impl="fast",
+        backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9, conv_impl="fast"),
+    )
     d.apply_strategy(model, strategy, CHECKPOINT)
     model.anchors.anchor_size = 4.0
     model.bn.momentum = 0.9
     model.neck.bn_momentum = 0.9
-    model.rpn.update(num_filters=128, pre_nms_top_k_train=1000, pre_nms_top_k_test=500,
-                     post_nms_top_k_train=200, post_nms_top_k_test=200,
-                     num_proposals_train=256, num_proposals_test=200)
+    model.rpn.update(
+        num_filters=128,
+        pre_nms_top_k_train=1000,
+        pre_nms_top_k_test=500,
+        post_nms_top_k_train=200,
+        post_nms_top_k_test=200,
+        num_proposals_train=256,
+        num_proposals_test=200,
+    )
     model.roi.num_samples = 128
     model.box_head.update(num_convs=0, num_fcs=2, fc_dims=512)
 
@@ -67,8 +77,9 @@ def get_config(strategy: str, arg=None):
     config.data = _BCCD_DATA["get_config"]().data
     config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3, batch_size=BATCH, eval_batch_size=BATCH)
     config.data.augment.update(scale_min=0.5, scale_max=1.5)
-    config.train = d.train(batch_size=BATCH, total_steps=500, boundaries=(), base_lr=0.04,
-                           warmup_steps=50, warmup_lr=0.004)
+    config.train = d.train(
+        batch_size=BATCH, total_steps=500, boundaries=(), base_lr=0.04, warmup_steps=50, warmup_lr=0.004
+    )
     config.train.schedule.name = "warmup_cosine"
     config.train.grad_clip_norm = 10.0
     config.train.log_every = 25

@@ -21,10 +21,19 @@ def default_path() -> str:
 
 def get_config(arg=None):
     config = d.ConfigDict()
-    config.data = d.ConfigDict(dict(
-        source="voc_folder", path=default_path(), train_split="trainval", eval_split="test",
-        class_names=("Platelets", "RBC", "WBC"), canvas=512, batch_size=8, eval_batch_size=8,
-        max_instances=100, with_masks=False,
-        augment=dict(hflip=True, scale_min=0.1, scale_max=2.0, copy_paste=False),
-    ))
+    config.data = d.ConfigDict(
+        dict(
+            source="voc_folder",
+            path=default_path(),
+            train_split="trainval",
+            eval_split="test",
+            class_names=("Platelets", "RBC", "WBC"),
+            canvas=512,
+            batch_size=8,
+            eval_batch_size=8,
+            max_instances=100,
+            with_masks=False,
+            augment=dict(hflip=True, scale_min=0.1, scale_max=2.0, copy_paste=False),
+        )
+    )
     return d.complete(config)

@@ -15,11 +15,22 @@ from frozen_det import config_defaults as d
 
 def get_config(arg=None):
     config = d.ConfigDict()
-    config.data = d.ConfigDict(dict(
-        source="coco_folder", path=arg or "", train_split="train", eval_split="val",
-        coco_files=dict(train=("annotations/lvis_v1_train.json", "train"),
-                        val=("annotations/lvis_v1_val.json", "val")),
-        canvas=128, batch_size=8, eval_batch_size=8, max_instances=16, with_masks=True, mask_size=28,
-        augment=dict(hflip=True, scale_min=0.5, scale_max=2.0),
-    ))
+    config.data = d.ConfigDict(
+        dict(
+            source="coco_folder",
+            path=arg or "",
+            train_split="train",
+            eval_split="val",
+            coco_files=dict(
+                train=("annotations/lvis_v1_train.json", "train"), val=("annotations/lvis_v1_val.json", "val")
+            ),
+            canvas=128,
+            batch_size=8,
+            eval_batch_size=8,
+            max_instances=16,
+            with_masks=True,
+            mask_size=28,
+            augment=dict(hflip=True, scale_min=0.5, scale_max=2.0),
+        )
+    )
     return d.complete(config)

@@ -21,8 +21,13 @@ LITE0 = "package:efficientnet_lite0"
 
 
 def get_config(arg=None):
-    args = d.parse_arg(arg, stage=("stage1", ("stage1", "stage2")), strategy=("frozen", d.STRATEGIES),
-                       backbone=("lite0", ("lite0", "tiny")), balance=("loss", ("loss", "sampling")))
+    args = d.parse_arg(
+        arg,
+        stage=("stage1", ("stage1", "stage2")),
+        strategy=("frozen", d.STRATEGIES),
+        backbone=("lite0", ("lite0", "tiny")),
+        balance=("loss", ("loss", "sampling")),
+    )
     config = d.ConfigDict()
     model = d.tiny_two_stage_model(num_classes=21, mask=True)
     if args["backbone"] == "lite0":
@@ -34,16 +39,28 @@ def get_config(arg=None):
     d.apply_strategy(model, args["strategy"], LITE0 if args["backbone"] == "lite0" else "")
     model.detections.max_detections = 100
     config.model = model
-    config.data = d.ConfigDict(dict(
-        source="coco_folder", path="", train_split="train", eval_split="val",
-        coco_files=dict(train=("annotations/lvis_v1_train.json", "train"),
-                        val=("annotations/lvis_v1_val.json", "val")),
-        canvas=128, max_instances=16, with_masks=True, mask_size=28, eval_metric="lvis",
-        augment=dict(hflip=True, scale_min=0.5, scale_max=2.0)))
+    config.data = d.ConfigDict(
+        dict(
+            source="coco_folder",
+            path="",
+            train_split="train",
+            eval_split="val",
+            coco_files=dict(
+                train=("annotations/lvis_v1_train.json", "train"), val=("annotations/lvis_v1_val.json", "val")
+            ),
+            canvas=128,
+            max_instances=16,
+            with_masks=True,
+            mask_size=28,
+            eval_metric="lvis",
+            augment=dict(hflip=True, scale_min=0.5, scale_max=2.0),
+        )
+    )
     if args["backbone"] == "lite0":  # the Lite0 weights expect (x - 127) / 128
         config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3)
-    config.train = d.train(batch_size=8, total_steps=1500, boundaries=(1200,), base_lr=0.04,
-                           warmup_steps=50, warmup_lr=0.004)
+    config.train = d.train(
+        batch_size=8, total_steps=1500, boundaries=(1200,), base_lr=0.04, warmup_steps=50, warmup_lr=0.004
+    )
     config.train.grad_clip_norm = 10.0
     config.train.log_every = 50
     if args["stage"] == "stage2":

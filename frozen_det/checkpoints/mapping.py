@@ -39,7 +39,8 @@ def assign_by_path(
     unused = [k for k in mapped if k not in target]
     wrong_shape = [
         f"{k}: checkpoint {tuple(np.shape(mapped[k]))} vs model {tuple(target[k].shape)}"
-        for k in target if k in mapped and tuple(np.shape(mapped[k])) != tuple(target[k].shape)
+        for k in target
+        if k in mapped and tuple(np.shape(mapped[k])) != tuple(target[k].shape)
     ]
     if missing or unused or wrong_shape:
         lines = [f"cannot load {source} into the model:"]

@@ -17,10 +17,9 @@ import os
 from typing import Any
 
 from frozen_det.checkpoints import io
-from frozen_det.checkpoints.efficientnet_lite import (LITE_PREPROCESSING, conversion_target,
-                                                      load_lite0_imagenet)
-from frozen_det.models.freezing import HEAD_PATTERNS
+from frozen_det.checkpoints.efficientnet_lite import LITE_PREPROCESSING, conversion_target, load_lite0_imagenet
 from frozen_det.models.backbones.efficientnet import Preprocessing
+from frozen_det.models.freezing import HEAD_PATTERNS
 
 PACKAGED = {"package:efficientnet_lite0"}
 
@@ -29,8 +28,10 @@ def load_backbone_variables(init_checkpoint: str, model) -> tuple[dict[str, Any]
     """(variables for `model`, the input normalisation the weights expect)."""
     if init_checkpoint == "package:efficientnet_lite0":
         if getattr(model, "variant", None) != "lite0":
-            raise ValueError("init_checkpoint='package:efficientnet_lite0' needs model.backbone "
-                             "type='efficientnet', variant='lite0'.")
+            raise ValueError(
+                "init_checkpoint='package:efficientnet_lite0' needs model.backbone "
+                "type='efficientnet', variant='lite0'."
+            )
         variables = load_lite0_imagenet(num_classes=model.num_classes, adapters=model.adapters)
         return variables, LITE_PREPROCESSING
     if init_checkpoint.startswith("package:"):
@@ -38,7 +39,8 @@ def load_backbone_variables(init_checkpoint: str, model) -> tuple[dict[str, Any]
     if not os.path.isdir(init_checkpoint):
         raise FileNotFoundError(
             f"init_checkpoint={init_checkpoint!r} is not a directory; convert weights first with "
-            "`python tools/convert_checkpoint.py ... --output DIR` and point init_checkpoint at DIR.")
+            "`python tools/convert_checkpoint.py ... --output DIR` and point init_checkpoint at DIR."
+        )
     card = io.read_card(init_checkpoint)
     target, ignore = conversion_target(model)
     # A backbone built without its ImageNet head simply does not load the saved one.

@@ -85,12 +85,11 @@ class _PendingTensor:
         if needed > flat.size:
             raise pickle.UnpicklingError(
                 f"tensor view (offset {self.offset}, size {self.size}, stride {self.stride}) "
-                f"reads past its storage of {flat.size} elements")
+                f"reads past its storage of {flat.size} elements"
+            )
         view = np.lib.stride_tricks.as_strided(
-            flat[self.offset:],
-            shape=self.size,
-            strides=tuple(s * flat.itemsize for s in self.stride),
-            writeable=False)
+            flat[self.offset :], shape=self.size, strides=tuple(s * flat.itemsize for s in self.stride), writeable=False
+        )
         return np.array(view)
 
 
@@ -115,7 +114,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise UnsafeCheckpointError(
                 f"refusing to load global {module}.{name}: a weights file may only reference "
                 "tensor-rebuilding globals (collections.OrderedDict, torch._utils._rebuild_*, "
-                "torch.*Storage). Re-save the checkpoint as a plain state_dict.") from None
+                "torch.*Storage). Re-save the checkpoint as a plain state_dict."
+            ) from None
 
     def persistent_load(self, pid):
         return self._persistent_load(pid)
@@ -151,8 +151,8 @@ def _load_zip(path: str) -> Any:
         root = pickles[0][: -len("data.pkl")]
         storages: dict[str, _LazyStorage] = {}
         obj = _RestrictedUnpickler(
-            io.BytesIO(archive.read(pickles[0])),
-            lambda pid: _storage_from_pid(pid, storages)).load()
+            io.BytesIO(archive.read(pickles[0])), lambda pid: _storage_from_pid(pid, storages)
+        ).load()
         byteorder = "little"
         if f"{root}byteorder" in names:
             byteorder = archive.read(f"{root}byteorder").decode().strip()
@@ -165,8 +165,9 @@ def _load_zip(path: str) -> Any:
 
 def _load_legacy(f: BinaryIO, path: str) -> Any:
     def safe_load():
-        return _RestrictedUnpickler(f, lambda pid: (_ for _ in ()).throw(
-            pickle.UnpicklingError("persistent id outside the object pickle"))).load()
+        return _RestrictedUnpickler(
+            f, lambda pid: (_ for _ in ()).throw(pickle.UnpicklingError("persistent id outside the object pickle"))
+        ).load()
 
     magic = safe_load()
     if magic != _LEGACY_MAGIC:

@@ -30,7 +30,7 @@ is_crowd                    bool [B,N]           train: always False (crowds dro
                                                  eval: crowd / VOC-difficult instances, valid
 masks                       float32 [B,N,M,M]    only with data.with_masks: instance mask
                             (uint8 0..255 by     cropped inside its box and resized
-                            data.masks_dtype)    bilinearly (soft), tfmg.md 2.10
+                            data.masks_dtype)    bilinearly (soft), docs/reference.md §2.10
 canvas_masks                uint8 [B,N,H,W]      only with data.canvas_masks: 0/1 full-canvas
 image_info                  float32 [B,4,2]      [[orig h, w], [canvas h, w], [scale y, x],
                                                  [offset y, x]]: canvas = orig*scale - offset;
@@ -42,7 +42,7 @@ num_bad_boxes               int32 [B]            boxes removed as degenerate / n
 example_valid               bool [B]             False for eval padding examples
 ==========================  ===================  =============================================
 
-Train order (tfmg.md 2.11 / 5.6): decode, sanitise boxes, drop crowds, hflip (p=0.5),
+Train order (docs/reference.md §2.11 / §5.6): decode, sanitise boxes, drop crowds, hflip (p=0.5),
 large-scale jitter (scale U[scale_min, scale_max] of the canvas, random crop, pad), drop empty
 boxes, Copy-Paste if enabled, box-aligned mask crops, pad to N. Eval: longer side resized to
 the canvas, padded bottom/right, nothing dropped.

@@ -1,5 +1,5 @@
 """Geometry of one example in TensorFlow: sanitising, flip, large-scale jitter, eval resize,
-box and mask transforms (tfmg.md 2.11).
+box and mask transforms (docs/reference.md §2.11).
 
 A geometric transform is described by ``params`` = dict(scale=[sy, sx], scaled=[h', w'],
 offset=[oy, ox]) mapping an original pixel coordinate ``p`` to the canvas as
@@ -49,6 +49,7 @@ def sanitize(ex: dict) -> tuple:
 
 def hflip(ex: dict, flip: tf.Tensor) -> dict:
     """Horizontal flip of image, boxes and masks when the scalar bool ``flip`` is true."""
+
     def do(ex):
         out = dict(ex)
         w = tf.cast(tf.shape(ex["image"])[1], tf.float32)
@@ -58,11 +59,12 @@ def hflip(ex: dict, flip: tf.Tensor) -> dict:
         if "masks" in ex:
             out["masks"] = tf.reverse(ex["masks"], axis=[2])
         return out
+
     return tf.cond(flip, lambda: do(ex), lambda: dict(ex))
 
 
 def resize_params(height, width, canvas: int, s, crop_u=None) -> dict:
-    """LSJ geometry (tfmg.md 2.11): target = round(s*canvas); scale = min(target/H, target/W);
+    """LSJ geometry (docs/reference.md §2.11): target = round(s*canvas); scale = min(target/H, target/W);
     scaled = round(H*scale, W*scale); offset = floor(u * max(scaled - canvas, 0)) per axis.
     ``s = 1`` and ``crop_u = None`` (offset 0) is the eval resize."""
     size = tf.cast(tf.stack([height, width]), tf.float32)
@@ -82,15 +84,14 @@ def lsj_params(height, width, canvas, scale_min, scale_max, seed) -> dict:
 
 def image_info(params, canvas) -> tf.Tensor:
     """[[orig h, w], [canvas h, w], [scale y, x], [offset y, x]] (the reference's layout)."""
-    return tf.stack([params["size"], tf.constant([canvas, canvas], tf.float32), params["scale"],
-                     params["offset"]])
+    return tf.stack([params["size"], tf.constant([canvas, canvas], tf.float32), params["scale"], params["offset"]])
 
 
 def _crop_pad(x, params, canvas, pad_value=0):
     """Crops the scaled frame [.., h', w', C] at the offset and pads bottom/right to canvas."""
     oy = tf.cast(params["offset"][0], tf.int32)
     ox = tf.cast(params["offset"][1], tf.int32)
-    x = x[..., oy:oy + canvas, ox:ox + canvas, :]
+    x = x[..., oy : oy + canvas, ox : ox + canvas, :]
     h, w = tf.shape(x)[-3], tf.shape(x)[-2]
     rank = len(x.shape)
     pads = [[0, 0]] * (rank - 3) + [[0, canvas - h], [0, canvas - w], [0, 0]]
@@ -124,7 +125,7 @@ def canvas_to_original(boxes, params):
 
 
 def transform_boxes(boxes, params, canvas) -> tf.Tensor:
-    """Original pixels -> canvas pixels, clipped to [0, canvas] (tfmg.md 2.11 step 5)."""
+    """Original pixels -> canvas pixels, clipped to [0, canvas] (docs/reference.md §2.11 step 5)."""
     b = boxes * tf.tile(params["scale"], [2]) - tf.tile(params["offset"], [2])
     return tf.clip_by_value(b, 0.0, float(canvas))
 
@@ -134,14 +135,15 @@ def nonempty(boxes) -> tf.Tensor:
 
 
 def crop_masks(masks_u8, canvas_boxes, params, mask_size) -> tf.Tensor:
-    """Box-aligned mask crops [n, M, M] float32 in [0, 1] (tfmg.md 2.10): the canvas box is
+    """Box-aligned mask crops [n, M, M] float32 in [0, 1] (docs/reference.md §2.10): the canvas box is
     mapped back to the original frame, normalised by the original size (the reference's
     ``normalize_boxes``), and ``crop_and_resize``d bilinearly; soft values are kept."""
     n = tf.shape(masks_u8)[0]
     hw = tf.tile(tf.cast(tf.shape(masks_u8)[1:3], tf.float32), [2])
     norm = canvas_to_original(canvas_boxes, params) / hw
-    crops = tf.image.crop_and_resize(tf.cast(masks_u8[..., None], tf.float32), norm,
-                                     tf.range(n), [mask_size, mask_size], method="bilinear")
+    crops = tf.image.crop_and_resize(
+        tf.cast(masks_u8[..., None], tf.float32), norm, tf.range(n), [mask_size, mask_size], method="bilinear"
+    )
     return tf.reshape(crops, [-1, mask_size, mask_size])
 
 

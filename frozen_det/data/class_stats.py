@@ -23,7 +23,7 @@ class ClassStatistics:
     """Counts indexed by contiguous class id (index 0 = background, always 0)."""
 
     instance_counts: np.ndarray  # int64 [C + 1]: non-crowd instances per class
-    image_counts: np.ndarray     # int64 [C + 1]: images containing the class
+    image_counts: np.ndarray  # int64 [C + 1]: images containing the class
     num_images: int
 
     @property
@@ -33,7 +33,6 @@ class ClassStatistics:
     def frequency_groups(self) -> list:
         """LVIS r/c/f per class id ("" for background), from the image counts."""
         return [""] + [frequency_group(n) for n in self.image_counts[1:]]
-
 
 
 def uniform_statistics(num_classes: int) -> ClassStatistics:
@@ -67,8 +66,9 @@ def source_statistics(source, split: str) -> ClassStatistics:
     return class_statistics(source.record_class_counts(split), source.info.num_classes)
 
 
-def repeat_factors(record_class_counts: list, stats: ClassStatistics, threshold: float,
-                   power: float = 0.5) -> np.ndarray:
+def repeat_factors(
+    record_class_counts: list, stats: ClassStatistics, threshold: float, power: float = 0.5
+) -> np.ndarray:
     """Per-record repeat factor of repeat-factor sampling (Gupta et al. 2019, LVIS sec. 4.1):
     class c has r_c = max(1, (t / f_c) ** power) with f_c the fraction of training images that
     contain c; an image repeats max over its classes of r_c (1 for images without objects).

@@ -16,60 +16,72 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 def defaults() -> ConfigDict:
     """Every `config.data` field with its default (reference values: docs/reference.md §2.11, §5.6)."""
-    return ConfigDict(dict(
-        source="synthetic",       # one of SOURCES
-        name="",                  # tfds: "coco/2017", "lvis", "voc/2007", "voc/2012"
-        path="",                  # voc_folder / coco_folder root; tfds data_dir (optional)
-        train_split="train",
-        eval_split="validation",
-        # coco_folder: split -> (annotation json, image dir), relative to `path`. Empty means
-        # annotations/instances_{split}.json and {split}/ (the COCO / LVIS release layout).
-        coco_files=ConfigDict(dict()),
-        class_names=(),           # voc_folder: fixes the class order; empty = sorted names found
-        voc_difficult="crowd",    # VOC `difficult` objects: "crowd" (ignored in train and eval),
-                                  # "keep" (ordinary objects) or "drop"
-        canvas=1024,              # H = W of every batch image; a multiple of 2^max_level
-        batch_size=0,             # global train batch; 0 = config.train.batch_size
-        eval_batch_size=8,        # global eval batch (reference: 8, docs/reference.md §6)
-        max_instances=100,        # N; what does not fit is counted (num_dropped_instances)
-        with_masks=False,
-        mask_size=112,            # box-aligned GT mask crops (docs/reference.md §2.10)
-        canvas_masks=False,       # also emit full-canvas masks [B, N, H, W] (uint8)
-        masks_dtype="float32",    # or "uint8" (0..255) to save host memory
-        image_dtype="float32",    # or "bfloat16"
-        mean=tuple(IMAGENET_MEAN),
-        std=tuple(IMAGENET_STD),
-        seed=0,
-        shuffle_buffer=2048,      # tfds sources stream; local/synthetic shuffle the full split
-        kshot=0,                  # >0: keep k images per class in the train split (papers 001/003)
-        kshot_seed=0,
-        # Train image sampling: "uniform" (every image once per epoch) or "repeat_factor" (LVIS
-        # sec. 4.1: image i appears r_i = max over its classes c of max(1, (t / f_c)^power) times
-        # per epoch in expectation, f_c = fraction of train images containing c).
-        sampling="uniform",
-        repeat_threshold=0.001,   # t (LVIS: 0.001)
-        repeat_power=0.5,         # 0.5: LVIS; 1.0: close to class-balanced image sampling
-        eval_metric="auto",       # "coco" (pycocotools), "lvis" (official lvis API, federated),
-                                  # "auto": lvis when the source has LVIS r/c/f frequencies
-        augment=ConfigDict(dict(
-            hflip=True,
-            scale_min=0.1, scale_max=2.0,  # LSJ, docs/reference.md §2.11
-            # True: boxes of objects cut by the LSJ crop become the tight box of their visible
-            # mask (needs masks). False (reference): the transformed box is only clipped.
-            boxes_from_masks=False,
-            copy_paste=False,
-            # Copy-Paste (docs/reference.md §5.6): thresholds in canvas pixels / original-image pixels.
-            copy_paste_box_update_threshold=10.0,
-            copy_paste_occluded_area=300.0,
-            copy_paste_rule="per_object",  # or "reference" (the coded scalar quirk, 5.6)
-        )),
-        synthetic=ConfigDict(dict(
-            image_size=128, num_train=256, num_validation=64, num_classes=3,
-            max_objects=6, version="1.0.0", data_dir="",  # "" = ~/tensorflow_datasets
-        )),
-        num_parallel_calls=-1,    # tf.data.AUTOTUNE
-        prefetch=2,
-    ))
+    return ConfigDict(
+        dict(
+            source="synthetic",  # one of SOURCES
+            name="",  # tfds: "coco/2017", "lvis", "voc/2007", "voc/2012"
+            path="",  # voc_folder / coco_folder root; tfds data_dir (optional)
+            train_split="train",
+            eval_split="validation",
+            # coco_folder: split -> (annotation json, image dir), relative to `path`. Empty means
+            # annotations/instances_{split}.json and {split}/ (the COCO / LVIS release layout).
+            coco_files=ConfigDict(dict()),
+            class_names=(),  # voc_folder: fixes the class order; empty = sorted names found
+            voc_difficult="crowd",  # VOC `difficult` objects: "crowd" (ignored in train and eval),
+            # "keep" (ordinary objects) or "drop"
+            canvas=1024,  # H = W of every batch image; a multiple of 2^max_level
+            batch_size=0,  # global train batch; 0 = config.train.batch_size
+            eval_batch_size=8,  # global eval batch (reference: 8, docs/reference.md §6)
+            max_instances=100,  # N; what does not fit is counted (num_dropped_instances)
+            with_masks=False,
+            mask_size=112,  # box-aligned GT mask crops (docs/reference.md §2.10)
+            canvas_masks=False,  # also emit full-canvas masks [B, N, H, W] (uint8)
+            masks_dtype="float32",  # or "uint8" (0..255) to save host memory
+            image_dtype="float32",  # or "bfloat16"
+            mean=tuple(IMAGENET_MEAN),
+            std=tuple(IMAGENET_STD),
+            seed=0,
+            shuffle_buffer=2048,  # tfds sources stream; local/synthetic shuffle the full split
+            kshot=0,  # >0: keep k images per class in the train split (papers 001/003)
+            kshot_seed=0,
+            # Train image sampling: "uniform" (every image once per epoch) or "repeat_factor" (LVIS
+            # sec. 4.1: image i appears r_i = max over its classes c of max(1, (t / f_c)^power) times
+            # per epoch in expectation, f_c = fraction of train images containing c).
+            sampling="uniform",
+            repeat_threshold=0.001,  # t (LVIS: 0.001)
+            repeat_power=0.5,  # 0.5: LVIS; 1.0: close to class-balanced image sampling
+            eval_metric="auto",  # "coco" (pycocotools), "lvis" (official lvis API, federated),
+            # "auto": lvis when the source has LVIS r/c/f frequencies
+            augment=ConfigDict(
+                dict(
+                    hflip=True,
+                    scale_min=0.1,
+                    scale_max=2.0,  # LSJ, docs/reference.md §2.11
+                    # True: boxes of objects cut by the LSJ crop become the tight box of their visible
+                    # mask (needs masks). False (reference): the transformed box is only clipped.
+                    boxes_from_masks=False,
+                    copy_paste=False,
+                    # Copy-Paste (docs/reference.md §5.6): thresholds in canvas pixels / original-image pixels.
+                    copy_paste_box_update_threshold=10.0,
+                    copy_paste_occluded_area=300.0,
+                    copy_paste_rule="per_object",  # or "reference" (the coded scalar quirk, 5.6)
+                )
+            ),
+            synthetic=ConfigDict(
+                dict(
+                    image_size=128,
+                    num_train=256,
+                    num_validation=64,
+                    num_classes=3,
+                    max_objects=6,
+                    version="1.0.0",
+                    data_dir="",  # "" = ~/tensorflow_datasets
+                )
+            ),
+            num_parallel_calls=-1,  # tf.data.AUTOTUNE
+            prefetch=2,
+        )
+    )
 
 
 def complete(given) -> ConfigDict:
@@ -92,11 +104,9 @@ def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
         cfg.batch_size = int(train_batch_size or 8)
     # Checked only here: config files may leave these to the command line.
     if cfg.source == "tfds" and not cfg.name:
-        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'coco/2017', 'lvis', "
-                         "'voc/2007'")
+        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'coco/2017', 'lvis', 'voc/2007'")
     if cfg.source in ("voc_folder", "coco_folder") and not cfg.path:
-        raise ValueError(f"config.data.path: the {cfg.source} source needs the dataset folder "
-                         f"(--config.data.path=DIR)")
+        raise ValueError(f"config.data.path: the {cfg.source} source needs the dataset folder (--config.data.path=DIR)")
     return cfg
 
 
@@ -131,5 +141,8 @@ def validate(cfg: ConfigDict) -> None:
     if cfg.eval_metric not in ("auto", "coco", "lvis"):
         bad("eval_metric", "'auto', 'coco' or 'lvis'")
     if cfg.augment.copy_paste and not cfg.with_masks:
-        bad("augment.copy_paste", "Copy-Paste pastes objects by their instance masks: set "
-            "data.with_masks=True (on a source with masks) or augment.copy_paste=False")
+        bad(
+            "augment.copy_paste",
+            "Copy-Paste pastes objects by their instance masks: set "
+            "data.with_masks=True (on a source with masks) or augment.copy_paste=False",
+        )

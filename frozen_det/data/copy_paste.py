@@ -1,4 +1,4 @@
-"""Simple Copy-Paste (Ghiasi et al.; tfmg.md 5.6) on two examples that each went through
+"""Simple Copy-Paste (Ghiasi et al.; docs/reference.md §5.6) on two examples that each went through
 their own flip + large-scale jitter into the same canvas.
 
 * m ~ U{0..n} of the source's objects are chosen uniformly (shuffle + slice);
@@ -30,8 +30,7 @@ def _mask_in_original_frame(canvas_mask, params, height, width):
     canvas so that pixels on the crop border (whose sample would fall just outside) read the
     border pixel that shows them."""
     canvas = tf.shape(canvas_mask)[0]
-    visible = tf.cast(tf.minimum(tf.cast(canvas, tf.float32), params["scaled"] - params["offset"]),
-                      tf.int32)
+    visible = tf.cast(tf.minimum(tf.cast(canvas, tf.float32), params["scaled"] - params["offset"]), tf.int32)
 
     def sample_index(axis, size):
         i = tf.range(size, dtype=tf.float32)
@@ -42,8 +41,15 @@ def _mask_in_original_frame(canvas_mask, params, height, width):
     return tf.gather(rows, sample_index(1, width), axis=1)
 
 
-def copy_paste(main: dict, src: dict, seed, canvas: int, box_update_threshold: float = 10.0,
-               occluded_area: float = 300.0, rule: str = "per_object") -> tuple:
+def copy_paste(
+    main: dict,
+    src: dict,
+    seed,
+    canvas: int,
+    box_update_threshold: float = 10.0,
+    occluded_area: float = 300.0,
+    rule: str = "per_object",
+) -> tuple:
     """Returns (main example with pasted image, kept main objects, pasted objects).
 
     ``main`` / ``src``: dicts with ``image`` (normalised canvas), ``boxes`` (canvas, non-empty),
@@ -57,8 +63,7 @@ def copy_paste(main: dict, src: dict, seed, canvas: int, box_update_threshold: f
     chosen = order[:m]
     chosen_masks = tf.gather(src["masks"], chosen)
     src_hw = tf.shape(src["masks"])[1:3]
-    union = tf.reduce_max(tf.concat([tf.zeros(tf.concat([[1], src_hw], 0), tf.uint8), chosen_masks], 0),
-                          axis=0)
+    union = tf.reduce_max(tf.concat([tf.zeros(tf.concat([[1], src_hw], 0), tf.uint8), chosen_masks], 0), axis=0)
     pasted_mask = augment.transform_masks_nearest(union[None], src["params"], canvas)[0] > 0
     alpha = tf.cast(pasted_mask, main["image"].dtype)[..., None]
     image = main["image"] * (1 - alpha) + src["image"] * alpha
@@ -84,10 +89,18 @@ def copy_paste(main: dict, src: dict, seed, canvas: int, box_update_threshold: f
     boxes = tf.where(moved, new_boxes, main["boxes"])
     keep = ~drop & augment.nonempty(boxes)
     idx = tf.reshape(tf.where(keep), [-1])
-    kept = dict(boxes=tf.gather(boxes, idx), classes=tf.gather(main["classes"], idx),
-                masks=tf.gather(masks, idx), params=main["params"])
-    pasted = dict(boxes=tf.gather(src["boxes"], chosen), classes=tf.gather(src["classes"], chosen),
-                  masks=chosen_masks, params=src["params"])
+    kept = dict(
+        boxes=tf.gather(boxes, idx),
+        classes=tf.gather(main["classes"], idx),
+        masks=tf.gather(masks, idx),
+        params=main["params"],
+    )
+    pasted = dict(
+        boxes=tf.gather(src["boxes"], chosen),
+        classes=tf.gather(src["classes"], chosen),
+        masks=chosen_masks,
+        params=src["params"],
+    )
     # Pasted pixels occlude main objects in canvas space too (for full-canvas masks).
     kept["occluder"] = pasted_mask
     return image, kept, pasted

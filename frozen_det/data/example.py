@@ -1,4 +1,4 @@
-"""One example, record -> fixed-shape dict, in TensorFlow (train: tfmg.md 2.11 + 5.6; eval:
+"""One example, record -> fixed-shape dict, in TensorFlow (train: docs/reference.md §2.11 + 5.6; eval:
 resize the longer side to the canvas and pad)."""
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ def _prepare(source, record, cfg, seed, train: bool) -> dict:
     ex, n_bad = augment.sanitize(ex)
     height, width = tf.shape(ex["image"])[0], tf.shape(ex["image"])[1]
     if train:
-        ex = augment.gather_instances(ex, ~ex["is_crowd"])  # tfmg.md 2.11 step 1
+        ex = augment.gather_instances(ex, ~ex["is_crowd"])  # docs/reference.md §2.11 step 1
         if cfg.augment.hflip:
             flip = tf.random.stateless_uniform([], augment.sub_seed(seed, 1)) < 0.5
             ex = augment.hflip(ex, flip)
-        params = augment.lsj_params(height, width, canvas, cfg.augment.scale_min,
-                                    cfg.augment.scale_max, seed)
+        params = augment.lsj_params(height, width, canvas, cfg.augment.scale_min, cfg.augment.scale_max, seed)
     else:
         params = augment.resize_params(height, width, canvas, 1.0)
     image = augment.transform_image(ex["image"], params, canvas, list(cfg.mean), list(cfg.std))
@@ -30,11 +29,17 @@ def _prepare(source, record, cfg, seed, train: bool) -> dict:
     if train and cfg.with_masks and cfg.augment.boxes_from_masks:
         boxes = augment.boxes_from_visible_masks(ex["masks"], params, canvas, boxes)
     ex = dict(ex, boxes=boxes)
-    if train:  # empty boxes after the crop are removed (tfmg.md 2.11 step 5)
+    if train:  # empty boxes after the crop are removed (docs/reference.md §2.11 step 5)
         ex = augment.gather_instances(ex, augment.nonempty(boxes))
-    out = dict(image=image, boxes=ex["boxes"], classes=tf.cast(ex["classes"], tf.int32),
-               is_crowd=tf.cast(ex["is_crowd"], tf.bool), params=params, num_bad_boxes=n_bad,
-               image_id=tf.cast(ex["image_id"], tf.int64))
+    out = dict(
+        image=image,
+        boxes=ex["boxes"],
+        classes=tf.cast(ex["classes"], tf.int32),
+        is_crowd=tf.cast(ex["is_crowd"], tf.bool),
+        params=params,
+        num_bad_boxes=n_bad,
+        image_id=tf.cast(ex["image_id"], tf.int64),
+    )
     if cfg.with_masks:
         out["masks"] = tf.cast(ex["masks"], tf.uint8)
     return out
@@ -57,12 +62,17 @@ def _finalize(cfg, num_classes, image, groups, params, image_id, num_bad) -> dic
     present = tf.one_hot(tf.boolean_mask(classes, ~crowd), num_classes + 1, dtype=tf.float32)
     out = dict(
         image=tf.cast(image, tf.bfloat16 if cfg.image_dtype == "bfloat16" else tf.float32),
-        boxes=_pad(boxes, n_max), classes=_pad(classes, n_max),
-        valid=_pad(tf.ones([n], tf.bool), n_max, False), is_crowd=_pad(crowd, n_max, False),
-        image_info=augment.image_info(params, canvas), image_id=image_id,
+        boxes=_pad(boxes, n_max),
+        classes=_pad(classes, n_max),
+        valid=_pad(tf.ones([n], tf.bool), n_max, False),
+        is_crowd=_pad(crowd, n_max, False),
+        image_info=augment.image_info(params, canvas),
+        image_id=image_id,
         image_labels=tf.minimum(tf.reduce_sum(present, 0), 1.0),
-        num_dropped_instances=tf.maximum(n - n_max, 0), num_bad_boxes=tf.cast(num_bad, tf.int32),
-        example_valid=tf.constant(True))
+        num_dropped_instances=tf.maximum(n - n_max, 0),
+        num_bad_boxes=tf.cast(num_bad, tf.int32),
+        example_valid=tf.constant(True),
+    )
     if cfg.with_masks:
         crops, full = [], []
         for g in groups:
@@ -96,8 +106,14 @@ def make_train_fn(source, cfg):
         if paste_record is not None:
             s = _prepare(source, paste_record, cfg, augment.sub_seed(seed, 99), train=True)
             image, kept, pasted = copy_paste(
-                a, s, seed, cfg.canvas, aug.copy_paste_box_update_threshold,
-                aug.copy_paste_occluded_area, aug.copy_paste_rule)
+                a,
+                s,
+                seed,
+                cfg.canvas,
+                aug.copy_paste_box_update_threshold,
+                aug.copy_paste_occluded_area,
+                aug.copy_paste_rule,
+            )
             for g in (kept, pasted):
                 g["is_crowd"] = tf.zeros_like(g["classes"], tf.bool)
             groups = [kept, pasted]

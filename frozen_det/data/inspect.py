@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from frozen_det.drawing import colour, denormalize
 
+
 def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
     """One example of a batch as a PIL image with masks, boxes and class names."""
     img = denormalize(batch["image"][i], mean, std).astype(np.float32)
@@ -38,10 +39,8 @@ def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
                 crop = np.asarray(batch["masks"][i, j], np.float32)
                 if crop.max() > 1.0:
                     crop = crop / 255.0
-                pil = Image.fromarray((crop * 255).astype(np.uint8)).resize((ix1 - ix0, iy1 - iy0),
-                                                                             Image.BILINEAR)
-                m[iy0:iy1, ix0:ix1] = np.asarray(pil, np.float32)[: img.shape[0] - iy0,
-                                                                  : img.shape[1] - ix0] / 255.0
+                pil = Image.fromarray((crop * 255).astype(np.uint8)).resize((ix1 - ix0, iy1 - iy0), Image.BILINEAR)
+                m[iy0:iy1, ix0:ix1] = np.asarray(pil, np.float32)[: img.shape[0] - iy0, : img.shape[1] - ix0] / 255.0
         else:
             continue
         a = 0.45 * (m > 0.5)[..., None]
@@ -52,8 +51,7 @@ def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
         c = int(batch["classes"][i, j])
         y0, x0, y1, x1 = [float(v) for v in batch["boxes"][i, j]]
         # the last covered pixel; boxes under one pixel wide (crop slivers) still get one
-        d.rectangle([x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)], outline=colour(c),
-                    width=2 if out.width >= 256 else 1)
+        d.rectangle([x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)], outline=colour(c), width=2 if out.width >= 256 else 1)
         name = class_names[c] if c < len(class_names) else str(c)
         if batch["is_crowd"][i, j]:
             name += " (crowd)"
@@ -76,8 +74,7 @@ def run(config, num: int, output: str, split=None) -> dict:
     from frozen_det.data.pipeline import build_train_pipeline
 
     os.makedirs(output, exist_ok=True)
-    pipe = build_train_pipeline(config, split=split, process_index=0, process_count=1,
-                                batch_size=min(num, 8) or 1)
+    pipe = build_train_pipeline(config, split=split, process_index=0, process_count=1, batch_size=min(num, 8) or 1)
     cfg, source = pipe.config, pipe.source
     written = []
     while len(written) < num:
@@ -89,11 +86,12 @@ def run(config, num: int, output: str, split=None) -> dict:
             draw_example(batch, i, source.info.class_names, cfg.mean, cfg.std).save(path)
             written.append(path)
     summary = {
-        "dataset": source.info.name, "split": pipe.split,
+        "dataset": source.info.name,
+        "split": pipe.split,
         "examples": source.num_records(pipe.split),
-        "instances_per_class" if source.random_access else "images_per_class":
-            instance_counts(source, pipe.split),
-        "skipped": pipe.report(), "written": written,
+        "instances_per_class" if source.random_access else "images_per_class": instance_counts(source, pipe.split),
+        "skipped": pipe.report(),
+        "written": written,
     }
     return summary
 

@@ -54,12 +54,18 @@ from pycocotools import mask as mask_utils
 from frozen_det.data import synthetic
 from frozen_det.data.class_stats import LVIS_COMMON_MAX_IMAGES, LVIS_RARE_MAX_IMAGES, frequency_group
 
-COLOURS = (("red", (215, 45, 45)), ("green", (45, 180, 65)), ("blue", (50, 90, 225)),
-           ("yellow", (225, 205, 45)), ("magenta", (205, 55, 205)), ("cyan", (45, 200, 210)))
-RADIUS = (0.07, 0.17)        # object radius range, fraction of the image size
+COLOURS = (
+    ("red", (215, 45, 45)),
+    ("green", (45, 180, 65)),
+    ("blue", (50, 90, 225)),
+    ("yellow", (225, 205, 45)),
+    ("magenta", (205, 55, 205)),
+    ("cyan", (45, 200, 210)),
+)
+RADIUS = (0.07, 0.17)  # object radius range, fraction of the image size
 MIN_VAL_IMAGES = 3
-NEG_FRACTION = 0.5           # of the absent classes, listed in neg_category_ids
-NOT_EXHAUSTIVE_RATE = 0.1    # images with one present class marked not exhaustive
+NEG_FRACTION = 0.5  # of the absent classes, listed in neg_category_ids
+NOT_EXHAUSTIVE_RATE = 0.1  # images with one present class marked not exhaustive
 SPLITS = {"train": ("lvis_v1_train.json", 1), "val": ("lvis_v1_val.json", 1_000_001)}  # json, first id
 
 
@@ -78,22 +84,26 @@ def class_specs(num_classes: int, seed: int) -> list:
         raise ValueError(f"{num_classes} classes: between 1 and {len(COLOURS) * len(synthetic.SHAPES)}")
     pairs = [(shape, colour) for colour in COLOURS[:num_colours] for shape in synthetic.SHAPES]
     order = np.random.default_rng([seed, 2]).permutation(len(pairs))[:num_classes]
-    return [ClassSpec(f"{pairs[k][1][0]}_{pairs[k][0]}", pairs[k][0], pairs[k][1][0], pairs[k][1][1])
-            for k in order]
+    return [ClassSpec(f"{pairs[k][1][0]}_{pairs[k][0]}", pairs[k][0], pairs[k][1][0], pairs[k][1][1]) for k in order]
 
 
 def target_image_counts(num_train: int, num_frequent: int, num_common: int, num_rare: int) -> np.ndarray:
     """Training images per class (frequent, then common, then rare; module docstring)."""
     top = int(0.8 * num_train)
     if num_frequent and top < LVIS_COMMON_MAX_IMAGES + 10:
-        raise ValueError(f"num_train={num_train}: frequent classes need more than {LVIS_COMMON_MAX_IMAGES} "
-                         "training images each; use num_train >= 138")
+        raise ValueError(
+            f"num_train={num_train}: frequent classes need more than {LVIS_COMMON_MAX_IMAGES} "
+            "training images each; use num_train >= 138"
+        )
     if num_common and num_train < LVIS_COMMON_MAX_IMAGES - 5:
         raise ValueError(f"num_train={num_train}: common classes need up to 95 training images")
-    counts = np.concatenate([
-        np.geomspace(top, LVIS_COMMON_MAX_IMAGES + 10, num_frequent),
-        np.geomspace(LVIS_COMMON_MAX_IMAGES - 5, LVIS_RARE_MAX_IMAGES + 2, num_common),
-        np.linspace(LVIS_RARE_MAX_IMAGES, 1, num_rare)])
+    counts = np.concatenate(
+        [
+            np.geomspace(top, LVIS_COMMON_MAX_IMAGES + 10, num_frequent),
+            np.geomspace(LVIS_COMMON_MAX_IMAGES - 5, LVIS_RARE_MAX_IMAGES + 2, num_common),
+            np.linspace(LVIS_RARE_MAX_IMAGES, 1, num_rare),
+        ]
+    )
     return np.round(counts).astype(np.int64)
 
 
@@ -105,8 +115,10 @@ def _assign(rng, image_counts, num_images: int, max_objects: int, split: str) ->
     for c in np.argsort(-image_counts, kind="stable"):
         n = int(image_counts[c])
         if np.count_nonzero(free) < n:
-            raise ValueError(f"{split}: no room for {n} images of class {c + 1} in {num_images} images of at "
-                             f"most {max_objects} objects; raise max_objects or the number of images")
+            raise ValueError(
+                f"{split}: no room for {n} images of class {c + 1} in {num_images} images of at "
+                f"most {max_objects} objects; raise max_objects or the number of images"
+            )
         chosen = rng.choice(num_images, n, replace=False, p=free / free.sum())
         for i in chosen:
             members[i].append(int(c))
@@ -139,8 +151,9 @@ def _draw(rng, size: int, present: list, image_counts, specs: list, max_objects:
     return np.clip(image, 0, 255).astype(np.uint8), inst, labels
 
 
-def _generate_split(root: str, split: str, members: list, image_counts, specs: list, image_size: int,
-                    max_objects: int, seed: int) -> tuple:
+def _generate_split(
+    root: str, split: str, members: list, image_counts, specs: list, image_size: int, max_objects: int, seed: int
+) -> tuple:
     """Draws and writes the split's images (``members``: the classes of each); returns its
     (images, annotations) json lists."""
     stream = list(SPLITS).index(split)
@@ -157,18 +170,31 @@ def _generate_split(root: str, split: str, members: list, image_counts, specs: l
         for j, c in enumerate(labels):
             rle = mask_utils.encode(np.asfortranarray((inst == j + 1).astype(np.uint8)))
             y0, x0, y1, x1 = (float(v) for v in boxes[j])
-            annotations.append({"id": first_id + len(annotations), "image_id": image_id,
-                                "category_id": c + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                "area": int(areas[j]),
-                                "segmentation": {"size": [image_size, image_size],
-                                                 "counts": rle["counts"].decode("ascii")}})
+            annotations.append(
+                {
+                    "id": first_id + len(annotations),
+                    "image_id": image_id,
+                    "category_id": c + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(areas[j]),
+                    "segmentation": {"size": [image_size, image_size], "counts": rle["counts"].decode("ascii")},
+                }
+            )
         absent = [c for c in range(len(specs)) if c not in labels]
         neg = [c + 1 for c in absent if rng.random() < NEG_FRACTION]
         not_exhaustive = []
         if labels and rng.random() < NOT_EXHAUSTIVE_RATE:
             not_exhaustive = [int(rng.choice(sorted(set(labels)))) + 1]
-        images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size,
-                       "neg_category_ids": neg, "not_exhaustive_category_ids": not_exhaustive})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": image_size,
+                "width": image_size,
+                "neg_category_ids": neg,
+                "not_exhaustive_category_ids": not_exhaustive,
+            }
+        )
     return images, annotations
 
 
@@ -182,9 +208,18 @@ def _counts(annotations: list, num_classes: int) -> tuple:
     return np.array([len(s) for s in images], np.int64), instances
 
 
-def write_long_tailed_lvis(path: str, *, image_size: int = 128, num_train: int = 300, num_val: int = 100,
-                           num_frequent: int = 3, num_common: int = 5, num_rare: int = 12,
-                           max_objects: int = 6, seed: int = 0) -> dict:
+def write_long_tailed_lvis(
+    path: str,
+    *,
+    image_size: int = 128,
+    num_train: int = 300,
+    num_val: int = 100,
+    num_frequent: int = 3,
+    num_common: int = 5,
+    num_rare: int = 12,
+    max_objects: int = 6,
+    seed: int = 0,
+) -> dict:
     """Writes the dataset under ``path`` (module docstring) and returns a summary: sizes, the
     r/c/f group sizes and per category its train / val image and instance counts."""
     if image_size < 64:
@@ -195,39 +230,70 @@ def write_long_tailed_lvis(path: str, *, image_size: int = 128, num_train: int =
     train_counts = target_image_counts(num_train, num_frequent, num_common, num_rare)
     val_counts = np.maximum(MIN_VAL_IMAGES, np.round(train_counts * num_val / num_train)).astype(np.int64)
     sizes = {"train": (num_train, train_counts), "val": (num_val, val_counts)}
-    members = {split: _assign(np.random.default_rng([seed, list(SPLITS).index(split)]), counts, num,
-                              max_objects, split)
-               for split, (num, counts) in sizes.items()}  # both first: a size error writes nothing
+    members = {
+        split: _assign(np.random.default_rng([seed, list(SPLITS).index(split)]), counts, num, max_objects, split)
+        for split, (num, counts) in sizes.items()
+    }  # both first: a size error writes nothing
     os.makedirs(os.path.join(path, "annotations"), exist_ok=True)
-    splits = {split: _generate_split(path, split, members[split], counts, specs, image_size, max_objects, seed)
-              for split, (_, counts) in sizes.items()}
+    splits = {
+        split: _generate_split(path, split, members[split], counts, specs, image_size, max_objects, seed)
+        for split, (_, counts) in sizes.items()
+    }
     num_classes = len(specs)
     train_images, train_instances = _counts(splits["train"][1], num_classes)
     val_images, val_instances = _counts(splits["val"][1], num_classes)
-    categories = [{"id": c + 1, "name": s.name, "synset": f"{s.name}.n.01", "synonyms": [s.name],
-                   "def": f"a {s.colour} {s.shape}", "frequency": frequency_group(int(train_images[c])),
-                   "image_count": int(train_images[c]), "instance_count": int(train_instances[c])}
-                  for c, s in enumerate(specs)]
+    categories = [
+        {
+            "id": c + 1,
+            "name": s.name,
+            "synset": f"{s.name}.n.01",
+            "synonyms": [s.name],
+            "def": f"a {s.colour} {s.shape}",
+            "frequency": frequency_group(int(train_images[c])),
+            "image_count": int(train_images[c]),
+            "instance_count": int(train_instances[c]),
+        }
+        for c, s in enumerate(specs)
+    ]
     groups = {g: sum(cat["frequency"] == g for cat in categories) for g in "fcr"}
     wanted = {"f": num_frequent, "c": num_common, "r": num_rare}
     if groups != wanted or train_images.min() < 1 or val_images.min() < 1:
-        raise RuntimeError(f"seed {seed}: the drawn images give groups {groups} (wanted {wanted}), train "
-                           f"images per class {train_images.tolist()}, val {val_images.tolist()}; "
-                           "lower max_objects or change the seed")
-    info = {"description": "frozen_det long-tailed shapes in the LVIS v1 format (frozen_det.data.long_tail)",
-            "version": "1.0", "seed": seed, "image_size": image_size}
+        raise RuntimeError(
+            f"seed {seed}: the drawn images give groups {groups} (wanted {wanted}), train "
+            f"images per class {train_images.tolist()}, val {val_images.tolist()}; "
+            "lower max_objects or change the seed"
+        )
+    info = {
+        "description": "frozen_det long-tailed shapes in the LVIS v1 format (frozen_det.data.long_tail)",
+        "version": "1.0",
+        "seed": seed,
+        "image_size": image_size,
+    }
     for split, (images, anns) in splits.items():
         with open(os.path.join(path, "annotations", SPLITS[split][0]), "w") as f:
-            json.dump({"info": info, "licenses": [], "categories": categories, "images": images,
-                       "annotations": anns}, f, separators=(",", ":"))
+            json.dump(
+                {"info": info, "licenses": [], "categories": categories, "images": images, "annotations": anns},
+                f,
+                separators=(",", ":"),
+            )
     return {
-        "path": os.path.abspath(path), "image_size": image_size, "num_classes": num_classes,
+        "path": os.path.abspath(path),
+        "image_size": image_size,
+        "num_classes": num_classes,
         "frequency_groups": groups,
         **{split: {"images": len(images), "annotations": len(anns)} for split, (images, anns) in splits.items()},
-        "categories": [{"id": cat["id"], "name": cat["name"], "frequency": cat["frequency"],
-                        "train_images": cat["image_count"], "train_instances": cat["instance_count"],
-                        "val_images": int(val_images[c]), "val_instances": int(val_instances[c])}
-                       for c, cat in enumerate(categories)],
+        "categories": [
+            {
+                "id": cat["id"],
+                "name": cat["name"],
+                "frequency": cat["frequency"],
+                "train_images": cat["image_count"],
+                "train_instances": cat["instance_count"],
+                "val_images": int(val_images[c]),
+                "val_instances": int(val_instances[c]),
+            }
+            for c, cat in enumerate(categories)
+        ],
     }
 
 
@@ -244,9 +310,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     start = time.perf_counter()
-    summary = write_long_tailed_lvis(a.output, image_size=a.image_size, num_train=a.num_train,
-                                     num_val=a.num_val, num_frequent=a.num_frequent, num_common=a.num_common,
-                                     num_rare=a.num_rare, max_objects=a.max_objects, seed=a.seed)
+    summary = write_long_tailed_lvis(
+        a.output,
+        image_size=a.image_size,
+        num_train=a.num_train,
+        num_val=a.num_val,
+        num_frequent=a.num_frequent,
+        num_common=a.num_common,
+        num_rare=a.num_rare,
+        max_objects=a.max_objects,
+        seed=a.seed,
+    )
     print(json.dumps(summary, indent=1))
     print(f"wrote {summary['path']} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

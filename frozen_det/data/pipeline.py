@@ -1,7 +1,7 @@
 """Seeded, sharded, resumable train and eval iterators of fixed-shape numpy batches.
 
 Engine: tf.data for decoding and augmentation (parallel, ``deterministic=True``), batches
-assembled in Python. Decided once for the whole pipeline (DESIGN.md: tf.data is the default;
+assembled in Python. Decided once for the whole pipeline (docs/architecture.md: tf.data is the default;
 grain is not installed): instead of checkpointing tf.data's internal iterator state, which
 would serialise shuffle buffers, the position is a pair of integers.
 
@@ -49,6 +49,7 @@ _INTERNAL = ("_position",)
 def _process_layout(process_index, process_count):
     if process_index is None or process_count is None:
         import jax  # only for the process layout; the data package never touches devices
+
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -57,15 +58,27 @@ def _process_layout(process_index, process_count):
 
 
 _SOURCES: dict = {}
-_SOURCE_FIELDS = ("source", "name", "path", "coco_files", "class_names", "voc_difficult", "synthetic",
-                  "train_split", "eval_split")
+_SOURCE_FIELDS = (
+    "source",
+    "name",
+    "path",
+    "coco_files",
+    "class_names",
+    "voc_difficult",
+    "synthetic",
+    "train_split",
+    "eval_split",
+)
 
 
 def cached_source(cfg):
     """One source object per source-defining config (indexing a folder and tracing the
     augmentation graph are done once per process, not once per pipeline)."""
-    key = json.dumps({k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k]
-                      for k in _SOURCE_FIELDS}, sort_keys=True, default=str)
+    key = json.dumps(
+        {k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k] for k in _SOURCE_FIELDS},
+        sort_keys=True,
+        default=str,
+    )
     if key not in _SOURCES:
         _SOURCES[key] = build_source(cfg)
     return _SOURCES[key]
@@ -89,13 +102,17 @@ class _Base:
         self.source = source or cached_source(cfg)
         info = self.source.info
         if cfg.with_masks and not info.has_masks:
-            raise DataError(f"config.data.with_masks=True but source {info.name!r} has no instance "
-                            "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
-                            "a source with masks (synthetic, coco_folder, tfds lvis)")
+            raise DataError(
+                f"config.data.with_masks=True but source {info.name!r} has no instance "
+                "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
+                "a source with masks (synthetic, coco_folder, tfds lvis)"
+            )
         global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
         if global_batch % self.process_count:
-            raise ValueError(f"config.data.{'batch_size' if train else 'eval_batch_size'}="
-                             f"{global_batch} is not divisible by the {self.process_count} processes")
+            raise ValueError(
+                f"config.data.{'batch_size' if train else 'eval_batch_size'}="
+                f"{global_batch} is not divisible by the {self.process_count} processes"
+            )
         self.batch_size = global_batch // self.process_count
         if self.source.random_access:
             self.source.num_records(self.split)  # a missing split fails here, with its name
@@ -123,7 +140,7 @@ class _Base:
         n = self.source.num_records(self.split)
         repeats = self._epoch_repeats(epoch)
         idx = np.arange(n) if repeats is None else np.repeat(np.arange(n), repeats)
-        return idx[self.process_index::self.process_count]
+        return idx[self.process_index :: self.process_count]
 
     def _records(self, epoch: int, offset: int, stream: int = 0):
         """tf.data of records of ``epoch`` from ``offset`` on; ``stream`` 1 = the Copy-Paste
@@ -139,10 +156,14 @@ class _Base:
             return src.records(self.split, order[offset:])
         seed = None
         if shuffle:
-            seed = int(np.random.default_rng([cfg.seed, epoch, self.process_index, stream])
-                       .integers(0, 2**31 - 1))
-        ds = src.stream(self.split, (self.process_index, self.process_count), seed,
-                        cfg.shuffle_buffer, repeats=self._epoch_repeats(epoch))
+            seed = int(np.random.default_rng([cfg.seed, epoch, self.process_index, stream]).integers(0, 2**31 - 1))
+        ds = src.stream(
+            self.split,
+            (self.process_index, self.process_count),
+            seed,
+            cfg.shuffle_buffer,
+            repeats=self._epoch_repeats(epoch),
+        )
         return ds.skip(offset)
 
     def _traced_fn(self, fn, element_spec):
@@ -151,11 +172,13 @@ class _Base:
         key = (id(fn), repr(element_spec))
         cache = self.source.__dict__.setdefault("_traced_cache", {})
         if key not in cache:
+
             def run(seed, pidx, epoch, position, *recs):
                 base = tf.stack([seed, pidx * 1_000_003 + epoch])
                 out = fn(tf.random.experimental.stateless_fold_in(base, position), *recs)
                 out["_position"] = position
                 return out
+
             spec = [tf.TensorSpec([], tf.int64)] * 4 + list(element_spec[1:])
             cache[key] = tf.function(run, input_signature=spec, reduce_retracing=True)
         return cache[key]
@@ -180,8 +203,7 @@ class _Base:
         seed, pidx = cfg.seed, self.process_index
 
         def process(position, *recs):
-            return traced(tf.constant(seed, tf.int64), tf.constant(pidx, tf.int64), epoch_t,
-                          position, *recs)
+            return traced(tf.constant(seed, tf.int64), tf.constant(pidx, tf.int64), epoch_t, position, *recs)
 
         npc = tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
         ds = ds.map(process, num_parallel_calls=npc, deterministic=True)
@@ -199,8 +221,11 @@ class _Base:
     def _count_gap(self, expected, pos):
         for missing in range(expected, pos):
             self.stats["examples_skipped"] += 1
-            log.warning("skipped %s of split %r: it could not be decoded (see the TF warning above)",
-                        self._describe(missing), self.split)
+            log.warning(
+                "skipped %s of split %r: it could not be decoded (see the TF warning above)",
+                self._describe(missing),
+                self.split,
+            )
 
     def _account(self, ex):
         self.stats["examples"] += 1
@@ -220,15 +245,15 @@ class TrainPipeline(_Base):
     """Infinite iterator of per-process train batches. ``state()`` / ``restore(state)``
     save and restore the position (module docstring)."""
 
-    def __init__(self, config, split=None, process_index=None, process_count=None, source=None,
-                 batch_size=None):
+    def __init__(self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
         super().__init__(config, split, True, process_index, process_count, source, batch_size)
         cfg = self.config
         self.copy_paste = bool(cfg.augment.copy_paste)
         if cfg.kshot:
             self._selected = kshot_select(self.source.record_classes(self.split), cfg.kshot, cfg.kshot_seed)
-            log.info("k-shot: %d images of split %r keep >= %d images per class", len(self._selected),
-                     self.split, cfg.kshot)
+            log.info(
+                "k-shot: %d images of split %r keep >= %d images per class", len(self._selected), self.split, cfg.kshot
+            )
         if cfg.sampling == "repeat_factor":
             self._repeat_factors = self._compute_repeat_factors()
         self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: make_train_fn(self.source, cfg))
@@ -242,25 +267,44 @@ class TrainPipeline(_Base):
             counts = [counts[i] for i in self._selected]
         stats = class_statistics(counts, self.source.info.num_classes)
         factors = repeat_factors(counts, stats, cfg.repeat_threshold, cfg.repeat_power)
-        log.info("repeat-factor sampling (t=%g, power=%g): %.1f%% of %d images repeated, mean factor %.3f, "
-                 "max %.2f", cfg.repeat_threshold, cfg.repeat_power, 100 * np.mean(factors > 1), len(factors),
-                 factors.mean(), factors.max())
+        log.info(
+            "repeat-factor sampling (t=%g, power=%g): %.1f%% of %d images repeated, mean factor %.3f, max %.2f",
+            cfg.repeat_threshold,
+            cfg.repeat_power,
+            100 * np.mean(factors > 1),
+            len(factors),
+            factors.mean(),
+            factors.max(),
+        )
         return factors
 
     def state(self) -> dict:
         """A small JSON-able dict; save it with the training checkpoint."""
-        return {"version": STATE_VERSION, "epoch": self._epoch, "offset": self._offset,
-                "seed": int(self.config.seed), "split": self.split,
-                "process_index": self.process_index, "process_count": self.process_count,
-                "batch_size": self.batch_size, "stats": dict(self.stats)}
+        return {
+            "version": STATE_VERSION,
+            "epoch": self._epoch,
+            "offset": self._offset,
+            "seed": int(self.config.seed),
+            "split": self.split,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+            "batch_size": self.batch_size,
+            "stats": dict(self.stats),
+        }
 
     def restore(self, state: dict) -> None:
         """Continues from ``state`` (from ``state()`` of a pipeline with the same config)."""
-        for key, mine in (("seed", int(self.config.seed)), ("split", self.split),
-                          ("process_count", self.process_count), ("process_index", self.process_index)):
+        for key, mine in (
+            ("seed", int(self.config.seed)),
+            ("split", self.split),
+            ("process_count", self.process_count),
+            ("process_index", self.process_index),
+        ):
             if key in state and state[key] != mine:
-                raise ValueError(f"pipeline state was saved with {key}={state[key]!r}, this pipeline "
-                                 f"has {mine!r}: restore with the same data config and process layout")
+                raise ValueError(
+                    f"pipeline state was saved with {key}={state[key]!r}, this pipeline "
+                    f"has {mine!r}: restore with the same data config and process layout"
+                )
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"pipeline state version {state.get('version')} != {STATE_VERSION}")
         self._epoch, self._offset = int(state["epoch"]), int(state["offset"])
@@ -275,8 +319,10 @@ class TrainPipeline(_Base):
                 produced = True
                 yield epoch, pos, ex
             if not produced and offset == 0:
-                raise DataError(f"split {self.split!r} of {self.source.info.name!r} gave no usable "
-                                f"example on process {self.process_index} (all skipped or empty shard)")
+                raise DataError(
+                    f"split {self.split!r} of {self.source.info.name!r} gave no usable "
+                    f"example on process {self.process_index} (all skipped or empty shard)"
+                )
             yield epoch, None, None  # epoch boundary
 
     def __iter__(self):
@@ -302,11 +348,11 @@ class EvalPipeline(_Base):
     examples whose ``example_valid`` is False (image_id -1). Every process yields the same
     number of batches (``num_batches``), as a multi-host evaluation step needs."""
 
-    def __init__(self, config, split=None, process_index=None, process_count=None, source=None,
-                 batch_size=None):
+    def __init__(self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
         super().__init__(config, split, False, process_index, process_count, source, batch_size)
-        self._fn = _cached_fn(self.source, ("eval", self.config.to_json()),
-                              lambda: make_eval_fn(self.source, self.config))
+        self._fn = _cached_fn(
+            self.source, ("eval", self.config.to_json()), lambda: make_eval_fn(self.source, self.config)
+        )
         n = self.source.num_records(self.split)
         self.num_examples = n
         self.num_batches = max(1, math.ceil(math.ceil(n / self.process_count) / self.batch_size))
@@ -323,8 +369,10 @@ class EvalPipeline(_Base):
                 produced += 1
                 batch = []
         if template is None:
-            raise DataError(f"eval split {self.split!r} of {self.source.info.name!r} gave no usable "
-                            f"example on process {self.process_index}")
+            raise DataError(
+                f"eval split {self.split!r} of {self.source.info.name!r} gave no usable "
+                f"example on process {self.process_index}"
+            )
         while produced < self.num_batches:
             while len(batch) < self.batch_size:
                 batch.append(_padding_like(template))

@@ -38,16 +38,23 @@ def config_name(image_size, num_train, num_validation, num_classes, max_objects)
     return f"s{image_size}_n{num_train}_v{num_validation}_c{num_classes}_o{max_objects}"
 
 
-def make_config(image_size=128, num_train=256, num_validation=64, num_classes=3, max_objects=6,
-                version="1.0.0") -> SyntheticShapesConfig:
+def make_config(
+    image_size=128, num_train=256, num_validation=64, num_classes=3, max_objects=6, version="1.0.0"
+) -> SyntheticShapesConfig:
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"config.data.synthetic.num_classes={num_classes}: 1..{len(SHAPES)}")
     if image_size < 32:
         raise ValueError(f"config.data.synthetic.image_size={image_size}: at least 32")
     return SyntheticShapesConfig(
         name=config_name(image_size, num_train, num_validation, num_classes, max_objects),
-        version=version, description="synthetic shapes", image_size=image_size, num_train=num_train,
-        num_validation=num_validation, num_classes=num_classes, max_objects=max_objects)
+        version=version,
+        description="synthetic shapes",
+        image_size=image_size,
+        num_train=num_train,
+        num_validation=num_validation,
+        num_classes=num_classes,
+        max_objects=max_objects,
+    )
 
 
 def _shape_polygon(kind, cy, cx, r, rot):
@@ -69,8 +76,20 @@ def _shape_polygon(kind, cy, cx, r, rot):
         return [tuple(p) for pair in zip(outer, inner) for p in pair]
     if kind == "cross":
         t = r * 0.4
-        pts = [(-t, -r), (t, -r), (t, -t), (r, -t), (r, t), (t, t), (t, r), (-t, r), (-t, t),
-               (-r, t), (-r, -t), (-t, -t)]
+        pts = [
+            (-t, -r),
+            (t, -r),
+            (t, -t),
+            (r, -t),
+            (r, t),
+            (t, t),
+            (t, r),
+            (-t, r),
+            (-t, t),
+            (-r, t),
+            (-r, -t),
+            (-t, -t),
+        ]
         return [(cx + x, cy + y) for y, x in pts]
     raise ValueError(kind)
 
@@ -92,7 +111,7 @@ def draw_shape(kind, size, cy, cx, r, rot) -> np.ndarray:
 def background(rng, size) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     c0, c1 = rng.uniform(40, 200, 3), rng.uniform(40, 200, 3)
-    t = (yy * rng.uniform(-1, 1) + xx * rng.uniform(-1, 1))
+    t = yy * rng.uniform(-1, 1) + xx * rng.uniform(-1, 1)
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     bg = c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
     period = rng.uniform(6, 20)
@@ -140,8 +159,7 @@ def visible_boxes(instance_map, num_objects) -> tuple:
     return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(areas, np.int64)
 
 
-def generate_example(index: int, split: str, image_size: int, num_classes: int,
-                     max_objects: int) -> dict:
+def generate_example(index: int, split: str, image_size: int, num_classes: int, max_objects: int) -> dict:
     """One example as numpy: image uint8 [S,S,3], instance_map uint8 [S,S,1], boxes
     (ymin,xmin,ymax,xmax, pixels), labels (0-based), visible areas."""
     rng = np.random.default_rng([_SPLIT_SEED.get(split, 2), index, image_size, num_classes])
@@ -166,8 +184,13 @@ def generate_example(index: int, split: str, image_size: int, num_classes: int,
             colour = rng.uniform(0, 255, 3)
         paint(rng, image, mask, colour)
     boxes, areas = visible_boxes(inst, len(labels))
-    return dict(image=np.clip(image, 0, 255).astype(np.uint8), instance_map=inst[..., None],
-                boxes=boxes, labels=np.asarray(labels, np.int64), areas=areas)
+    return dict(
+        image=np.clip(image, 0, 255).astype(np.uint8),
+        instance_map=inst[..., None],
+        boxes=boxes,
+        labels=np.asarray(labels, np.int64),
+        areas=areas,
+    )
 
 
 class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
@@ -180,25 +203,30 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         c = self.builder_config
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(c.image_size, c.image_size, 3), encoding_format="png"),
-                "image/id": np.int64,
-                "instance_map": tfds.features.Image(shape=(c.image_size, c.image_size, 1),
-                                                    encoding_format="png"),
-                "objects": tfds.features.Sequence({
-                    "bbox": tfds.features.BBoxFeature(),
-                    "label": tfds.features.ClassLabel(names=list(SHAPES[:c.num_classes])),
-                    "area": np.int64,
-                    "is_crowd": np.bool_,
-                }),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(c.image_size, c.image_size, 3), encoding_format="png"),
+                    "image/id": np.int64,
+                    "instance_map": tfds.features.Image(shape=(c.image_size, c.image_size, 1), encoding_format="png"),
+                    "objects": tfds.features.Sequence(
+                        {
+                            "bbox": tfds.features.BBoxFeature(),
+                            "label": tfds.features.ClassLabel(names=list(SHAPES[: c.num_classes])),
+                            "area": np.int64,
+                            "is_crowd": np.bool_,
+                        }
+                    ),
+                }
+            ),
             supervised_keys=None,
         )
 
     def _split_generators(self, dl_manager):
         c = self.builder_config
-        return {"train": self._generate_examples("train", c.num_train),
-                "validation": self._generate_examples("validation", c.num_validation)}
+        return {
+            "train": self._generate_examples("train", c.num_train),
+            "validation": self._generate_examples("validation", c.num_validation),
+        }
 
     def _generate_examples(self, split, num):
         c = self.builder_config
@@ -206,26 +234,37 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
         for i in range(num):
             ex = generate_example(i, split, c.image_size, c.num_classes, c.max_objects)
             s = float(c.image_size)
-            yield i, {
-                "image": ex["image"], "image/id": offset + i, "instance_map": ex["instance_map"],
-                "objects": {
-                    "bbox": [tfds.features.BBox(*(np.minimum(b / s, 1.0)).tolist()) for b in ex["boxes"]],
-                    "label": ex["labels"].tolist(), "area": ex["areas"].tolist(),
-                    "is_crowd": [False] * len(ex["labels"]),
+            yield (
+                i,
+                {
+                    "image": ex["image"],
+                    "image/id": offset + i,
+                    "instance_map": ex["instance_map"],
+                    "objects": {
+                        "bbox": [tfds.features.BBox(*(np.minimum(b / s, 1.0)).tolist()) for b in ex["boxes"]],
+                        "label": ex["labels"].tolist(),
+                        "area": ex["areas"].tolist(),
+                        "is_crowd": [False] * len(ex["labels"]),
+                    },
                 },
-            }
+            )
 
 
 def build(cfg_synthetic, data_dir: str = "") -> tfds.core.DatasetBuilder:
     """Builds (once; later calls reuse the files) and returns the builder for
     ``config.data.synthetic``."""
-    c = make_config(cfg_synthetic.image_size, cfg_synthetic.num_train, cfg_synthetic.num_validation,
-                    cfg_synthetic.num_classes, cfg_synthetic.max_objects, cfg_synthetic.version)
+    c = make_config(
+        cfg_synthetic.image_size,
+        cfg_synthetic.num_train,
+        cfg_synthetic.num_validation,
+        cfg_synthetic.num_classes,
+        cfg_synthetic.max_objects,
+        cfg_synthetic.version,
+    )
     registered = {b.name: b for b in SyntheticShapes.BUILDER_CONFIGS}
     same = registered.get(c.name)
     if same is not None and same.version == c.version:
         c = c.name  # TFDS refuses a custom config named like a registered one
     builder = SyntheticShapes(config=c, data_dir=data_dir or None)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        try_download_gcs=False))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder

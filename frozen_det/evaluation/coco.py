@@ -1,4 +1,4 @@
-"""COCO-style evaluation through pycocotools (reference/tfmg.md 6).
+"""COCO-style evaluation through pycocotools (docs/reference.md §6).
 
 Detections arrive as fixed-size padded arrays in original-image pixels (yxyx); only valid
 entries are submitted (padding has no category). Masks arrive as per-detection probabilities
@@ -17,8 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-                "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
 
 
 def paste_mask(mask: np.ndarray, box: Sequence[float], image_hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
@@ -67,8 +66,14 @@ class DetectionResults:
       max_detections: detections per image submitted (the top-scoring ones).
     """
 
-    def __init__(self, ground_truth: Mapping[str, Any], category_ids: Sequence[int], *,
-                 include_masks: bool = False, max_detections: int = 100):
+    def __init__(
+        self,
+        ground_truth: Mapping[str, Any],
+        category_ids: Sequence[int],
+        *,
+        include_masks: bool = False,
+        max_detections: int = 100,
+    ):
         self._gt_dict = copy.deepcopy(dict(ground_truth))
         self._gt_dict.setdefault("info", {})
         self._gt_dict.setdefault("licenses", [])
@@ -90,15 +95,18 @@ class DetectionResults:
             order = [k for k in np.argsort(-scores[b], kind="stable") if valid[b, k]]
             for k in order[: self.max_detections]:
                 ymin, xmin, ymax, xmax = (float(v) for v in boxes[b, k])
-                result = {"image_id": image_id, "category_id": int(self.category_ids[int(classes[b, k])]),
-                          "bbox": [xmin, ymin, xmax - xmin, ymax - ymin], "score": float(scores[b, k])}
+                result = {
+                    "image_id": image_id,
+                    "category_id": int(self.category_ids[int(classes[b, k])]),
+                    "bbox": [xmin, ymin, xmax - xmin, ymax - ymin],
+                    "score": float(scores[b, k]),
+                }
                 if self.include_masks and masks is not None:
                     binary = paste_mask(np.asarray(masks[b, k]), boxes[b, k], self._sizes[image_id])
                     rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
                     rle["counts"] = rle["counts"].decode("ascii")
                     result["segmentation"] = rle
                 self.results.append(result)
-
 
     def _ground_truth(self):
         """The ground truth in the evaluating API's own form."""

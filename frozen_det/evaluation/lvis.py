@@ -1,4 +1,4 @@
-"""LVIS evaluation through the official `lvis` API (reference/tfmg.md 6, "LVIS").
+"""LVIS evaluation through the official `lvis` API (docs/reference.md §6, "LVIS").
 
 The federated rules live in ``lvis.LVISEval``: per image, detections of categories that are
 neither present nor in ``neg_category_ids`` are discarded, unmatched detections of categories in
@@ -21,8 +21,21 @@ import numpy as np
 from frozen_det.evaluation.coco import DetectionResults, per_class_ap
 
 LVIS_MAX_DETECTIONS = 300
-SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
-                "AR@300", "ARs@300", "ARm@300", "ARl@300")
+SUMMARY_KEYS = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "APr",
+    "APc",
+    "APf",
+    "AR@300",
+    "ARs@300",
+    "ARm@300",
+    "ARl@300",
+)
 _IMAGE_FIELDS = ("neg_category_ids", "not_exhaustive_category_ids")
 
 
@@ -30,8 +43,10 @@ def _lvis_api():
     try:
         import lvis
     except ImportError as e:
-        raise ImportError("LVIS evaluation needs the official `lvis` package: pip install "
-                          "'frozen_det[lvis]' (or set data.eval_metric='coco')") from e
+        raise ImportError(
+            "LVIS evaluation needs the official `lvis` package: pip install "
+            "'frozen_det[lvis]' (or set data.eval_metric='coco')"
+        ) from e
     return lvis
 
 
@@ -51,14 +66,20 @@ def _numpy_float_alias():
 
 def check_lvis_ground_truth(ground_truth: Mapping[str, Any]) -> None:
     """The federated fields the API needs, with a message naming what is missing."""
-    missing_freq = [c.get("name", c["id"]) for c in ground_truth["categories"] if c.get("frequency") not in ("r", "c", "f")]
+    missing_freq = [
+        c.get("name", c["id"]) for c in ground_truth["categories"] if c.get("frequency") not in ("r", "c", "f")
+    ]
     if missing_freq:
-        raise ValueError(f"LVIS evaluation: categories without an r/c/f 'frequency' (e.g. {missing_freq[:5]}); "
-                         "the source must provide them (LVIS json) or they are computed from the train split")
+        raise ValueError(
+            f"LVIS evaluation: categories without an r/c/f 'frequency' (e.g. {missing_freq[:5]}); "
+            "the source must provide them (LVIS json) or they are computed from the train split"
+        )
     missing_img = [im["id"] for im in ground_truth["images"] if any(k not in im for k in _IMAGE_FIELDS)]
     if missing_img:
-        raise ValueError(f"LVIS evaluation: images without {_IMAGE_FIELDS} (e.g. ids {missing_img[:5]}): "
-                         "this is not a federated (LVIS-format) dataset; use data.eval_metric='coco'")
+        raise ValueError(
+            f"LVIS evaluation: images without {_IMAGE_FIELDS} (e.g. ids {missing_img[:5]}): "
+            "this is not a federated (LVIS-format) dataset; use data.eval_metric='coco'"
+        )
 
 
 class LvisEvaluator(DetectionResults):
@@ -67,11 +88,16 @@ class LvisEvaluator(DetectionResults):
     ``max_detections`` defaults to LVIS's 300 per image (the API keeps the top 300 anyway).
     """
 
-    def __init__(self, ground_truth: Mapping[str, Any], category_ids: Sequence[int], *,
-                 include_masks: bool = False, max_detections: int = LVIS_MAX_DETECTIONS):
+    def __init__(
+        self,
+        ground_truth: Mapping[str, Any],
+        category_ids: Sequence[int],
+        *,
+        include_masks: bool = False,
+        max_detections: int = LVIS_MAX_DETECTIONS,
+    ):
         check_lvis_ground_truth(ground_truth)
-        super().__init__(ground_truth, category_ids, include_masks=include_masks,
-                         max_detections=max_detections)
+        super().__init__(ground_truth, category_ids, include_masks=include_masks, max_detections=max_detections)
 
     def _ground_truth(self):
         lvis = _lvis_api()

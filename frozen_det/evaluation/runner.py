@@ -31,9 +31,17 @@ def resolve_metric(metric: str, source) -> str:
     return metric
 
 
-def evaluate_detections(detect_fn: Callable, variables: Any, eval_pipeline, input_keys, *,
-                        to_device: Callable | None = None, include_masks: bool = False,
-                        max_detections: int = 100, metric: str = "auto") -> dict:
+def evaluate_detections(
+    detect_fn: Callable,
+    variables: Any,
+    eval_pipeline,
+    input_keys,
+    *,
+    to_device: Callable | None = None,
+    include_masks: bool = False,
+    max_detections: int = 100,
+    metric: str = "auto",
+) -> dict:
     """Runs one pass of `eval_pipeline` through `detect_fn(variables, batch)` (fed the batch's
     `input_keys`; returns original_boxes, scores, classes, valid, image_id, example_valid and
     optionally masks) and returns the COCO or LVIS summary (CocoEvaluator, LvisEvaluator), with
@@ -43,11 +51,14 @@ def evaluate_detections(detect_fn: Callable, variables: Any, eval_pipeline, inpu
     ground_truth = source.coco_ground_truth(eval_pipeline.split)
     if metric == "lvis":
         from frozen_det.evaluation.lvis import LvisEvaluator
-        evaluator = LvisEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
-                                  max_detections=max_detections)
+
+        evaluator = LvisEvaluator(
+            ground_truth, source.info.category_ids, include_masks=include_masks, max_detections=max_detections
+        )
     else:
-        evaluator = CocoEvaluator(ground_truth, source.info.category_ids, include_masks=include_masks,
-                                  max_detections=max_detections)
+        evaluator = CocoEvaluator(
+            ground_truth, source.info.category_ids, include_masks=include_masks, max_detections=max_detections
+        )
     for batch in eval_pipeline:
         inputs = {k: batch[k] for k in input_keys}
         out = detect_fn(variables, to_device(inputs) if to_device else inputs)
@@ -55,10 +66,14 @@ def evaluate_detections(detect_fn: Callable, variables: Any, eval_pipeline, inpu
         keep = np.asarray(out["example_valid"]).astype(bool)
         if not keep.any():
             continue
-        evaluator.add(np.asarray(out["image_id"])[keep], np.asarray(out["original_boxes"])[keep],
-                      np.asarray(out["scores"])[keep], np.asarray(out["classes"])[keep],
-                      np.asarray(out["valid"])[keep],
-                      np.asarray(out["masks"])[keep] if include_masks and "masks" in out else None)
+        evaluator.add(
+            np.asarray(out["image_id"])[keep],
+            np.asarray(out["original_boxes"])[keep],
+            np.asarray(out["scores"])[keep],
+            np.asarray(out["classes"])[keep],
+            np.asarray(out["valid"])[keep],
+            np.asarray(out["masks"])[keep] if include_masks and "masks" in out else None,
+        )
     result = dict(evaluator.evaluate(), metric=metric)
     names = source.info.class_names
     by_category = {int(c): names[i] for i, c in enumerate(source.info.category_ids) if i > 0}

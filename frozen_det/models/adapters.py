@@ -40,7 +40,6 @@ class ResidualAdapter(nn.Module):
         )(x)
 
 
-def adapter(features: int, strides: int, dtype: Any,
-            conv_cls: type[nn.Module] = nn.Conv) -> ResidualAdapter:
+def adapter(features: int, strides: int, dtype: Any, conv_cls: type[nn.Module] = nn.Conv) -> ResidualAdapter:
     """The adapter of the enclosing block, under the name the freeze rules recognise."""
     return ResidualAdapter(features, strides, dtype, conv_cls, name=ADAPTER_NAME)

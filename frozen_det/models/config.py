@@ -22,31 +22,44 @@ CLASS_WEIGHTINGS = ("none", "effective_number", "inverse_frequency", "inverse_sq
 
 def backbone_defaults() -> ConfigDict:
     """`model.backbone` (frozen_det.models.backbones)."""
-    return ConfigDict(dict(
-        type="resnet",            # one of FAMILIES
-        depth=50,                 # ResNet 18..200, ResNet-RS 50..200
-        variant=placeholder(str),  # EfficientNet "b0".."b7", "lite0".."lite4"
-        freeze="none",            # "none" | "all" | k: stem + first k stages (the freeze switch)
-        adapters=False,           # residual adapters, zero-initialised
-        num_classes=placeholder(int),  # the backbone's own ImageNet head; unset: no head
-        init_checkpoint="",       # "" (scratch), "package:efficientnet_lite0", or a converted dir
-        bn_momentum=placeholder(float),  # unset: the family's default
-        bn_epsilon=placeholder(float),
-        drop_path_rate=placeholder(float),
-        dtype="float32",          # activations; parameters stay float32
-        conv_impl="xla",          # "fast": frozen_det.models.fast_conv (faster on XLA:CPU)
-    ))
+    return ConfigDict(
+        dict(
+            type="resnet",  # one of FAMILIES
+            depth=50,  # ResNet 18..200, ResNet-RS 50..200
+            variant=placeholder(str),  # EfficientNet "b0".."b7", "lite0".."lite4"
+            freeze="none",  # "none" | "all" | k: stem + first k stages (the freeze switch)
+            adapters=False,  # residual adapters, zero-initialised
+            num_classes=placeholder(int),  # the backbone's own ImageNet head; unset: no head
+            init_checkpoint="",  # "" (scratch), "package:efficientnet_lite0", or a converted dir
+            bn_momentum=placeholder(float),  # unset: the family's default
+            bn_epsilon=placeholder(float),
+            drop_path_rate=placeholder(float),
+            dtype="float32",  # activations; parameters stay float32
+            conv_impl="xla",  # "fast": frozen_det.models.fast_conv (faster on XLA:CPU)
+        )
+    )
 
 
 def neck_defaults(kind: str = "fpn") -> ConfigDict:
     """`model.neck`: FPN (docs/reference.md §2.3) or NAS-FPN (§2.3, §5.3)."""
     choice(kind, NECKS, "model.neck.type")
-    common = dict(activation="swish", bn_momentum=0.997, bn_epsilon=1e-4, num_filters=256,
-                  dtype=placeholder(str))  # dtype unset: the model's
+    common = dict(
+        activation="swish", bn_momentum=0.997, bn_epsilon=1e-4, num_filters=256, dtype=placeholder(str)
+    )  # dtype unset: the model's
     if kind == "fpn":
         return ConfigDict(dict(type="fpn", min_level=2, max_level=6, **common))
-    return ConfigDict(dict(type="nasfpn", min_level=3, max_level=7, num_repeats=5, block="conv",
-                           combine="attention", drop_connect_rate=0.0, **common))
+    return ConfigDict(
+        dict(
+            type="nasfpn",
+            min_level=3,
+            max_level=7,
+            num_repeats=5,
+            block="conv",
+            combine="attention",
+            drop_connect_rate=0.0,
+            **common,
+        )
+    )
 
 
 def two_stage_defaults() -> ConfigDict:
@@ -63,43 +76,76 @@ def two_stage_defaults() -> ConfigDict:
     m.neck = neck_defaults("fpn")
     # §2.4: 3 anchors per location, side 8 * stride (kept at 8 for NAS-FPN L3-7).
     m.anchors = ConfigDict(dict(num_scales=1, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=8.0))
-    m.rpn = ConfigDict(dict(
-        num_convs=1, num_filters=256, use_batch_norm=True,
-        negative_below=0.3, positive_from=0.7,  # §2.5 matcher bands + force-match
-        batch_size_per_image=256, positive_fraction=0.5,
-        pre_nms_top_k_train=2000, pre_nms_top_k_test=1000,  # §2.6, per level
-        post_nms_top_k_train=1000, post_nms_top_k_test=1000,  # per level after NMS
-        num_proposals_train=1000, num_proposals_test=1000,
-        nms_iou=0.7,
-        huber_delta=1.0 / 9,
-        score_normalizer="num_rois",  # §2.12 quirk: B * 512 sampled ROIs; or "num_anchors" (B * 256)
-    ))
-    m.roi = ConfigDict(dict(
-        num_samples=512, fg_fraction=0.25, fg_iou=0.5, bg_iou_high=0.5, bg_iou_low=0.0,
-        strict_fg=False, mix_gt_boxes=True,  # §2.8
-        crop_size=7, sampling_ratio=1, aligned=False,  # §2.9: one sample per bin, no half-pixel shift
-    ))
-    m.box_head = ConfigDict(dict(
-        num_convs=4, num_filters=256, num_fcs=2, fc_dims=1024, use_batch_norm=True,  # §2.10
-        class_agnostic=False, weights=(10.0, 10.0, 5.0, 5.0), huber_delta=1.0,
-        # Classification loss: "softmax" CE (reference), "sigmoid" BCE per class, or "federated"
-        # (Zhou et al. 2021: sigmoid BCE on the batch's classes + `federated_num_classes` sampled
-        # by training image frequency^federated_power). Class-balanced re-weighting of the loss
-        # by training instance counts: "none", "effective_number" (Cui et al. 2019, beta),
-        # "inverse_frequency", "inverse_sqrt_frequency" (the LVIS second stage uses one).
-        class_loss="softmax", class_weighting="none", class_balance_beta=0.999,
-        federated_num_classes=50, federated_power=0.5,
-    ))
-    m.cascade = ConfigDict(dict(
-        enabled=False, iou_thresholds=(0.7, 0.8), class_ensemble=True,
-        weights=((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
-    ))
+    m.rpn = ConfigDict(
+        dict(
+            num_convs=1,
+            num_filters=256,
+            use_batch_norm=True,
+            negative_below=0.3,
+            positive_from=0.7,  # §2.5 matcher bands + force-match
+            batch_size_per_image=256,
+            positive_fraction=0.5,
+            pre_nms_top_k_train=2000,
+            pre_nms_top_k_test=1000,  # §2.6, per level
+            post_nms_top_k_train=1000,
+            post_nms_top_k_test=1000,  # per level after NMS
+            num_proposals_train=1000,
+            num_proposals_test=1000,
+            nms_iou=0.7,
+            huber_delta=1.0 / 9,
+            score_normalizer="num_rois",  # §2.12 quirk: B * 512 sampled ROIs; or "num_anchors" (B * 256)
+        )
+    )
+    m.roi = ConfigDict(
+        dict(
+            num_samples=512,
+            fg_fraction=0.25,
+            fg_iou=0.5,
+            bg_iou_high=0.5,
+            bg_iou_low=0.0,
+            strict_fg=False,
+            mix_gt_boxes=True,  # §2.8
+            crop_size=7,
+            sampling_ratio=1,
+            aligned=False,  # §2.9: one sample per bin, no half-pixel shift
+        )
+    )
+    m.box_head = ConfigDict(
+        dict(
+            num_convs=4,
+            num_filters=256,
+            num_fcs=2,
+            fc_dims=1024,
+            use_batch_norm=True,  # §2.10
+            class_agnostic=False,
+            weights=(10.0, 10.0, 5.0, 5.0),
+            huber_delta=1.0,
+            # Classification loss: "softmax" CE (reference), "sigmoid" BCE per class, or "federated"
+            # (Zhou et al. 2021: sigmoid BCE on the batch's classes + `federated_num_classes` sampled
+            # by training image frequency^federated_power). Class-balanced re-weighting of the loss
+            # by training instance counts: "none", "effective_number" (Cui et al. 2019, beta),
+            # "inverse_frequency", "inverse_sqrt_frequency" (the LVIS second stage uses one).
+            class_loss="softmax",
+            class_weighting="none",
+            class_balance_beta=0.999,
+            federated_num_classes=50,
+            federated_power=0.5,
+        )
+    )
+    m.cascade = ConfigDict(
+        dict(
+            enabled=False,
+            iou_thresholds=(0.7, 0.8),
+            class_ensemble=True,
+            weights=((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
+        )
+    )
     # §2.10: 14x14 RoIAlign crops, upsampled x2 by the head's deconvolution to 28x28 logits.
-    m.mask = ConfigDict(dict(enabled=False, num_samples=128, crop_size=14, output_size=28,
-                             num_convs=4, num_filters=256))
+    m.mask = ConfigDict(
+        dict(enabled=False, num_samples=128, crop_size=14, output_size=28, num_convs=4, num_filters=256)
+    )
     # §2.7 DetectionGenerator (v2): score > 0.05, NMS 0.5, 100 per image.
-    m.detections = ConfigDict(dict(max_detections=100, pre_nms_top_k=1000, score_threshold=0.05,
-                                   iou_threshold=0.5))
+    m.detections = ConfigDict(dict(max_detections=100, pre_nms_top_k=1000, score_threshold=0.05, iou_threshold=0.5))
     return m
 
 
@@ -129,8 +175,12 @@ def complete_neck(given) -> ConfigDict:
 def complete(given) -> ConfigDict:
     """The full `config.model` (its type's schema with `given`'s fields laid over it)."""
     model_type = dict(given.items()).get("type", "two_stage")
-    m = merge(defaults(model_type), given, "config.model",
-              typed={"neck": neck_defaults} if model_type == "two_stage" else None)
+    m = merge(
+        defaults(model_type),
+        given,
+        "config.model",
+        typed={"neck": neck_defaults} if model_type == "two_stage" else None,
+    )
     with m.ignore_type():
         m.backbone = complete_backbone(m.backbone)
     validate(m)
@@ -139,6 +189,7 @@ def complete(given) -> ConfigDict:
 
 def validate_backbone(b: ConfigDict) -> None:
     from frozen_det.models.freezing import num_frozen_stages
+
     choice(b.type, FAMILIES, "model.backbone.type")
     choice(b.dtype, DTYPES, "model.backbone.dtype")
     choice(b.conv_impl, CONV_IMPLS, "model.backbone.conv_impl")
@@ -147,8 +198,9 @@ def validate_backbone(b: ConfigDict) -> None:
     except ValueError as e:
         raise ValueError(f"config.model.backbone.freeze: {e}") from None
     if b.type == "efficientnet" and not b.variant:
-        raise ValueError("config.model.backbone.variant: an efficientnet backbone needs a variant "
-                         "('b0'..'b7', 'lite0'..'lite4').")
+        raise ValueError(
+            "config.model.backbone.variant: an efficientnet backbone needs a variant ('b0'..'b7', 'lite0'..'lite4')."
+        )
 
 
 def validate(m: ConfigDict) -> None:
@@ -161,12 +213,16 @@ def validate(m: ConfigDict) -> None:
     choice(m.box_head.class_weighting, CLASS_WEIGHTINGS, "model.box_head.class_weighting")
     choice(m.rpn.score_normalizer, ("num_rois", "num_anchors"), "model.rpn.score_normalizer")
     if m.mask.enabled and m.mask.output_size != 2 * m.mask.crop_size:
-        raise ValueError(f"config.model.mask.output_size={m.mask.output_size}: the mask head upsamples its "
-                         f"{m.mask.crop_size}x{m.mask.crop_size} RoI crops by 2, so output_size must be "
-                         f"2 * model.mask.crop_size = {2 * m.mask.crop_size}.")
+        raise ValueError(
+            f"config.model.mask.output_size={m.mask.output_size}: the mask head upsamples its "
+            f"{m.mask.crop_size}x{m.mask.crop_size} RoI crops by 2, so output_size must be "
+            f"2 * model.mask.crop_size = {2 * m.mask.crop_size}."
+        )
     if m.cascade.enabled and len(m.cascade.weights) != len(m.cascade.iou_thresholds) + 1:
-        raise ValueError(f"config.model.cascade: {len(m.cascade.iou_thresholds)} iou_thresholds need "
-                         f"{len(m.cascade.iou_thresholds) + 1} box-coder weights (one per stage), got "
-                         f"{len(m.cascade.weights)}.")
+        raise ValueError(
+            f"config.model.cascade: {len(m.cascade.iou_thresholds)} iou_thresholds need "
+            f"{len(m.cascade.iou_thresholds) + 1} box-coder weights (one per stage), got "
+            f"{len(m.cascade.weights)}."
+        )
     if m.neck.min_level > m.neck.max_level:
         raise ValueError(f"config.model.neck: min_level={m.neck.min_level} > max_level={m.neck.max_level}.")

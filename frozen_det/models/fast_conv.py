@@ -47,8 +47,9 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 def _conv(x, kernel, strides, padding, precision):
-    return lax.conv_general_dilated(x, kernel, strides, padding,
-                                    dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS, precision=precision
+    )
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -73,10 +74,16 @@ def _weight_grad_by_taps(x, g, kernel_hw, strides, padding, precision):
     taps = []
     for i in range(kernel_hw[0]):
         for j in range(kernel_hw[1]):
-            window = lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin),
-                               (1, sh, sw, 1))
-            taps.append(lax.dot_general(window.reshape(-1, cin), g, (((0,), (0,)), ((), ())),
-                                        precision=precision, preferred_element_type=jnp.float32))
+            window = lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin), (1, sh, sw, 1))
+            taps.append(
+                lax.dot_general(
+                    window.reshape(-1, cin),
+                    g,
+                    (((0,), (0,)), ((), ())),
+                    precision=precision,
+                    preferred_element_type=jnp.float32,
+                )
+            )
     dw = jnp.stack(taps).reshape(kernel_hw + (cin, cout))
     return dw.astype(g.dtype)
 
@@ -96,8 +103,10 @@ _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 def _explicit_padding(padding, in_hw, kernel_hw, strides) -> Padding:
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
-            raise ValueError(f"fast_conv supports padding 'SAME', 'VALID', an int or explicit "
-                             f"pairs, not {padding!r}; use flax.linen.Conv for it.")
+            raise ValueError(
+                f"fast_conv supports padding 'SAME', 'VALID', an int or explicit "
+                f"pairs, not {padding!r}; use flax.linen.Conv for it."
+            )
         pads = lax.padtype_to_pads(in_hw, kernel_hw, strides, padding.upper())
     elif isinstance(padding, int):
         pads = [(padding, padding)] * 2
@@ -117,16 +126,22 @@ def _pair(v, name) -> tuple[int, int]:
     return v
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
-           padding: str | int | Sequence = "SAME", precision: Any = None) -> jax.Array:
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: int | Sequence[int] = 1,
+    padding: str | int | Sequence = "SAME",
+    precision: Any = None,
+) -> jax.Array:
     """NHWC x HWIO convolution with the per-tap weight gradient; `x` is [N, H, W, Cin]."""
     strides = _pair(strides, "strides")
     pads = _explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
     return _conv2d(x, kernel, strides, pads, precision)
 
 
-def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
-                     padding: str | int | Sequence = "SAME") -> jax.Array:
+def depthwise_conv2d(
+    x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1, padding: str | int | Sequence = "SAME"
+) -> jax.Array:
     """NHWC depthwise convolution, `kernel` [kh, kw, 1, C], as kh*kw shifted multiply-adds.
 
     Sums are accumulated in at least float32 (as XLA's convolutions do for bfloat16) and the
@@ -139,8 +154,10 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[in
     strides = _pair(strides, "strides")
     kh, kw, one, channels = kernel.shape
     if one != 1 or x.shape[-1] != channels:
-        raise ValueError(f"depthwise_conv2d needs a [kh, kw, 1, C] kernel for C = {x.shape[-1]} "
-                         f"input channels, got kernel shape {kernel.shape}.")
+        raise ValueError(
+            f"depthwise_conv2d needs a [kh, kw, 1, C] kernel for C = {x.shape[-1]} "
+            f"input channels, got kernel shape {kernel.shape}."
+        )
     (pt, pb), (pl, pr) = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
     out_dtype = jnp.result_type(x, kernel)
     acc_dtype = jnp.promote_types(out_dtype, jnp.float32)
@@ -150,13 +167,14 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, strides: int | Sequence[in
     sh, sw = strides
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"depthwise_conv2d: a {kh}x{kw} kernel does not fit the padded input "
-                         f"{h}x{w}.")
+        raise ValueError(f"depthwise_conv2d: a {kh}x{kw} kernel does not fit the padded input {h}x{w}.")
     y = None
     for i in range(kh):
         for j in range(kw):
-            tap = lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, channels),
-                            (1, sh, sw, 1)) * kernel[i, j, 0]
+            tap = (
+                lax.slice(x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, channels), (1, sh, sw, 1))
+                * kernel[i, j, 0]
+            )
             y = tap if y is None else y + tap
     return y.astype(out_dtype)
 
@@ -180,8 +198,10 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        if (_pair(self.input_dilation, "input_dilation") != (1, 1)
-                or _pair(self.kernel_dilation, "kernel_dilation") != (1, 1)):
+        if _pair(self.input_dilation, "input_dilation") != (1, 1) or _pair(self.kernel_dilation, "kernel_dilation") != (
+            1,
+            1,
+        ):
             raise ValueError("fast_conv.Conv has no dilation; use flax.linen.Conv.")
         depthwise = self.feature_group_count != 1
         if depthwise and not self.feature_group_count == inputs.shape[-1] == self.features:
@@ -189,7 +209,8 @@ class Conv(nn.Module):
                 f"fast_conv.Conv supports feature groups only as a depthwise convolution "
                 f"(feature_group_count = input channels = features), got feature_group_count="
                 f"{self.feature_group_count}, {inputs.shape[-1]} input channels, features="
-                f"{self.features}; use flax.linen.Conv.")
+                f"{self.features}; use flax.linen.Conv."
+            )
         kh, kw = _pair(self.kernel_size, "kernel_size")
         unbatched = inputs.ndim == 3
         if unbatched:
@@ -198,11 +219,13 @@ class Conv(nn.Module):
             raise ValueError(f"fast_conv.Conv expects [..., H, W, C] inputs, got shape {inputs.shape}.")
         batch_shape = inputs.shape[:-3]
         x = inputs.reshape((-1,) + inputs.shape[-3:])
-        kernel = self.param("kernel", self.kernel_init,
-                            (kh, kw, x.shape[-1] // self.feature_group_count, self.features),
-                            self.param_dtype)
-        bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-                if self.use_bias else None)
+        kernel = self.param(
+            "kernel",
+            self.kernel_init,
+            (kh, kw, x.shape[-1] // self.feature_group_count, self.features),
+            self.param_dtype,
+        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         if depthwise:
             y = depthwise_conv2d(x, kernel, self.strides, self.padding)

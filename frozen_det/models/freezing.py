@@ -49,13 +49,15 @@ def num_frozen_stages(freeze: FreezeSpec, num_stages: int) -> int:
         else:
             raise ValueError(
                 f"model.backbone.freeze={freeze!r} is not understood: use 'none', 'all' or an "
-                f"integer k in [0, {num_stages}] (stem + first k stages frozen).")
+                f"integer k in [0, {num_stages}] (stem + first k stages frozen)."
+            )
     if isinstance(freeze, bool) or not isinstance(freeze, int):
         raise ValueError(f"model.backbone.freeze must be 'none', 'all' or an int, got {freeze!r}.")
     if not 0 <= freeze <= num_stages:
         raise ValueError(
             f"model.backbone.freeze={freeze} is out of range: this backbone has {num_stages} "
-            f"stages, so k must be in [0, {num_stages}] (or 'none' / 'all').")
+            f"stages, so k must be in [0, {num_stages}] (or 'none' / 'all')."
+        )
     return freeze
 
 

@@ -35,8 +35,9 @@ def conv_module(impl: str, field: str = "model.conv_impl") -> ModuleDef:
     """The convolution a config's `conv_impl` names: "xla" (flax.linen.Conv) or "fast"
     (fast_conv.Conv: same parameters and function, much faster weight gradients on XLA:CPU)."""
     if impl not in CONV_IMPLS:
-        raise ValueError(f"config.{field}={impl!r}: use one of {sorted(CONV_IMPLS)} "
-                         "('fast' speeds up convolution gradients on CPU).")
+        raise ValueError(
+            f"config.{field}={impl!r}: use one of {sorted(CONV_IMPLS)} ('fast' speeds up convolution gradients on CPU)."
+        )
     return CONV_IMPLS[impl]
 
 

@@ -48,10 +48,12 @@ class Task:
 
     def train_pipeline(self, **kwargs):
         from frozen_det import data as data_lib
+
         return data_lib.build_train_pipeline(self.config, **kwargs)
 
     def eval_pipeline(self, **kwargs):
         from frozen_det import data as data_lib
+
         return data_lib.build_eval_pipeline(self.config, **kwargs)
 
     def validate(self, data_info) -> None:
@@ -90,10 +92,16 @@ class Task:
         def loss_fn(params, batch_stats, batch, rng):
             sampling, dropout = jax.random.split(rng)
             (losses, metrics), updates = model.apply(
-                {"params": params, "batch_stats": batch_stats}, batch, train=True,
-                rngs={"sampling": sampling, "dropout": dropout}, mutable=["batch_stats"], **model_kwargs)
+                {"params": params, "batch_stats": batch_stats},
+                batch,
+                train=True,
+                rngs={"sampling": sampling, "dropout": dropout},
+                mutable=["batch_stats"],
+                **model_kwargs,
+            )
             new_stats = batch_stats if keep_stats else updates["batch_stats"]
             return losses["total"], ({**losses, **metrics}, new_stats)
+
         return loss_fn
 
     # ------------------------------------------------------------------ evaluation and prediction

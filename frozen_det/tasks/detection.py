@@ -26,11 +26,15 @@ class DetectionTask(Task):
         m, d = self.config.model, self.config.data
         stride = 2 ** int(m.neck.max_level)
         if d.canvas % stride:
-            raise ValueError(f"config.data.canvas={d.canvas} is not a multiple of 2^max_level={stride} "
-                             f"(model.neck.max_level={m.neck.max_level}); use e.g. {d.canvas // stride * stride + stride}.")
+            raise ValueError(
+                f"config.data.canvas={d.canvas} is not a multiple of 2^max_level={stride} "
+                f"(model.neck.max_level={m.neck.max_level}); use e.g. {d.canvas // stride * stride + stride}."
+            )
         if data_info is not None and int(m.num_classes) != data_info.num_classes + 1:
-            raise ValueError(f"config.model.num_classes={m.num_classes} but the dataset has {data_info.num_classes} "
-                             f"classes: set model.num_classes={data_info.num_classes + 1} (classes + background).")
+            raise ValueError(
+                f"config.model.num_classes={m.num_classes} but the dataset has {data_info.num_classes} "
+                f"classes: set model.num_classes={data_info.num_classes + 1} (classes + background)."
+            )
         if m.mask.enabled and not d.with_masks:
             raise ValueError("config.model.mask.enabled=True needs config.data.with_masks=True.")
 
@@ -46,36 +50,52 @@ class DetectionTask(Task):
         (one label-only pass), or uniform stand-ins without one (costs do not depend on them;
         inference never reads them)."""
         from frozen_det.models.detector import TwoStageDetector
+
         frozen = ml_collections.FrozenConfigDict(self.config.model)
         if not self.needs_class_statistics():
             return TwoStageDetector(frozen)
         from frozen_det.data.class_stats import source_statistics, uniform_statistics
+
         if train_pipeline is None:
             stats = uniform_statistics(int(self.config.model.num_classes) - 1)
         else:
             stats = source_statistics(train_pipeline.source, train_pipeline.split)
-            log.info("class statistics of %r: %d images, %d instances, %d classes without instances",
-                     train_pipeline.split, stats.num_images, int(stats.instance_counts.sum()),
-                     int((stats.instance_counts[1:] == 0).sum()))
-        return TwoStageDetector(frozen, class_instance_counts=tuple(int(n) for n in stats.instance_counts),
-                                class_image_counts=tuple(int(n) for n in stats.image_counts))
+            log.info(
+                "class statistics of %r: %d images, %d instances, %d classes without instances",
+                train_pipeline.split,
+                stats.num_images,
+                int(stats.instance_counts.sum()),
+                int((stats.instance_counts[1:] == 0).sum()),
+            )
+        return TwoStageDetector(
+            frozen,
+            class_instance_counts=tuple(int(n) for n in stats.instance_counts),
+            class_image_counts=tuple(int(n) for n in stats.image_counts),
+        )
 
     def model_inputs(self, train: bool) -> tuple[str, ...]:
         if not train:
             return ("image", "image_info")
         return ("image", "boxes", "classes", "valid", "image_info") + (
-            ("masks",) if self.config.model.mask.enabled else ())
+            ("masks",) if self.config.model.mask.enabled else ()
+        )
 
     def example_batch(self, batch_size: int, train: bool = True) -> dict:
         """Zeros with one valid box per image: enough for target assignment to trace."""
         d = self.config.data
         n = int(d.max_instances)
-        batch = {"image": np.zeros((batch_size, d.canvas, d.canvas, 3), np.float32),
-                 "image_info": np.tile(np.array([[d.canvas, d.canvas], [d.canvas, d.canvas], [1, 1], [0, 0]],
-                                                np.float32), (batch_size, 1, 1))}
+        batch = {
+            "image": np.zeros((batch_size, d.canvas, d.canvas, 3), np.float32),
+            "image_info": np.tile(
+                np.array([[d.canvas, d.canvas], [d.canvas, d.canvas], [1, 1], [0, 0]], np.float32), (batch_size, 1, 1)
+            ),
+        }
         if train:
-            batch.update(boxes=np.zeros((batch_size, n, 4), np.float32), classes=np.zeros((batch_size, n), np.int32),
-                         valid=np.zeros((batch_size, n), bool))
+            batch.update(
+                boxes=np.zeros((batch_size, n, 4), np.float32),
+                classes=np.zeros((batch_size, n), np.int32),
+                valid=np.zeros((batch_size, n), bool),
+            )
             batch["boxes"][:, 0] = (8, 8, 64, 64)
             batch["valid"][:, 0] = True
             batch["classes"][:, 0] = 1
@@ -98,15 +118,23 @@ class DetectionTask(Task):
             keep["image_id"] = batch["image_id"]
             keep["example_valid"] = batch["example_valid"]
             return keep
+
         return jax.jit(detect)
 
     def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None) -> dict:
         from frozen_det.evaluation.runner import evaluate_detections
+
         keys = self.model_inputs(train=False) + ("image_id", "example_valid")
-        return evaluate_detections(self.detect_fn(model), variables, eval_pipeline, keys, to_device=to_device,
-                                   include_masks=bool(self.config.model.mask.enabled),
-                                   max_detections=int(self.config.model.detections.max_detections),
-                                   metric=eval_pipeline.config.eval_metric)
+        return evaluate_detections(
+            self.detect_fn(model),
+            variables,
+            eval_pipeline,
+            keys,
+            to_device=to_device,
+            include_masks=bool(self.config.model.mask.enabled),
+            max_detections=int(self.config.model.detections.max_detections),
+            metric=eval_pipeline.config.eval_metric,
+        )
 
     # ------------------------------------------------------------------ prediction
 
@@ -114,7 +142,9 @@ class DetectionTask(Task):
         """(canvas image [H, W, 3], image_info [4, 2]) exactly as the eval pipeline makes them
         (longer side to the canvas, padded bottom / right)."""
         import tensorflow as tf
+
         from frozen_det.data import augment
+
         d = self.config.data
         params = augment.resize_params(image_u8.shape[0], image_u8.shape[1], d.canvas, 1.0)
         image = augment.transform_image(tf.constant(image_u8), params, d.canvas, d.mean, d.std)
@@ -126,6 +156,7 @@ class DetectionTask(Task):
         from frozen_det import data as data_lib
         from frozen_det.drawing import draw_detections
         from frozen_det.evaluation.coco import paste_mask
+
         class_names = data_lib.build_source(data_lib.resolve_config(self.config)).info.class_names
         detect = jax.jit(lambda v, b: model.apply(v, b, train=False))
         records = []
@@ -139,10 +170,17 @@ class DetectionTask(Task):
                     continue
                 y0, x0, y1, x1 = (float(v) for v in out["original_boxes"][0, k])
                 c = int(out["classes"][0, k])
-                detections.append({"box_xyxy": [x0, y0, x1, y1], "class_id": c, "score": score,
-                                   "class_name": class_names[c] if c < len(class_names) else str(c)})
+                detections.append(
+                    {
+                        "box_xyxy": [x0, y0, x1, y1],
+                        "class_id": c,
+                        "score": score,
+                        "class_name": class_names[c] if c < len(class_names) else str(c),
+                    }
+                )
                 if "masks" in out:
                     masks.append(paste_mask(out["masks"][0, k], (y0, x0, y1, x1), (image.height, image.width)))
-            records.append({"image": name, "detections": detections,
-                            "drawing": draw_detections(image, detections, masks or None)})
+            records.append(
+                {"image": name, "detections": detections, "drawing": draw_detections(image, detections, masks or None)}
+            )
         return records

@@ -9,6 +9,7 @@ seed) and the fingerprint check refuses to continue if they came out different.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -18,20 +19,25 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from frozen_det.tree_paths import flatten, map_paths
 from frozen_det.training.state import TrainState
+from frozen_det.tree_paths import flatten, map_paths
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(tree: Any) -> list[float]:
     """[number of leaves, number of elements, sum, sum of squares] in float64, on the host."""
     leaves = [np.asarray(jax.device_get(x), np.float64) for x in jax.tree.leaves(tree)]
-    return [float(len(leaves)), float(sum(x.size for x in leaves)),
-            float(sum(x.sum() for x in leaves)), float(sum((x * x).sum() for x in leaves))]
+    return [
+        float(len(leaves)),
+        float(sum(x.size for x in leaves)),
+        float(sum(x.sum() for x in leaves)),
+        float(sum((x * x).sum() for x in leaves)),
+    ]
 
 
 def _saved_part(state: TrainState) -> dict:
-    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
-            "opt_state": state.opt_state}
+    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state}
 
 
 class Checkpointer:
@@ -42,8 +48,9 @@ class Checkpointer:
         self.save_interval_steps = max(1, int(save_interval_steps))
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=False),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            ),
             item_names=("state", "meta"),
         )
 
@@ -60,10 +67,14 @@ class Checkpointer:
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_saved_part(state)),
-            meta=ocp.args.JsonSave(dict(meta, frozen_fingerprint=fingerprint(state.frozen_params)))),
-            force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_saved_part(state)),
+                meta=ocp.args.JsonSave(dict(meta, frozen_fingerprint=fingerprint(state.frozen_params))),
+            ),
+            force=True,
+        )
         self.manager.wait_until_finished()
 
     def restore(self, state: TrainState, step: int | None = None) -> tuple[TrainState, dict]:
@@ -73,13 +84,15 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saved_part(state))
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        )
         meta = dict(restored["meta"])
         self._check_frozen(meta, state.frozen_params, step)
         part = restored["state"]
-        return state.replace(step=part["step"], params=part["params"], batch_stats=part["batch_stats"],
-                             opt_state=part["opt_state"]), meta
+        return state.replace(
+            step=part["step"], params=part["params"], batch_stats=part["batch_stats"], opt_state=part["opt_state"]
+        ), meta
 
     def _check_frozen(self, meta: dict, frozen: Any, step: int) -> None:
         saved_print = meta.get("frozen_fingerprint")
@@ -87,7 +100,8 @@ class Checkpointer:
             raise RuntimeError(
                 f"the frozen parameters of this run differ from those the checkpoint at step {step} in "
                 f"{self.directory} was trained with (different init_checkpoint, seed or train.init_from?); "
-                "use the original config or start a new workdir.")
+                "use the original config or start a new workdir."
+            )
 
     def restore_model(self, state: TrainState, step: int | None = None) -> TrainState:
         """Restores only the step, trainable parameters and BN statistics (inference): the
@@ -98,8 +112,9 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         # Restored without a target (the saved optimizer state may have any structure), then
         # checked against and laid out like this run's parameters.
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                                      meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        )
         self._check_frozen(dict(restored["meta"]), state.frozen_params, step)
         restored = restored["state"]
         out = {}
@@ -107,13 +122,16 @@ class Checkpointer:
             ours = getattr(state, key)
             theirs = restored.get(key, {})
             if jax.tree.structure(ours) != jax.tree.structure(theirs) or any(
-                    a.shape != b.shape for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs))):
-                raise ValueError(f"the {key} of the checkpoint at step {step} in {self.directory} do not "
-                                 "match this model (a different model config or freeze setting?)")
-            out[key] = jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
-                                    theirs, ours)
-        return state.replace(step=jax.device_put(np.asarray(restored["step"], np.int32), state.step.sharding),
-                             **out)
+                a.shape != b.shape for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs))
+            ):
+                raise ValueError(
+                    f"the {key} of the checkpoint at step {step} in {self.directory} do not "
+                    "match this model (a different model config or freeze setting?)"
+                )
+            out[key] = jax.tree.map(
+                lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), theirs, ours
+            )
+        return state.replace(step=jax.device_put(np.asarray(restored["step"], np.int32), state.step.sharding), **out)
 
     def restore_into(self, state: TrainState, step: int | None = None) -> TrainState:
         """Another run's parameters and BN statistics as the starting point of `state`, whatever
@@ -125,14 +143,17 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                                      meta=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        )
         saved = {p: np.asarray(v) for p, v in flatten(restored["state"].get("params", {})).items()}
         ours = flatten(state.all_params())
         bad = sorted(p for p in saved if p not in ours or saved[p].shape != ours[p].shape)
         if bad:
-            raise ValueError(f"the checkpoint at step {step} in {self.directory} has parameters this model lacks "
-                             f"or shapes it does not have: {bad[:10]}")
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.directory} has parameters this model lacks "
+                f"or shapes it does not have: {bad[:10]}"
+            )
         self._check_frozen(dict(restored["meta"]), [x for p, x in ours.items() if p not in saved], step)
 
         def take(path, old):
@@ -140,17 +161,43 @@ class Checkpointer:
 
         batch_stats = restored["state"].get("batch_stats", {})
         if jax.tree.structure(batch_stats) != jax.tree.structure(state.batch_stats):
-            raise ValueError(f"the BN statistics of the checkpoint at step {step} in {self.directory} do not "
-                             "match this model")
+            raise ValueError(
+                f"the BN statistics of the checkpoint at step {step} in {self.directory} do not match this model"
+            )
         return state.replace(
             params=map_paths(state.params, take),
             frozen_params=map_paths(state.frozen_params, take),
-            batch_stats=jax.tree.map(lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
-                                     batch_stats, state.batch_stats))
+            batch_stats=jax.tree.map(
+                lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
+                batch_stats,
+                state.batch_stats,
+            ),
+        )
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def checkpoint_workdir(directory: str) -> str:
+    """A run's workdir from its workdir or its `checkpoints/` folder."""
+    directory = os.path.abspath(directory.rstrip("/"))
+    return os.path.dirname(directory) if os.path.basename(directory) == "checkpoints" else directory
+
+
+def init_from_run(state: TrainState, directory: str) -> TrainState:
+    """Parameters and BN statistics (not optimizer state or step) of another run's latest
+    checkpoint, whatever its trainable partition (Checkpointer.restore_into)."""
+    other = Checkpointer(checkpoint_workdir(directory))
+    try:
+        step = other.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"config.train.init_from={directory}: no checkpoint there; train that run first")
+        state = other.restore_into(state)
+    finally:
+        other.close()
+    log.info("initialised from %s step %d", directory, step)
+    return state
 
 
 class PreemptionFlag:
@@ -172,6 +219,7 @@ class PreemptionFlag:
         self._previous = {}
         if sync_point is None and jax.process_count() > 1:
             from jax.experimental import multihost_utils
+
             sync_point = multihost_utils.reached_preemption_sync_point
         self._sync_point = sync_point
         # With the sync service, its own handler must see SIGTERM: install none of ours.

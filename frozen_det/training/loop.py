@@ -24,8 +24,8 @@ from frozen_det.evaluation.runner import write_eval_json
 from frozen_det.runtime import hide_accelerators_from_tensorflow
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
-from frozen_det.training.checkpointing import Checkpointer, PreemptionFlag
-from frozen_det.training.state import build_state, init_from_run
+from frozen_det.training.checkpointing import Checkpointer, PreemptionFlag, init_from_run
+from frozen_det.training.state import build_state
 from frozen_det.training.step import make_train_step
 from frozen_det.tree_paths import count_elements
 
@@ -54,12 +54,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, state_shardings, optimizer, schedule = build_state(config, task, model, mesh)
     if jax.process_index() == 0:
         parameter_overview.log_parameter_overview(state.params, msg="trainable parameters")
-        log.info("parameters: %d trainable, %d frozen", count_elements(state.params),
-                 count_elements(state.frozen_params))
+        log.info(
+            "parameters: %d trainable, %d frozen", count_elements(state.params), count_elements(state.frozen_params)
+        )
 
     # ------------------------------------------------------------------ resume
-    checkpointer = Checkpointer(workdir, max_to_keep=config.train.keep_checkpoints,
-                                save_interval_steps=config.train.checkpoint_every)
+    checkpointer = Checkpointer(
+        workdir, max_to_keep=config.train.keep_checkpoints, save_interval_steps=config.train.checkpoint_every
+    )
     if config.train.init_from:
         # Also on resume: this run's checkpoints hold only its trainable part; the rest is the
         # other run's (e.g. everything but the classifier in the LVIS second stage).
@@ -72,9 +74,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ------------------------------------------------------------------ the jitted step
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
-    train_step = jax.jit(make_train_step(task.loss_fn(model), optimizer),
-                         in_shardings=(state_shardings, batch_sharding, replicated),
-                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+    train_step = jax.jit(
+        make_train_step(task.loss_fn(model), optimizer),
+        in_shardings=(state_shardings, batch_sharding, replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
     base_rng = jax.random.key(int(config.train.seed) + 1)
     to_device = lambda b: sharding.global_batch(b, mesh)
     eval_pipeline = None
@@ -92,8 +97,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps = int(config.train.total_steps)
     log_every, eval_every = config.train.log_every, config.train.eval_every
     step = int(jax.device_get(state.step))
-    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                               every_secs=None, every_steps=log_every)
+    progress = periodic_actions.ReportProgress(
+        num_train_steps=total_steps, writer=writer, every_secs=None, every_steps=log_every
+    )
     preemption = PreemptionFlag()
     meta = lambda: {"data": train_pipeline.state(), "config": config.to_json()}
     last_eval: dict = {}
@@ -116,16 +122,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 means["learning_rate"] = float(schedule(step - 1))
                 if not all(np.isfinite(v) for v in means.values()):
                     checkpointer.close()
-                    raise FloatingPointError(f"non-finite training metrics at step {step}: {means}; the last "
-                                             f"good checkpoint is step {checkpointer.latest_step()}")
+                    raise FloatingPointError(
+                        f"non-finite training metrics at step {step}: {means}; the last "
+                        f"good checkpoint is step {checkpointer.latest_step()}"
+                    )
                 writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
                 if jax.process_index() == 0:
                     with open(os.path.join(workdir, "train_metrics.jsonl"), "a") as f:
                         f.write(json.dumps({"step": step, **means}) + "\n")
                 rate = (step - start_step) / max(time.time() - start, 1e-9) if step > start_step else 0.0
                 eta = f"ETA {(total_steps - step) / rate / 60:.1f} min" if rate > 0 else "ETA ?"
-                print(f"{progress_bar(step, total_steps)} step {step}/{total_steps}  loss {means['total']:.4f}  "
-                      f"lr {means['learning_rate']:.4g}  {rate:.2f} steps/s  {eta}", flush=True)
+                print(
+                    f"{progress_bar(step, total_steps)} step {step}/{total_steps}  loss {means['total']:.4f}  "
+                    f"lr {means['learning_rate']:.4g}  {rate:.2f} steps/s  {eta}",
+                    flush=True,
+                )
                 accumulated = []
             # Every host reaches the same decision at the same step (PreemptionFlag).
             preempted = preemption.should_stop(step)

@@ -30,8 +30,11 @@ def learning_rate_schedule(schedule, total_steps: int) -> optax.Schedule:
         main = optax.constant_schedule(base)
     elif name == "warmup_piecewise":
         boundaries = [int(b) for b in schedule.boundaries]
-        multipliers = ([float(m) for m in schedule.multipliers] if schedule.multipliers
-                       else [0.1 ** (i + 1) for i in range(len(boundaries))])
+        multipliers = (
+            [float(m) for m in schedule.multipliers]
+            if schedule.multipliers
+            else [0.1 ** (i + 1) for i in range(len(boundaries))]
+        )
 
         def main(step):  # absolute step: the drops are at the listed steps, warm-up included
             factor = jnp.ones((), jnp.float32)
@@ -39,6 +42,7 @@ def learning_rate_schedule(schedule, total_steps: int) -> optax.Schedule:
                 factor = jnp.where(step >= boundary, multiplier, factor)
             return base * factor
     elif name == "warmup_cosine":
+
         def main(step):
             progress = jnp.clip((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0, 1.0)
             return base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
@@ -52,6 +56,7 @@ def learning_rate_schedule(schedule, total_steps: int) -> optax.Schedule:
         fraction = jnp.minimum(step, warmup_steps) / warmup_steps
         warm = warmup_lr + fraction * (main(warmup_steps) - warmup_lr)
         return jnp.where(step < warmup_steps, warm, main(step))
+
     return with_warmup
 
 
@@ -60,8 +65,9 @@ class KerasMomentumState(NamedTuple):
     velocity: Any
 
 
-def keras_momentum_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
-                       nesterov: bool = False) -> optax.GradientTransformation:
+def keras_momentum_sgd(
+    learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9, nesterov: bool = False
+) -> optax.GradientTransformation:
     """Keras SGD: v = m v - lr g; update = v (or m v - lr g with Nesterov)."""
 
     def init(params):

@@ -1,4 +1,4 @@
-"""Device mesh, batch and parameter shardings (DESIGN.md "Rules that keep it TPU-ready").
+"""Device mesh, batch and parameter shardings (docs/architecture.md, "Rules that keep it TPU-ready").
 
 One `jax.jit` step serves any number of devices and hosts: the global batch is sharded on the
 mesh's "data" axis; parameters are replicated unless a path rule shards them (e.g. FSDP for
@@ -12,10 +12,10 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from frozen_det.tree_paths import first_match, key_path_string
-
 
 DATA_AXIS = "data"
 
@@ -36,11 +36,12 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
     if global_batch % mesh.size:
-        raise ValueError(f"train.batch_size={global_batch} is not divisible by the {mesh.size} devices; "
-                         f"use a multiple of {mesh.size}.")
+        raise ValueError(
+            f"train.batch_size={global_batch} is not divisible by the {mesh.size} devices; "
+            f"use a multiple of {mesh.size}."
+        )
     if global_batch % jax.process_count():
-        raise ValueError(f"train.batch_size={global_batch} is not divisible by the "
-                         f"{jax.process_count()} processes.")
+        raise ValueError(f"train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes.")
 
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -49,8 +50,9 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-def state_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str]] = (),
-                    fsdp_min_size: int | None = None) -> Any:
+def state_shardings(
+    tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str]] = (), fsdp_min_size: int | None = None
+) -> Any:
     """NamedShardings for any (possibly abstract) pytree: parameters, optimizer state, a whole
     train state. Leaves are named by their '/'-joined key path (e.g.
     'params/box_heads_0/fc0/kernel', 'opt_state/1/velocity/box_heads_0/fc0/kernel').
@@ -60,6 +62,7 @@ def state_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, str]] = ()
     `fsdp_min_size`: additionally FSDP-shard every leaf with at least this many elements.
     Everything else is replicated.
     """
+
     def spec_for(path, leaf) -> NamedSharding:
         name = key_path_string(path)
         shape = tuple(getattr(leaf, "shape", ()))

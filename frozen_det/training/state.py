@@ -1,8 +1,9 @@
 """The train state and how it is born: random init, the backbone's pretrained weights, the
-trainable / frozen partition, shardings, and another run's weights (`train.init_from`).
+trainable / frozen partition, shardings.
 
 Used by the training loop and, for inference, by frozen_det.inference: neither `evaluate` nor
-`predict` imports the loop.
+`predict` imports the loop. Another run's weights (`train.init_from`) come through
+frozen_det.training.checkpointing.init_from_run.
 
 Only the trainable partition of the parameters is differentiated and has optimizer state; the
 frozen partition rides along as constants, so XLA never builds its backward pass
@@ -12,7 +13,6 @@ frozen partition rides along as constants, so XLA never builds its backward pass
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Mapping
 
 import flax
@@ -44,8 +44,9 @@ class TrainState:
         return {"params": self.all_params(), "batch_stats": self.batch_stats}
 
 
-def create_train_state(variables: Mapping[str, Any], mask: Mapping[str, Any],
-                       optimizer: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+    variables: Mapping[str, Any], mask: Mapping[str, Any], optimizer: optax.GradientTransformation
+) -> TrainState:
     """Splits `variables['params']` by the bool `mask` (see `partition.trainable_mask`)."""
     trainable, frozen = partition.split(variables["params"], mask)
     return TrainState(
@@ -64,8 +65,10 @@ def trainable_mask(config, task, params) -> dict:
     if only:
         unused = unmatched_patterns(leaf_paths(params), only)
         if unused:
-            raise ValueError(f"config.train.trainable_only: {unused} match no parameter of this model; "
-                             f"parameter paths look like {leaf_paths(params)[:3]}.")
+            raise ValueError(
+                f"config.train.trainable_only: {unused} match no parameter of this model; "
+                f"parameter paths look like {leaf_paths(params)[:3]}."
+            )
     return partition.trainable_mask(params, frozen=task.frozen_patterns(), trainable_only=only or None)
 
 
@@ -76,6 +79,7 @@ def load_pretrained_backbone(config, variables: dict) -> dict:
         return variables
     from frozen_det.checkpoints.pretrained import load_backbone_variables
     from frozen_det.models.backbones import build_backbone
+
     loaded, _ = load_backbone_variables(init_checkpoint, build_backbone(config.model.backbone))
     for collection, tree in loaded.items():
         if collection in variables:
@@ -103,25 +107,3 @@ def build_state(config, task, model, mesh, train: bool = True):
     rules = [tuple(r) for r in config.train.sharding_rules]
     shardings = sharding.state_shardings(state, mesh, rules, config.train.fsdp_min_size or None)
     return jax.device_put(state, shardings), shardings, optimizer, schedule
-
-
-def checkpoint_workdir(directory: str) -> str:
-    """A run's workdir from its workdir or its `checkpoints/` folder."""
-    directory = os.path.abspath(directory.rstrip("/"))
-    return os.path.dirname(directory) if os.path.basename(directory) == "checkpoints" else directory
-
-
-def init_from_run(state: TrainState, directory: str) -> TrainState:
-    """Parameters and BN statistics (not optimizer state or step) of another run's latest
-    checkpoint, whatever its trainable partition (Checkpointer.restore_into)."""
-    from frozen_det.training.checkpointing import Checkpointer
-    other = Checkpointer(checkpoint_workdir(directory))
-    try:
-        step = other.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"config.train.init_from={directory}: no checkpoint there; train that run first")
-        state = other.restore_into(state)
-    finally:
-        other.close()
-    log.info("initialised from %s step %d", directory, step)
-    return state

@@ -51,7 +51,8 @@ def test_matches_keras_applications_logits(variant):
     rng = np.random.default_rng(int(variant[1]))
     keras.utils.set_random_seed(int(variant[1]))
     ref = getattr(keras.applications, f"EfficientNet{variant.upper()}")(
-        weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+        weights=None, input_shape=(64, 64, 3), classifier_activation=None
+    )
     calibration = rng.uniform(0, 255, size=(16, 64, 64, 3)).astype(np.float32)
     _randomise_keras(ref, rng, calibration)
     variables, pre = keras_efficientnet.convert_keras_model(ref)
@@ -76,16 +77,17 @@ def test_keras_weights_file_headless_and_imagenet_normalisation(tmp_path):
     keras = pytest.importorskip("keras")
     ref = keras.applications.EfficientNetB0(weights=None, include_top=False, input_shape=(64, 64, 3))
     norm = next(layer for layer in ref.layers if type(layer).__name__ == "Normalization")
-    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array(keras_efficientnet.KERAS_IMAGENET_STD),
-                      np.array(0)])
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array(keras_efficientnet.KERAS_IMAGENET_STD), np.array(0)])
     path = tmp_path / "b0_notop.weights.h5"
     ref.save_weights(path)
     variables, pre = keras_efficientnet.load_keras_file(path, "b0", include_top=False)
     np.testing.assert_allclose(pre.mean, IMAGENET_MEAN_PX, rtol=1e-6)
     np.testing.assert_allclose(pre.std, IMAGENET_STD_PX, rtol=1e-6)
     assert set(variables["params"]) == {"stem", "stage1", "stage2", "stage3", "stage4"}
-    np.testing.assert_array_equal(variables["params"]["stage4"]["block7a"]["project_conv"]["kernel"],
-                                  ref.get_layer("block7a_project_conv").get_weights()[0])
+    np.testing.assert_array_equal(
+        variables["params"]["stage4"]["block7a"]["project_conv"]["kernel"],
+        ref.get_layer("block7a_project_conv").get_weights()[0],
+    )
     with pytest.raises(ValueError, match=r"b0, .*lite4"):
         keras_efficientnet.load_keras_file(path, "b8")
 
@@ -101,9 +103,12 @@ def _photos(size=224):
     skimage = pytest.importorskip("skimage")
     from skimage import transform
 
-    return np.stack([
-        transform.resize(image, (size, size), anti_aliasing=True, preserve_range=True)
-        for image in (skimage.data.chelsea(), skimage.data.coffee())]).astype(np.float32)
+    return np.stack(
+        [
+            transform.resize(image, (size, size), anti_aliasing=True, preserve_range=True)
+            for image in (skimage.data.chelsea(), skimage.data.coffee())
+        ]
+    ).astype(np.float32)
 
 
 def test_lite0_imagenet_weights_classify_real_photos():
@@ -128,12 +133,14 @@ def test_lite0_matches_efficientnet_lite_pytorch():
     torch = pytest.importorskip("torch")
     reference = pytest.importorskip("efficientnet_lite_pytorch")
     ref = reference.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=efficientnet_lite.lite0_checkpoint_path()).eval()
+        "efficientnet-lite0", weights_path=efficientnet_lite.lite0_checkpoint_path()
+    ).eval()
     x = np.asarray(efficientnet_lite.LITE_PREPROCESSING(_photos()))  # 224: its padding is static
     with torch.no_grad():
         expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     _, logits = jax.jit(lambda v, x: EfficientNet("lite0").apply(v, x, return_logits=True))(
-        efficientnet_lite.load_lite0_imagenet(), x)
+        efficientnet_lite.load_lite0_imagenet(), x
+    )
     assert np.abs(np.asarray(logits) - expected).max() <= 1e-4
 
 
@@ -145,7 +152,8 @@ def test_lite0_headless_with_adapters_and_bad_keys():
     state = load_torch_state_dict(efficientnet_lite.lite0_checkpoint_path())
     np.testing.assert_array_equal(  # OIHW depthwise (C, 1, k, k) -> (k, k, 1, C)
         variables["params"]["stage3"]["block4a"]["depthwise_conv"]["kernel"][:, :, 0, 5],
-        state["_blocks.5._depthwise_conv.weight"][5, 0])
+        state["_blocks.5._depthwise_conv.weight"][5, 0],
+    )
     np.testing.assert_array_equal(variables["batch_stats"]["stem"]["bn"]["var"], state["_bn0.running_var"])
 
     state["_blocks.99._se_reduce.weight"] = np.zeros((4, 32, 1, 1), np.float32)

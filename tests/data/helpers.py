@@ -5,10 +5,19 @@ import numpy as np
 
 
 def synthetic_config(data_dir, **over):
-    data = dict(source="synthetic", canvas=128, batch_size=4, eval_batch_size=4, max_instances=12,
-                with_masks=True, mask_size=16, num_parallel_calls=2,
-                synthetic=dict(data_dir=str(data_dir), image_size=96, num_train=24, num_validation=10,
-                               num_classes=3, max_objects=5))
+    data = dict(
+        source="synthetic",
+        canvas=128,
+        batch_size=4,
+        eval_batch_size=4,
+        max_instances=12,
+        with_masks=True,
+        mask_size=16,
+        num_parallel_calls=2,
+        synthetic=dict(
+            data_dir=str(data_dir), image_size=96, num_train=24, num_validation=10, num_classes=3, max_objects=5
+        ),
+    )
     for k, v in over.items():
         if isinstance(v, dict) and k in data and isinstance(data[k], dict):
             data[k] = dict(data[k], **v)

@@ -5,12 +5,13 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import assert_boxes_tight, synthetic_config, tight_box
 
-from frozen_det.data import augment, config as config_lib
-from frozen_det.ops.boxes import to_original_boxes
+from frozen_det.data import augment
+from frozen_det.data import config as config_lib
 from frozen_det.data.copy_paste import copy_paste
 from frozen_det.data.pipeline import build_train_pipeline
-from helpers import assert_boxes_tight, synthetic_config, tight_box
+from frozen_det.ops.boxes import to_original_boxes
 
 
 class _PaintedSource:
@@ -18,6 +19,7 @@ class _PaintedSource:
 
     def __init__(self, h, w, box):
         from frozen_det.data.sources.base import DatasetInfo
+
         self.h, self.w, self.box = h, w, box
         self.info = DatasetInfo("painted", ["background", "thing"], [0, 1], True)
 
@@ -27,8 +29,13 @@ class _PaintedSource:
         img[y0:y1, x0:x1] = 255
         mask = np.zeros((1, self.h, self.w), np.uint8)
         mask[0, y0:y1, x0:x1] = 1
-        ex = dict(image=tf.constant(img), boxes=tf.constant([self.box], tf.float32),
-                  classes=tf.constant([1]), is_crowd=tf.constant([False]), image_id=tf.constant(7, tf.int64))
+        ex = dict(
+            image=tf.constant(img),
+            boxes=tf.constant([self.box], tf.float32),
+            classes=tf.constant([1]),
+            is_crowd=tf.constant([False]),
+            image_id=tf.constant(7, tf.int64),
+        )
         if with_masks:
             ex["masks"] = tf.constant(mask)
         return ex
@@ -36,9 +43,21 @@ class _PaintedSource:
 
 def _one(source, train, seed, **over):
     from frozen_det.data.example import make_eval_fn, make_train_fn
-    cfg = config_lib.resolve(ml_collections.ConfigDict(dict(
-        source="synthetic", canvas=128, max_instances=4, with_masks=True, mask_size=16, mean=[0, 0, 0],
-        std=[1, 1, 1], **over)))
+
+    cfg = config_lib.resolve(
+        ml_collections.ConfigDict(
+            dict(
+                source="synthetic",
+                canvas=128,
+                max_instances=4,
+                with_masks=True,
+                mask_size=16,
+                mean=[0, 0, 0],
+                std=[1, 1, 1],
+                **over,
+            )
+        )
+    )
     fn = (make_train_fn if train else make_eval_fn)(source, cfg)
     return {k: v.numpy() for k, v in fn(tf.constant([seed, 0], tf.int64), {}).items()}
 
@@ -60,8 +79,7 @@ def test_lsj_box_follows_pixels(seed):
     # The box maps back to where it was painted (up to the crop).
     back = to_original_boxes(ex["boxes"][None, :1], info[None])[0, 0]
     y0, x0, y1, x1 = src.box
-    inside = lambda x0, x1: (back[0] >= y0 - 1 and back[1] >= x0 - 1 and back[2] <= y1 + 1
-                             and back[3] <= x1 + 1)
+    inside = lambda x0, x1: back[0] >= y0 - 1 and back[1] >= x0 - 1 and back[2] <= y1 + 1 and back[3] <= x1 + 1
     assert inside(x0, x1) or inside(150 - x1, 150 - x0)  # as painted, or mirrored by the flip
     # The box-aligned mask crop is full inside (the object fills its box); its border rows are
     # soft because crop_and_resize samples at y*(H-1) on boxes normalised by H (reference).
@@ -88,8 +106,10 @@ def test_eval_resize_longer_side_and_flip():
     assert ex["image"][32:, :].max() == 0  # bottom padding (normalised zeros)
     # Flip: x -> W - x, pixels follow.
     img = tf.constant(np.arange(12, dtype=np.uint8).reshape(1, 4, 3))
-    out = augment.hflip(dict(image=img, boxes=tf.constant([[0., 1., 1., 2.]]),
-                             masks=tf.constant([[[1, 0, 0, 0]]], tf.uint8)), tf.constant(True))
+    out = augment.hflip(
+        dict(image=img, boxes=tf.constant([[0.0, 1.0, 1.0, 2.0]]), masks=tf.constant([[[1, 0, 0, 0]]], tf.uint8)),
+        tf.constant(True),
+    )
     np.testing.assert_array_equal(out["image"].numpy()[0, 0], img.numpy()[0, 3])
     np.testing.assert_allclose(out["boxes"].numpy(), [[0, 2, 1, 3]])
     np.testing.assert_array_equal(out["masks"].numpy(), [[[0, 0, 0, 1]]])
@@ -106,10 +126,18 @@ def test_to_original_boxes_inverse():
 def test_boxes_tight_after_augmentation(synthetic_dir, copy_paste_on):
     """Property: after flip / LSJ (/ Copy-Paste with box updates at 0 px) every valid box is the
     tight box of its mask within 1 px and inside the canvas."""
-    cfg = synthetic_config(synthetic_dir, canvas_masks=True, batch_size=8,
-                           augment=dict(copy_paste=copy_paste_on, copy_paste_box_update_threshold=0.0,
-                                        boxes_from_masks=True,
-                                        scale_min=0.3, scale_max=2.0))
+    cfg = synthetic_config(
+        synthetic_dir,
+        canvas_masks=True,
+        batch_size=8,
+        augment=dict(
+            copy_paste=copy_paste_on,
+            copy_paste_box_update_threshold=0.0,
+            boxes_from_masks=True,
+            scale_min=0.3,
+            scale_max=2.0,
+        ),
+    )
     pipe = build_train_pipeline(cfg, process_index=0, process_count=1)
     checked = sum(assert_boxes_tight(next(pipe)) for _ in range(3))
     assert checked > 10
@@ -118,8 +146,7 @@ def test_boxes_tight_after_augmentation(synthetic_dir, copy_paste_on):
 def test_reference_lsj_boxes_contain_masks(synthetic_dir):
     """Reference LSJ (boxes only clipped): every mask lies inside its box; boxes of objects
     not cut by the crop are tight."""
-    cfg = synthetic_config(synthetic_dir, canvas_masks=True, batch_size=8,
-                           augment=dict(scale_min=0.3, scale_max=2.0))
+    cfg = synthetic_config(synthetic_dir, canvas_masks=True, batch_size=8, augment=dict(scale_min=0.3, scale_max=2.0))
     batch = next(build_train_pipeline(cfg, process_index=0, process_count=1))
     tight = 0
     for i in range(8):
@@ -132,8 +159,13 @@ def test_reference_lsj_boxes_contain_masks(synthetic_dir):
 
 
 def _obj(boxes, classes, masks, params, image):
-    return dict(boxes=tf.constant(boxes, tf.float32), classes=tf.constant(classes, tf.int32),
-                masks=tf.constant(masks, tf.uint8), params=params, image=tf.constant(image, tf.float32))
+    return dict(
+        boxes=tf.constant(boxes, tf.float32),
+        classes=tf.constant(classes, tf.int32),
+        masks=tf.constant(masks, tf.uint8),
+        params=params,
+        image=tf.constant(image, tf.float32),
+    )
 
 
 def _identity_params(size, canvas):
@@ -146,25 +178,25 @@ def test_copy_paste_occlusion_rules():
     n = 64
     params = _identity_params(n, n)
     m = np.zeros((3, n, n), np.uint8)
-    m[0, 5:15, 5:15] = 1      # A
-    m[1, 30:50, 10:50] = 1    # B: right part (x >= 30) will be covered
-    m[2, 55:60, 55:60] = 1    # C
-    main = _obj([[5, 5, 15, 15], [30, 10, 50, 50], [55, 55, 60, 60]], [1, 2, 3], m, params,
-                np.zeros((n, n, 3)))
+    m[0, 5:15, 5:15] = 1  # A
+    m[1, 30:50, 10:50] = 1  # B: right part (x >= 30) will be covered
+    m[2, 55:60, 55:60] = 1  # C
+    main = _obj([[5, 5, 15, 15], [30, 10, 50, 50], [55, 55, 60, 60]], [1, 2, 3], m, params, np.zeros((n, n, 3)))
     sm = np.zeros((1, n, n), np.uint8)
-    sm[0, 0:52, 0:20] = 0     # nothing
-    sm[0, 0:20, 0:20] = 1     # covers A completely
-    sm[0, 25:55, 30:64] = 1   # same object also covers the right of B (union matters)
+    sm[0, 0:52, 0:20] = 0  # nothing
+    sm[0, 0:20, 0:20] = 1  # covers A completely
+    sm[0, 25:55, 30:64] = 1  # same object also covers the right of B (union matters)
     src = _obj([[0, 0, 55, 64]], [2], sm, params, np.ones((n, n, 3)))
     # m ~ U{0..1}: find a seed that pastes the object.
     for s in range(50):
-        image, kept, pasted = copy_paste(main, src, tf.constant([s, 0], tf.int64), n,
-                                         box_update_threshold=10.0, occluded_area=30.0)
+        image, kept, pasted = copy_paste(
+            main, src, tf.constant([s, 0], tf.int64), n, box_update_threshold=10.0, occluded_area=30.0
+        )
         if pasted["boxes"].shape[0] == 1:
             break
     img = image.numpy()
     assert img[0:20, 0:20].min() == 1 and img[60:, :20].max() == 0  # hard composite
-    np.testing.assert_array_equal(kept["classes"].numpy(), [2, 3])     # A removed
+    np.testing.assert_array_equal(kept["classes"].numpy(), [2, 3])  # A removed
     np.testing.assert_allclose(kept["boxes"].numpy()[0], [30, 10, 50, 30])  # B shrunk
     np.testing.assert_allclose(kept["boxes"].numpy()[1], [55, 55, 60, 60])  # C unchanged
     assert kept["masks"].numpy()[0][:, 30:].sum() == 0
@@ -177,8 +209,8 @@ def test_copy_paste_reference_rule_is_global():
     n = 64
     params = _identity_params(n, n)
     m = np.zeros((2, n, n), np.uint8)
-    m[0, 0:30, 0:30] = 1       # big, half covered (moves)
-    m[1, 50:55, 50:55] = 1     # small (25 px), not covered
+    m[0, 0:30, 0:30] = 1  # big, half covered (moves)
+    m[1, 50:55, 50:55] = 1  # small (25 px), not covered
     main = _obj([[0, 0, 30, 30], [50, 50, 55, 55]], [1, 2], m, params, np.zeros((n, n, 3)))
     sm = np.zeros((1, n, n), np.uint8)
     sm[0, 0:30, 15:40] = 1
@@ -186,8 +218,9 @@ def test_copy_paste_reference_rule_is_global():
     out = {}
     for rule in ("per_object", "reference"):
         for s in range(50):
-            _, kept, pasted = copy_paste(main, src, tf.constant([s, 0], tf.int64), n,
-                                         box_update_threshold=10.0, occluded_area=30.0, rule=rule)
+            _, kept, pasted = copy_paste(
+                main, src, tf.constant([s, 0], tf.int64), n, box_update_threshold=10.0, occluded_area=30.0, rule=rule
+            )
             if pasted["boxes"].shape[0] == 1:
                 break
         out[rule] = kept["classes"].numpy().tolist()

@@ -37,8 +37,11 @@ def test_voc_folder(voc_folder, caplog):
     assert len(gt["images"]) == 8 and gt["images"][0]["width"] == 128
     np.testing.assert_allclose(next(iter(ev))["image_info"][0, 2], [1.0, 1.0])  # 128 -> 128
     # data.class_names fixes the classes and their order; other objects are counted, not fatal.
-    cats = data.build_train_pipeline(_cfg(source="voc_folder", path=voc_folder, train_split="trainval",
-                                          class_names=("cat",)), process_index=0, process_count=1)
+    cats = data.build_train_pipeline(
+        _cfg(source="voc_folder", path=voc_folder, train_split="trainval", class_names=("cat",)),
+        process_index=0,
+        process_count=1,
+    )
     assert cats.source.info.class_names == ["background", "cat"]
     assert cats.source.skipped_report()["unknown_class_objects"] > 0
 
@@ -67,14 +70,16 @@ def test_voc_folder_missing_split_and_folder(tmp_path, voc_folder):
     with pytest.raises(data.DataError, match="missing Annotations"):
         data.build_train_pipeline(_cfg(source="voc_folder", path=str(tmp_path)), process_index=0, process_count=1)
     with pytest.raises(data.DataError, match=r"split 'nope' not found.*available splits: \['test', 'trainval'"):
-        data.build_train_pipeline(_cfg(source="voc_folder", path=voc_folder, train_split="nope"),
-                                  process_index=0, process_count=1)
+        data.build_train_pipeline(
+            _cfg(source="voc_folder", path=voc_folder, train_split="nope"), process_index=0, process_count=1
+        )
 
 
 def _write_coco_folder(root):
     """4 images: polygons, RLE (compressed + uncompressed), a crowd, a corrupt image, a missing
     image, an annotation of an unknown image, a degenerate box, an image with no objects."""
     from pycocotools import mask as mask_utils
+
     os.makedirs(root / "annotations")
     os.makedirs(root / "train")
     rng = np.random.default_rng(0)
@@ -86,14 +91,22 @@ def _write_coco_folder(root):
     images.append(dict(id=5, file_name="5.jpg", height=60, width=80))
     images.append(dict(id=6, file_name="missing.jpg", height=60, width=80))
     # image 1: a polygon square 10..30 x 20..50 (category 7) and a crowd RLE (category 3)
-    anns.append(dict(id=1, image_id=1, category_id=7, bbox=[20, 10, 30, 20], iscrowd=0, area=600,
-                     segmentation=[[20, 10, 50, 10, 50, 30, 20, 30]]))
+    anns.append(
+        dict(
+            id=1,
+            image_id=1,
+            category_id=7,
+            bbox=[20, 10, 30, 20],
+            iscrowd=0,
+            area=600,
+            segmentation=[[20, 10, 50, 10, 50, 30, 20, 30]],
+        )
+    )
     m = np.zeros((60, 80), np.uint8)
     m[40:55, 5:25] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode()
-    anns.append(dict(id=2, image_id=1, category_id=3, bbox=[5, 40, 20, 15], iscrowd=1, area=300,
-                     segmentation=rle))
+    anns.append(dict(id=2, image_id=1, category_id=3, bbox=[5, 40, 20, 15], iscrowd=1, area=300, segmentation=rle))
     # image 2: uncompressed RLE object + a degenerate box
     m2 = np.zeros((60, 80), np.uint8)
     m2[5:25, 40:70] = 1
@@ -105,26 +118,71 @@ def _write_coco_folder(root):
             cur, run = v, 0
         run += 1
     counts.append(run)
-    anns.append(dict(id=3, image_id=2, category_id=3, bbox=[40, 5, 30, 20], iscrowd=0, area=600,
-                     segmentation=dict(size=[60, 80], counts=counts)))
-    anns.append(dict(id=4, image_id=2, category_id=7, bbox=[10, 10, 0, 5], iscrowd=0, area=0,
-                     segmentation=[[10, 10, 10, 15, 10, 15]]))
+    anns.append(
+        dict(
+            id=3,
+            image_id=2,
+            category_id=3,
+            bbox=[40, 5, 30, 20],
+            iscrowd=0,
+            area=600,
+            segmentation=dict(size=[60, 80], counts=counts),
+        )
+    )
+    anns.append(
+        dict(
+            id=4,
+            image_id=2,
+            category_id=7,
+            bbox=[10, 10, 0, 5],
+            iscrowd=0,
+            area=0,
+            segmentation=[[10, 10, 10, 15, 10, 15]],
+        )
+    )
     anns.append(dict(id=5, image_id=99, category_id=7, bbox=[1, 1, 5, 5], iscrowd=0, area=25, segmentation=[]))
     # image 3: nothing; image 4: polygon triangle; image 5: corrupt file with an object
-    anns.append(dict(id=6, image_id=4, category_id=7, bbox=[10, 10, 40, 40], iscrowd=0, area=800,
-                     segmentation=[[10, 10, 50, 10, 10, 50]]))
-    anns.append(dict(id=7, image_id=5, category_id=7, bbox=[10, 10, 40, 40], iscrowd=0, area=800,
-                     segmentation=[[10, 10, 50, 10, 10, 50]]))
+    anns.append(
+        dict(
+            id=6,
+            image_id=4,
+            category_id=7,
+            bbox=[10, 10, 40, 40],
+            iscrowd=0,
+            area=800,
+            segmentation=[[10, 10, 50, 10, 10, 50]],
+        )
+    )
+    anns.append(
+        dict(
+            id=7,
+            image_id=5,
+            category_id=7,
+            bbox=[10, 10, 40, 40],
+            iscrowd=0,
+            area=800,
+            segmentation=[[10, 10, 50, 10, 10, 50]],
+        )
+    )
     cats = [dict(id=7, name="seven"), dict(id=3, name="three")]
     (root / "annotations" / "instances_train.json").write_text(
-        json.dumps(dict(images=images, annotations=anns, categories=cats)))
+        json.dumps(dict(images=images, annotations=anns, categories=cats))
+    )
 
 
 def test_coco_folder(tmp_path, caplog):
     _write_coco_folder(tmp_path)
-    cfg = _cfg(source="coco_folder", path=str(tmp_path), train_split="train", eval_split="train",
-               with_masks=True, mask_size=16, canvas_masks=True, max_instances=4,
-               augment=dict(hflip=False, scale_min=1.6, scale_max=1.6))
+    cfg = _cfg(
+        source="coco_folder",
+        path=str(tmp_path),
+        train_split="train",
+        eval_split="train",
+        with_masks=True,
+        mask_size=16,
+        canvas_masks=True,
+        max_instances=4,
+        augment=dict(hflip=False, scale_min=1.6, scale_max=1.6),
+    )
     with caplog.at_level("WARNING"):
         ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
         info = ev.source.info
@@ -159,5 +217,6 @@ def test_coco_folder(tmp_path, caplog):
 
 def test_coco_folder_missing_annotation(tmp_path):
     with pytest.raises(data.DataError, match="instances_train.json"):
-        data.build_train_pipeline(_cfg(source="coco_folder", path=str(tmp_path), with_masks=True),
-                                  process_index=0, process_count=1)
+        data.build_train_pipeline(
+            _cfg(source="coco_folder", path=str(tmp_path), with_masks=True), process_index=0, process_count=1
+        )

@@ -38,8 +38,9 @@ def _files(root):
 
 
 def _config(path):
-    spec = importlib.util.spec_from_file_location("long_tail_config", os.path.join(ROOT, "configs", "data",
-                                                                                   "long_tail.py"))
+    spec = importlib.util.spec_from_file_location(
+        "long_tail_config", os.path.join(ROOT, "configs", "data", "long_tail.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(path)
@@ -122,8 +123,10 @@ def test_official_lvis_api_scores_the_ground_truth_as_perfect(dataset, monkeypat
     assert len(gt.get_cat_ids()) == 13 and len(gt.get_img_ids()) == 40
     for iou_type in ("bbox", "segm"):
         keep = "bbox" if iou_type == "bbox" else "segmentation"
-        detections = [{"image_id": a["image_id"], "category_id": a["category_id"], keep: a[keep], "score": 1.0}
-                      for a in gt.dataset["annotations"]]
+        detections = [
+            {"image_id": a["image_id"], "category_id": a["category_id"], keep: a[keep], "score": 1.0}
+            for a in gt.dataset["annotations"]
+        ]
         ev = lvis.LVISEval(gt, lvis.LVISResults(gt, detections), iou_type)
         ev.run()
         results = ev.get_results()

@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import synthetic_config
 
 from frozen_det import data
 from frozen_det.data import synthetic
 from frozen_det.ops.boxes import to_original_boxes
-from helpers import synthetic_config
 
 CONTRACT = {
     "image": (np.float32, lambda b, c: (b, c.canvas, c.canvas, 3)),
@@ -58,14 +58,17 @@ def test_batch_contract(synthetic_dir):
 
 def test_synthetic_builder_deterministic(tmp_path):
     from frozen_det.data.config import resolve
+
     c = resolve(synthetic_config(tmp_path)).synthetic
     c.num_train, c.num_validation = 6, 2
 
     def read(d):
         import tensorflow_datasets as tfds
+
         b = synthetic.build(c, str(d))
-        ds = b.as_dataset("train", decoders={"image": tfds.decode.SkipDecoding(),
-                                             "instance_map": tfds.decode.SkipDecoding()})
+        ds = b.as_dataset(
+            "train", decoders={"image": tfds.decode.SkipDecoding(), "instance_map": tfds.decode.SkipDecoding()}
+        )
         return [(e["image"], e["instance_map"], e["objects"]["bbox"].tobytes()) for e in ds.as_numpy_iterator()]
 
     a, b = read(tmp_path / "a"), read(tmp_path / "b")
@@ -83,8 +86,9 @@ def test_fixed_seed_identical_and_seed_matters(synthetic_dir):
         _same(next(a), next(b))
     cfg.seed = 1
     c = next(_train(cfg))
-    assert not np.array_equal(c["image"], next(_train(synthetic_config(synthetic_dir, augment=dict(
-        copy_paste=True))))["image"])
+    assert not np.array_equal(
+        c["image"], next(_train(synthetic_config(synthetic_dir, augment=dict(copy_paste=True))))["image"]
+    )
 
 
 @pytest.mark.parametrize("copy_paste", [False, True])
@@ -161,13 +165,22 @@ def test_eval_keeps_everything_and_maps_back(synthetic_dir):
 def test_pycocotools_reads_ground_truth(synthetic_dir):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     cfg = synthetic_config(synthetic_dir)
     gt = data.build_eval_pipeline(cfg, process_index=0, process_count=1).source.coco_ground_truth("validation")
     coco = COCO()
     coco.dataset = gt
     coco.createIndex()
-    dets = [dict(image_id=a["image_id"], category_id=a["category_id"], bbox=a["bbox"], score=1.0,
-                 segmentation=a["segmentation"]) for a in gt["annotations"]]
+    dets = [
+        dict(
+            image_id=a["image_id"],
+            category_id=a["category_id"],
+            bbox=a["bbox"],
+            score=1.0,
+            segmentation=a["segmentation"],
+        )
+        for a in gt["annotations"]
+    ]
     for kind in ("bbox", "segm"):
         ev = COCOeval(coco, coco.loadRes(dets), kind)
         ev.evaluate(), ev.accumulate(), ev.summarize()
@@ -176,6 +189,7 @@ def test_pycocotools_reads_ground_truth(synthetic_dir):
 
 def test_kshot(synthetic_dir):
     from frozen_det.data.kshot import kshot_select
+
     classes = [{1}, {1, 2}, {2}, {3}, {1}, {3}, set()]
     sel = kshot_select(classes, 1, seed=0)
     covered = set().union(*(classes[i] for i in sel))

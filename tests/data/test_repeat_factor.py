@@ -7,11 +7,10 @@ import collections
 import ml_collections
 import numpy as np
 import pytest
+from helpers import synthetic_config
 
 from frozen_det import data
-from frozen_det.data.class_stats import (class_statistics, epoch_repeats, frequency_group,
-                                         repeat_factors)
-from helpers import synthetic_config
+from frozen_det.data.class_stats import class_statistics, epoch_repeats, frequency_group, repeat_factors
 
 
 def test_statistics_and_factors_follow_the_formula():
@@ -43,9 +42,21 @@ def test_each_image_is_drawn_as_often_as_its_repeat_factor():
 
 
 def test_random_access_source_over_many_epochs_and_shards(voc_folder):
-    cfg = ml_collections.ConfigDict(dict(source="voc_folder", path=voc_folder, train_split="trainval", eval_split="test",
-                                         canvas=64, batch_size=2, max_instances=60, num_parallel_calls=1,
-                                         sampling="repeat_factor", repeat_threshold=1.5, repeat_power=1.0))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            source="voc_folder",
+            path=voc_folder,
+            train_split="trainval",
+            eval_split="test",
+            canvas=64,
+            batch_size=2,
+            max_instances=60,
+            num_parallel_calls=1,
+            sampling="repeat_factor",
+            repeat_threshold=1.5,
+            repeat_power=1.0,
+        )
+    )
     shards = [data.build_train_pipeline(cfg, process_index=p, process_count=2) for p in range(2)]
     factors = shards[0]._repeat_factors
     n = shards[0].source.num_records("trainval")
@@ -66,8 +77,9 @@ def test_random_access_source_over_many_epochs_and_shards(voc_folder):
 
 
 def test_streaming_source_reads_each_record_its_epoch_repeats(synthetic_dir):
-    cfg = synthetic_config(synthetic_dir, batch_size=1, with_masks=False, sampling="repeat_factor",
-                           repeat_threshold=0.9, repeat_power=1.0)
+    cfg = synthetic_config(
+        synthetic_dir, batch_size=1, with_masks=False, sampling="repeat_factor", repeat_threshold=0.9, repeat_power=1.0
+    )
     pipe = data.build_train_pipeline(cfg, process_index=0, process_count=1)
     repeats = pipe._epoch_repeats(0)
     assert repeats.sum() > len(repeats)  # some images repeat

@@ -1,6 +1,6 @@
 """TFDS coco/2017, lvis and voc/2007 through the real builders, offline with
 tfds.testing.mock_data and self-consistent fake examples (the default mock examples have
-mismatched sequence lengths, ../shared/reference/stack.md)."""
+mismatched sequence lengths, docs/dependencies.md)."""
 
 import ml_collections
 import numpy as np
@@ -23,8 +23,10 @@ def _fake_examples(builder, split):
         n = i % 3  # 0, 1 or 2 objects (0: an image without objects)
         ymin = rng.uniform(0, 0.4, n)
         xmin = rng.uniform(0, 0.4, n)
-        objs = {"bbox": [tfds.features.BBox(a, b, a + 0.5, b + 0.5) for a, b in zip(ymin, xmin)],
-                "label": rng.integers(0, feats["objects"]["label"].num_classes, n).tolist()}
+        objs = {
+            "bbox": [tfds.features.BBox(a, b, a + 0.5, b + 0.5) for a, b in zip(ymin, xmin)],
+            "label": rng.integers(0, feats["objects"]["label"].num_classes, n).tolist(),
+        }
         fo = feats["objects"].feature if hasattr(feats["objects"], "feature") else feats["objects"]
         for key in fo.keys():
             if key in ("id", "area"):
@@ -37,7 +39,7 @@ def _fake_examples(builder, split):
                 segs = []
                 for box in objs["bbox"]:
                     m = np.zeros((h, w, 1), np.uint8)
-                    m[int(box.ymin * h):int(box.ymax * h), int(box.xmin * w):int(box.xmax * w)] = 1
+                    m[int(box.ymin * h) : int(box.ymax * h), int(box.xmin * w) : int(box.xmax * w)] = 1
                     segs.append(m)
                 objs[key] = segs
         ex = {"image": rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "objects": objs}
@@ -67,10 +69,22 @@ def _as_dataset(self, split, decoders=None, read_config=None, shuffle_files=Fals
 
 
 def _cfg(name, masks):
-    return ml_collections.ConfigDict(dict(
-        source="tfds", name=name, canvas=64, batch_size=2, eval_batch_size=4, max_instances=4,
-        with_masks=masks, mask_size=8, num_parallel_calls=1, canvas_masks=masks,
-        train_split="train", eval_split="validation" if name != "voc/2007" else "test"))
+    return ml_collections.ConfigDict(
+        dict(
+            source="tfds",
+            name=name,
+            canvas=64,
+            batch_size=2,
+            eval_batch_size=4,
+            max_instances=4,
+            with_masks=masks,
+            mask_size=8,
+            num_parallel_calls=1,
+            canvas_masks=masks,
+            train_split="train",
+            eval_split="validation" if name != "voc/2007" else "test",
+        )
+    )
 
 
 @pytest.mark.parametrize("name,masks", [("coco/2017", False), ("lvis", True), ("voc/2007", False)])
@@ -138,14 +152,20 @@ def test_tfds_lvis_federated_ground_truth_and_lvis_metric():
         stats = source_statistics(source, "train")
         freq = {c["id"]: c["frequency"] for c in gt["categories"]}
         assert len(freq) == 1203 and set(freq.values()) == {"r"}  # 6 train images: every class is rare
-        assert stats.image_counts.sum() == sum(len(set(e["objects"]["label"]))
-                                               for e in _fake_examples(source.builder, "train"))
+        assert stats.image_counts.sum() == sum(
+            len(set(e["objects"]["label"])) for e in _fake_examples(source.builder, "train")
+        )
         assert resolve_metric("auto", source) == "lvis"
         evaluator = LvisEvaluator(gt, source.info.category_ids)
         for batch in ev:
             keep = batch["example_valid"]
             boxes = np.zeros((keep.sum(), 1, 4), np.float32)
-            evaluator.add(batch["image_id"][keep], boxes, np.zeros((keep.sum(), 1)),
-                          np.ones((keep.sum(), 1), np.int32), np.zeros((keep.sum(), 1), bool))
+            evaluator.add(
+                batch["image_id"][keep],
+                boxes,
+                np.zeros((keep.sum(), 1)),
+                np.ones((keep.sum(), 1), np.int32),
+                np.zeros((keep.sum(), 1), bool),
+            )
         result = evaluator.evaluate()  # no detections: zeros, not a crash
         assert result["AP"] == 0.0 and result["num_images"] == N

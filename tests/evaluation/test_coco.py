@@ -22,13 +22,25 @@ def ground_truth():
     for image_id, objects in BOXES_XYWH.items():
         for x, y, w, h, cat in objects:
             seg = np.zeros((200 if image_id == 1 else 150, 300 if image_id == 1 else 250), np.uint8)
-            seg[y:y + h, x:x + w] = 1
+            seg[y : y + h, x : x + w] = 1
             rle = mask_utils.encode(np.asfortranarray(seg))
             rle["counts"] = rle["counts"].decode("ascii")
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "segmentation": rle})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                }
+            )
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}],
+    }
 
 
 def padded_detections(shift=0.0, k=5):
@@ -61,8 +73,9 @@ def test_shifted_boxes_give_what_pycocotools_computes():
     results = []
     for image_id, objects in BOXES_XYWH.items():
         for i, (x, y, w, h, cat) in enumerate(objects):
-            results.append({"image_id": image_id, "category_id": cat, "bbox": [x + 12.0, y, w, h],
-                            "score": 0.9 - 0.1 * i})
+            results.append(
+                {"image_id": image_id, "category_id": cat, "bbox": [x + 12.0, y, w, h], "score": 0.9 - 0.1 * i}
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = dict(ground_truth(), info={}, licenses=[])
@@ -70,8 +83,9 @@ def test_shifted_boxes_give_what_pycocotools_computes():
         ref = COCOeval(gt, gt.loadRes(results), "bbox")
         ref.evaluate(), ref.accumulate(), ref.summarize()
     assert 0.0 < ours["AP"] < 1.0
-    np.testing.assert_allclose([ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")],
-                               ref.stats[:6], atol=1e-12)
+    np.testing.assert_allclose(
+        [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")], ref.stats[:6], atol=1e-12
+    )
 
 
 def test_masks_pasted_from_box_frame_crops():

@@ -24,12 +24,26 @@ IMAGES = {
 def ground_truth():
     images, annotations = [], []
     for image_id, (h, w, objects, neg, not_exhaustive) in IMAGES.items():
-        images.append({"id": image_id, "height": h, "width": w, "neg_category_ids": neg,
-                       "not_exhaustive_category_ids": not_exhaustive})
+        images.append(
+            {
+                "id": image_id,
+                "height": h,
+                "width": w,
+                "neg_category_ids": neg,
+                "not_exhaustive_category_ids": not_exhaustive,
+            }
+        )
         for x, y, bw, bh, cat in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
-                                "bbox": [x, y, bw, bh], "area": bw * bh,
-                                "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
+                }
+            )
     categories = [{"id": c, "name": f"cat{c}", "frequency": f} for c, f in FREQUENCY.items()]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -83,8 +97,14 @@ def test_shifted_boxes_match_the_official_api(tmp_path):
     for b, image_id in enumerate(dets[0]):
         for j in np.flatnonzero(dets[4][b]):
             y0, x0, y1, x1 = dets[1][b, j].tolist()
-            results.append({"image_id": int(image_id), "category_id": CATEGORY_IDS[dets[3][b, j]],
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(dets[2][b, j])})
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": CATEGORY_IDS[dets[3][b, j]],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(dets[2][b, j]),
+                }
+            )
     ref = official(tmp_path, results)
     assert 0.0 < ours["AP"] < 1.0
     for key, value in ref.items():

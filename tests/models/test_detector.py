@@ -36,10 +36,16 @@ def make_batch(seed=0, with_masks=False):
             boxes[b, i] = (y, x, y + h, x + w)
             valid[b, i] = True
             classes[b, i] = rng.integers(1, 4)
-            image[b, int(y):int(y + h), int(x):int(x + w), classes[b, i] - 1] += 1.0
-    batch = {"image": image, "boxes": boxes, "classes": classes, "valid": valid,
-             "image_info": np.tile(np.array([[CANVAS, CANVAS], [CANVAS, CANVAS], [1, 1], [0, 0]],
-                                            np.float32), (BATCH, 1, 1))}
+            image[b, int(y) : int(y + h), int(x) : int(x + w), classes[b, i] - 1] += 1.0
+    batch = {
+        "image": image,
+        "boxes": boxes,
+        "classes": classes,
+        "valid": valid,
+        "image_info": np.tile(
+            np.array([[CANVAS, CANVAS], [CANVAS, CANVAS], [1, 1], [0, 0]], np.float32), (BATCH, 1, 1)
+        ),
+    }
     if with_masks:
         masks = np.zeros((BATCH, MAX_GT, MASK, MASK), np.float32)
         masks[:, :, 4:12, 4:12] = 1.0
@@ -68,7 +74,8 @@ def loss_fn(model):
 
 def train_steps(config, model, variables, batch, steps=2, lr=0.01):
     mask = partition.trainable_mask(
-        variables["params"], frozen=backbone_frozen_patterns(config.backbone, prefix="backbone/"))
+        variables["params"], frozen=backbone_frozen_patterns(config.backbone, prefix="backbone/")
+    )
     optimizer = optax.sgd(lr, momentum=0.9)
     state = create_train_state(variables, mask, optimizer)
     step = jax.jit(make_train_step(loss_fn(model), optimizer))
@@ -103,8 +110,14 @@ def test_rpn_targets_force_match_every_ground_truth():
 
     @jax.jit
     def targets(v):
-        return model.apply(v, jax.random.key(3), anchors, jnp.asarray(batch["boxes"]),
-                           jnp.asarray(batch["valid"]), method=TwoStageDetector.rpn_targets)
+        return model.apply(
+            v,
+            jax.random.key(3),
+            anchors,
+            jnp.asarray(batch["boxes"]),
+            jnp.asarray(batch["valid"]),
+            method=TwoStageDetector.rpn_targets,
+        )
 
     labels, box_targets, num_pos = targets(variables)
     flat = jnp.concatenate([v.reshape(BATCH, -1) for _, v in sorted(labels.items())], axis=1)
@@ -139,14 +152,24 @@ def test_original_coordinates_invert_the_letterbox():
 
 
 def _ground_truth_dict(batch):
-    gt = {"images": [{"id": b, "height": CANVAS, "width": CANVAS} for b in range(BATCH)],
-          "annotations": [], "categories": [{"id": c, "name": str(c)} for c in range(1, 4)]}
+    gt = {
+        "images": [{"id": b, "height": CANVAS, "width": CANVAS} for b in range(BATCH)],
+        "annotations": [],
+        "categories": [{"id": c, "name": str(c)} for c in range(1, 4)],
+    }
     for b in range(BATCH):
         for n in np.nonzero(batch["valid"][b])[0]:
             y0, x0, y1, x1 = (float(v) for v in batch["boxes"][b, n])
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": b, "iscrowd": 0,
-                                      "category_id": int(batch["classes"][b, n]),
-                                      "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": b,
+                    "iscrowd": 0,
+                    "category_id": int(batch["classes"][b, n]),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                }
+            )
     return gt
 
 
@@ -157,8 +180,9 @@ def test_faster_rcnn_overfits_a_fixed_batch_and_detects_its_objects():
 
     config, model, variables, batch = build()
     mask = partition.trainable_mask(variables["params"], frozen=[])
-    optimizer = optax.chain(optax.clip_by_global_norm(10.0),
-                            optax.sgd(optax.warmup_cosine_decay_schedule(0.0, 0.02, 20, 200), momentum=0.9))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(10.0), optax.sgd(optax.warmup_cosine_decay_schedule(0.0, 0.02, 20, 200), momentum=0.9)
+    )
     state = create_train_state(variables, mask, optimizer)
     step = jax.jit(make_train_step(loss_fn(model), optimizer))
     totals = []
@@ -171,7 +195,8 @@ def test_faster_rcnn_overfits_a_fixed_batch_and_detects_its_objects():
     assert np.mean(totals[-10:]) < 0.3 * totals[0]
 
     out = jax.jit(lambda v, b: model.apply(v, b, train=False))(
-        {"params": state.all_params(), "batch_stats": state.batch_stats}, batch)
+        {"params": state.all_params(), "batch_stats": state.batch_stats}, batch
+    )
     evaluator = CocoEvaluator(_ground_truth_dict(batch), [0, 1, 2, 3])
     evaluator.add(np.arange(BATCH), out["original_boxes"], out["scores"], out["classes"], out["valid"])
     assert evaluator.evaluate()["AP50"] > 0.9
@@ -198,7 +223,6 @@ def test_frozen_detector_train_step_has_no_backbone_backward_pass():
     assert finetune["train_step_gflops"] > frozen["train_step_gflops"] + frozen["backbone_train_mode_forward_gflops"]
 
 
-
 def test_fast_conv_impl_gives_the_same_losses_and_gradients():
     """model.conv_impl="fast" puts fast_conv.Conv in the neck and every head (RPN, box, mask):
     the same parameters and losses, and gradients equal up to float summation order."""
@@ -212,12 +236,20 @@ def test_fast_conv_impl_gives_the_same_losses_and_gradients():
     def jaxpr(m):
         return str(jax.make_jaxpr(lambda p: loss_fn(m)(p, *args)[0])(params))
 
-    backbone_convs = str(jax.make_jaxpr(lambda p: model.apply(
-        {"params": p, "batch_stats": stats}, batch["image"], train=False,
-        method=lambda mdl, x, train: mdl.backbone(x, train=train)))(params)).count("conv_general_dilated")
+    backbone_convs = str(
+        jax.make_jaxpr(
+            lambda p: model.apply(
+                {"params": p, "batch_stats": stats},
+                batch["image"],
+                train=False,
+                method=lambda mdl, x, train: mdl.backbone(x, train=train),
+            )
+        )(params)
+    ).count("conv_general_dilated")
     # every convolution but the backbone's (its own backbone.conv_impl, "xla" here) is fast_conv's
-    assert jaxpr(fast_model).count("custom_vjp_call") == jaxpr(model).count("conv_general_dilated") \
-        - backbone_convs - 1  # the mask head's deconvolution stays flax's ConvTranspose
+    assert (
+        jaxpr(fast_model).count("custom_vjp_call") == jaxpr(model).count("conv_general_dilated") - backbone_convs - 1
+    )  # the mask head's deconvolution stays flax's ConvTranspose
     grads = {}
     for name, m in (("xla", model), ("fast", fast_model)):
         (total, (terms, _)), grads[name] = jax.jit(jax.value_and_grad(loss_fn(m), has_aux=True))(params, *args)
@@ -227,10 +259,12 @@ def test_fast_conv_impl_gives_the_same_losses_and_gradients():
     for path, want in jax.tree_util.tree_leaves_with_path(grads["xla"]):
         got = dict(jax.tree_util.tree_leaves_with_path(grads["fast"]))[path]
         scale = float(jnp.max(jnp.abs(want))) + 1e-6
-        np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, atol=1e-4,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            np.asarray(got) / scale, np.asarray(want) / scale, atol=1e-4, err_msg=jax.tree_util.keystr(path)
+        )
     bad_config = config.copy_and_resolve_references()
     bad_config.conv_impl = "cudnn"
     with pytest.raises(ValueError, match="model.conv_impl='cudnn'"):
-        jax.eval_shape(lambda p: loss_fn(TwoStageDetector(ml_collections.FrozenConfigDict(bad_config)))(
-            p, *args), params)
+        jax.eval_shape(
+            lambda p: loss_fn(TwoStageDetector(ml_collections.FrozenConfigDict(bad_config)))(p, *args), params
+        )

@@ -14,9 +14,9 @@ import pytest
 from flax import traverse_util
 
 from frozen_det.models import freezing
-from frozen_det.models.layers import conv_module
 from frozen_det.models.backbones import efficientnet as E
 from frozen_det.models.backbones.efficientnet import EfficientNet
+from frozen_det.models.layers import conv_module
 
 # Channels at levels 2..5 (TPU codebase endpoints reduction_2..5) and ImageNet-head parameter
 # counts, which equal keras.applications' trainable parameter counts for B0/B7 and the 4.65 M
@@ -72,7 +72,16 @@ def test_unknown_variant_lists_the_variants():
 def test_tf_rounding_rules():
     # round_filters: multiple of 8, never more than 10% below the scaled width.
     assert [E.round_filters(f, 1.2) for f in (32, 16, 24, 40, 80, 112, 192, 320, 1280)] == [
-        40, 24, 32, 48, 96, 136, 232, 384, 1536]
+        40,
+        24,
+        32,
+        48,
+        96,
+        136,
+        232,
+        384,
+        1536,
+    ]
     assert E.round_filters(16, 1.1) == 16 and E.round_filters(24, 1.1) == 24  # B2 keeps these
     assert [E.round_repeats(r, 3.1) for r in (1, 2, 2, 3, 3, 4, 1)] == [4, 7, 7, 10, 10, 13, 4]
     assert len(E.block_specs("b7")) == 55 and len(E.block_specs("b0")) == 16
@@ -103,7 +112,8 @@ def test_feature_shapes_without_compute(variant):
     model = EfficientNet(variant)
     variables = _shapes(model, 96)
     features, logits = jax.eval_shape(
-        lambda v: model.apply(v, jnp.zeros((2, 96, 96, 3)), return_logits=True), variables)
+        lambda v: model.apply(v, jnp.zeros((2, 96, 96, 3)), return_logits=True), variables
+    )
     assert sorted(features) == [2, 3, 4, 5]
     for level, channels in zip((2, 3, 4, 5), LEVEL_CHANNELS[variant]):
         size = 96 // 2**level
@@ -122,8 +132,15 @@ def test_parameter_naming_and_no_head_without_classes():
     assert set(params) == {"stem", "stage1", "stage2", "stage3", "stage4", "head_conv", "head_bn", "classifier"}
     assert set(params["stage1"]) == {"block1a", "block2a", "block2b"}
     assert set(params["stage1"]["block2a"]) == {
-        "expand_conv", "expand_bn", "depthwise_conv", "depthwise_bn", "se_reduce", "se_expand",
-        "project_conv", "project_bn"}
+        "expand_conv",
+        "expand_bn",
+        "depthwise_conv",
+        "depthwise_bn",
+        "se_reduce",
+        "se_expand",
+        "project_conv",
+        "project_bn",
+    }
     assert params["stage1"]["block2a"]["depthwise_conv"]["kernel"].shape == (3, 3, 1, 96)
     assert jnp.float32 == params["stem"]["conv"]["kernel"].dtype
     # The shared freeze rules select exactly the stem and first k stages, never adapters.
@@ -149,20 +166,29 @@ def test_bfloat16_activations_float32_params():
 
 
 def _stats_changed(model, variables, x):
-    _, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                                  rngs={"dropout": jax.random.key(1)}))(variables, x)
-    return {part: not all(np.array_equal(a, b) for a, b in zip(
-        jax.tree_util.tree_leaves(variables["batch_stats"][part]),
-        jax.tree_util.tree_leaves(updates["batch_stats"][part])))
-        for part in variables["batch_stats"]}
+    _, updates = jax.jit(
+        lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+    )(variables, x)
+    return {
+        part: not all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree_util.tree_leaves(variables["batch_stats"][part]),
+                jax.tree_util.tree_leaves(updates["batch_stats"][part]),
+            )
+        )
+        for part in variables["batch_stats"]
+    }
 
 
-@pytest.mark.parametrize("freeze, expected", [
-    # The head exists (num_classes=1000) but a features-only call does not run it.
-    ("all", {"stem": False, "stage1": False, "stage2": False, "stage3": False, "stage4": False,
-             "head_bn": False}),
-    (2, {"stem": False, "stage1": False, "stage2": False, "stage3": True, "stage4": True, "head_bn": False}),
-])
+@pytest.mark.parametrize(
+    "freeze, expected",
+    [
+        # The head exists (num_classes=1000) but a features-only call does not run it.
+        ("all", {"stem": False, "stage1": False, "stage2": False, "stage3": False, "stage4": False, "head_bn": False}),
+        (2, {"stem": False, "stage1": False, "stage2": False, "stage3": True, "stage4": True, "head_bn": False}),
+    ],
+)
 def test_frozen_parts_keep_their_batch_stats(freeze, expected):
     model = EfficientNet("b0", freeze=freeze)
     variables = _random_variables(model)
@@ -181,7 +207,8 @@ def test_frozen_backbone_in_train_mode_is_the_inference_function():
         return sum(jnp.sum(f[level] ** 2) for level in f)
 
     train_loss, (grad, var_grads) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(
-        x, variables, True)
+        x, variables, True
+    )
     eval_loss = jax.jit(loss, static_argnums=2)(x, variables, False)
     assert float(train_loss) == pytest.approx(float(eval_loss), rel=1e-6)
     # stop_gradient after every frozen part: nothing reaches the image or any weight.
@@ -190,8 +217,9 @@ def test_frozen_backbone_in_train_mode_is_the_inference_function():
 
     # Positive control: the same weights unfrozen do drop connections in training.
     free = EfficientNet("lite0", num_classes=None)
-    run = jax.jit(lambda rng: free.apply(variables, x, train=True, mutable=["batch_stats"],
-                                         rngs={"dropout": rng})[0][5])
+    run = jax.jit(
+        lambda rng: free.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": rng})[0][5]
+    )
     assert not np.allclose(run(jax.random.key(0)), run(jax.random.key(1)))
 
 
@@ -224,8 +252,7 @@ def test_adapters_start_as_identity_and_stay_trainable_when_frozen():
 def test_fast_conv_impl_is_the_same_function_and_gradient():
     # Lite0 (ReLU6, no SE) with adapters: depthwise, 1x1 and adapter convolutions all switch.
     slow = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0)
-    fast = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0,
-                        conv=conv_module("fast"))
+    fast = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0, conv=conv_module("fast"))
     variables = _random_variables(slow)
     assert jax.tree.structure(_shapes(slow)) == jax.tree.structure(_shapes(fast))
     x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 64, 64, 3)), jnp.float32)
@@ -234,6 +261,7 @@ def test_fast_conv_impl_is_the_same_function_and_gradient():
         def f(params):
             out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
             return sum(jnp.sum(out[level] ** 2) for level in (3, 5))
+
         return f
 
     v_slow, g_slow = jax.jit(jax.value_and_grad(loss(slow)))(variables["params"])
@@ -243,5 +271,6 @@ def test_fast_conv_impl_is_the_same_function_and_gradient():
     # gradient); their absolute tolerance follows the overall gradient scale.
     scale = max(float(np.abs(a).max()) for a in jax.tree.leaves(g_slow))
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_slow), jax.tree.leaves(g_fast)):
-        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()) + 1e-5 * scale,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            b, a, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()) + 1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+        )

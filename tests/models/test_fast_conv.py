@@ -34,11 +34,11 @@ def _assert_matches_nn_conv(kwargs, x, rng, tol):
     ref, ours = nn.Conv(**kwargs), fast_conv.Conv(**kwargs)
     params = ref.init(jax.random.key(0), x)
     ours_params = ours.init(jax.random.key(0), x)
-    assert jax.tree.map(lambda a: (a.shape, a.dtype), params) == \
-        jax.tree.map(lambda a: (a.shape, a.dtype), ours_params)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), params) == jax.tree.map(lambda a: (a.shape, a.dtype), ours_params)
     if kwargs.get("use_bias", True):  # a non-zero bias, so its gradient path is exercised too
-        params = jax.tree.map(lambda a: a + 0.1 * jnp.arange(a.size, dtype=a.dtype).reshape(a.shape)
-                              if a.ndim == 1 else a, params)
+        params = jax.tree.map(
+            lambda a: a + 0.1 * jnp.arange(a.size, dtype=a.dtype).reshape(a.shape) if a.ndim == 1 else a, params
+        )
     y_ref, y_ours = ref.apply(params, x), ours.apply(params, x)
     assert y_ref.shape == y_ours.shape
     assert _rel(y_ours, y_ref) <= tol
@@ -77,8 +77,9 @@ def test_depthwise_outputs_and_gradients_match_grouped_nn_conv(kernel, strides, 
     rng = np.random.default_rng(2)
     # Odd sizes: stride-2 'SAME' padding is asymmetric (TF's rule, which EfficientNet needs).
     x = jnp.asarray(rng.normal(size=(2, 11, 14, 6)).astype(np.float32))
-    kwargs = dict(features=6, kernel_size=kernel, strides=strides, padding=padding,
-                  feature_group_count=6, use_bias=use_bias)
+    kwargs = dict(
+        features=6, kernel_size=kernel, strides=strides, padding=padding, feature_group_count=6, use_bias=use_bias
+    )
     _assert_matches_nn_conv(kwargs, x, rng, tol=1e-5)
 
 
@@ -90,11 +91,16 @@ def test_depthwise_bfloat16_accumulates_in_float32():
     ours = fast_conv.depthwise_conv2d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
     assert ours.dtype == jnp.bfloat16
     exact = jax.lax.conv_general_dilated(
-        x.astype(jnp.bfloat16).astype(jnp.float32), kernel.astype(jnp.bfloat16).astype(jnp.float32),
-        (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=8,
-        precision="highest")
+        x.astype(jnp.bfloat16).astype(jnp.float32),
+        kernel.astype(jnp.bfloat16).astype(jnp.float32),
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=8,
+        precision="highest",
+    )
     # Only the final rounding to bfloat16 remains: half an ulp, 2^-8 relative.
-    assert float(jnp.max(jnp.abs(ours.astype(jnp.float32) - exact) / (jnp.abs(exact) + 1e-3))) <= 2 ** -8
+    assert float(jnp.max(jnp.abs(ours.astype(jnp.float32) - exact) / (jnp.abs(exact) + 1e-3))) <= 2**-8
 
 
 def test_leading_batch_dims_and_unbatched_inputs():
@@ -115,8 +121,7 @@ def test_bfloat16_compute_keeps_float32_params_and_grads():
     assert y.dtype == jnp.bfloat16
     g = jax.grad(lambda p: module.apply(p, x).astype(jnp.float32).sum())(params)
     assert g["params"]["kernel"].dtype == jnp.float32
-    expected = jax.grad(lambda p: nn.Conv(8, (1, 1), dtype=jnp.bfloat16).apply(p, x)
-                        .astype(jnp.float32).sum())(params)
+    expected = jax.grad(lambda p: nn.Conv(8, (1, 1), dtype=jnp.bfloat16).apply(p, x).astype(jnp.float32).sum())(params)
     assert _rel(g["params"]["kernel"], expected["params"]["kernel"]) <= 1e-2
 
 

@@ -14,8 +14,8 @@ from flax import traverse_util
 
 from frozen_det.models.backbones import backbone_frozen_patterns
 from frozen_det.models.backbones.resnet import ResNet
-from frozen_det.training import partition
 from frozen_det.resources import compiled_cost
+from frozen_det.training import partition
 from frozen_det.training.state import create_train_state
 from frozen_det.training.step import make_train_step
 from frozen_det.tree_paths import flatten, leaf_paths, map_paths
@@ -36,15 +36,15 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, images, train: bool):
-        features = ResNet(18, freeze=self.freeze, adapters=self.adapters, num_classes=None,
-                          name="backbone")(images, train=train)
+        features = ResNet(18, freeze=self.freeze, adapters=self.adapters, num_classes=None, name="backbone")(
+            images, train=train
+        )
         return Head(name="head")(features[5])
 
 
 def _batch():
     rng = np.random.default_rng(0)
-    return (rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype(np.float32),
-            rng.integers(0, CLASSES, size=(BATCH,)))
+    return (rng.normal(size=(BATCH, SIZE, SIZE, 3)).astype(np.float32), rng.integers(0, CLASSES, size=(BATCH,)))
 
 
 def _calibrated_variables(model):
@@ -64,10 +64,12 @@ def _calibrated_variables(model):
 def _loss_fn(model):
     def loss_fn(params, batch_stats, batch, rng):
         images, labels = batch
-        logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                      train=True, mutable=["batch_stats"])
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"]
+        )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return loss, ({}, updates["batch_stats"])
+
     return loss_fn
 
 
@@ -76,7 +78,8 @@ def _train_step(freeze, adapters=False):
     model = Classifier(freeze=freeze, adapters=adapters)
     variables = _calibrated_variables(model)
     mask = partition.trainable_mask(
-        variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}, prefix="backbone/"))
+        variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}, prefix="backbone/")
+    )
     optimizer = optax.sgd(0.1, momentum=0.9)
     state = create_train_state(variables, mask, optimizer)
     step = jax.jit(make_train_step(_loss_fn(model), optimizer))
@@ -150,7 +153,8 @@ def test_frozen_train_step_has_no_backbone_backward_pass():
     def step_flops(freeze):
         m = Classifier(freeze=freeze)
         mask = partition.trainable_mask(
-            variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}, prefix="backbone/"))
+            variables["params"], frozen=backbone_frozen_patterns({"freeze": freeze}, prefix="backbone/")
+        )
         state = create_train_state(variables, mask, optimizer)
         step = jax.jit(make_train_step(_loss_fn(m), optimizer))
         return _flops(step.lower(state, (images, labels), jax.random.key(0)).compile())
@@ -171,8 +175,9 @@ def test_frozen_train_step_has_no_backbone_backward_pass():
 
     head_state = create_train_state(head_params, map_paths(head_params["params"], lambda *_: True), optimizer)
     head_step = jax.jit(make_train_step(head_loss, optimizer))
-    head_flops = _flops(head_step.lower(head_state, (jnp.zeros(c5.shape, c5.dtype), labels),
-                                        jax.random.key(0)).compile())
+    head_flops = _flops(
+        head_step.lower(head_state, (jnp.zeros(c5.shape, c5.dtype), labels), jax.random.key(0)).compile()
+    )
 
     frozen = step_flops("all")
     assert abs(frozen - (backbone_flops + head_flops)) <= 0.05 * (backbone_flops + head_flops)

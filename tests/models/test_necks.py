@@ -1,4 +1,4 @@
-"""Necks: FPN and NAS-FPN (conv and bottleneck) against reference/tfmg.md 2.3, 4.1, 5.3.
+"""Necks: FPN and NAS-FPN (conv and bottleneck) against docs/reference.md §2.3, §4.1, §5.3.
 
 Parameter counts use jax.eval_shape at the paper's canvases (no compute). Numerics are checked
 against independent re-implementations written below from the reference's description (plain
@@ -33,7 +33,7 @@ def count(tree) -> int:
 
 
 def shapes(canvas, channels, batch=1):
-    return {l: S((batch, canvas // 2 ** l, canvas // 2 ** l, c), jnp.float32) for l, c in channels.items()}
+    return {l: S((batch, canvas // 2**l, canvas // 2**l, c), jnp.float32) for l, c in channels.items()}
 
 
 def normal(shape, seed=1):
@@ -41,7 +41,7 @@ def normal(shape, seed=1):
 
 
 def random_features(canvas, channels, batch=2, seed=1):
-    return {l: normal((batch, canvas // 2 ** l, canvas // 2 ** l, c), seed + l) for l, c in channels.items()}
+    return {l: normal((batch, canvas // 2**l, canvas // 2**l, c), seed + l) for l, c in channels.items()}
 
 
 def param_paths(tree) -> list[str]:
@@ -73,10 +73,16 @@ def random_variables(module, inputs, seed=3):
 
 # ----------------------------------------------------------------------- reference pieces
 
+
 def ref_conv(p, x, stride=1):
-    y = lax.conv_general_dilated(x, p["kernel"], (stride, stride), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                 precision=lax.Precision.HIGHEST)
+    y = lax.conv_general_dilated(
+        x,
+        p["kernel"],
+        (stride, stride),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=lax.Precision.HIGHEST,
+    )
     return y + p["bias"] if "bias" in p else y
 
 
@@ -98,8 +104,9 @@ def close(a, b, tol=2e-4):
 
 # ======================================================================= parameter counts
 
+
 def test_fpn_parameter_count_matches_tfmg():
-    """tfmg.md 4.1 FPN L2-6 on ResNet C2-C5: laterals 984,064 + 4 x 590,080 + P6 590,080 +
+    """docs/reference.md §4.1 FPN L2-6 on ResNet C2-C5: laterals 984,064 + 4 x 590,080 + P6 590,080 +
     5 BN (gamma/beta 2,560) = 3,937,024 trainable; + 2,560 moving statistics = 3,939,584."""
     v = jax.eval_shape(FPN(2, 6, 256).init, KEY, shapes(1024, RESNET_CHANNELS))
     assert count(v["params"]) == 3_937_024
@@ -107,7 +114,7 @@ def test_fpn_parameter_count_matches_tfmg():
 
 
 def test_nasfpn_parameter_count_matches_tfmg():
-    """tfmg.md 4.1 NAS-FPN (5 x 7 nodes, 256, L3-7, inputs 512/1024/2048): input 1x1 convs
+    """docs/reference.md §4.1 NAS-FPN (5 x 7 nodes, 256, L3-7, inputs 512/1024/2048): input 1x1 convs
     918,272 + 35 x 590,080 + 38 BN = 21,590,528 trainable; 21,609,984 total."""
     v = jax.eval_shape(NASFPN().init, KEY, shapes(1024, RESNET_CHANNELS))
     assert count(v["params"]) == 21_590_528
@@ -130,7 +137,7 @@ def test_bottleneck_nasfpn_parameter_count_effb7():
     Trainable 242,432 + 1,536 + 41,287,680 + 179,200 + 74 * 262,912 = 61,166,336 (61.17 M);
     with BN moving statistics (218,624) 61,384,960 (61.38 M).
 
-    tfmg.md 5.3 estimates "NAS-FPN(bottleneck) ~ 61.4 M" and speaks of "77 such convs". The
+    docs/reference.md §5.3 estimates "NAS-FPN(bottleneck) ~ 61.4 M" and speaks of "77 such convs". The
     61.4 M agrees with our total including BN statistics (61.38 M; 0.4 % above our trainable
     count). The 77 is a miscount: the TPU code's bookkeeping (cell_wiring, checked in
     test_cell_wiring_matches_spec_table) gives 74, and 3 more convs would put the total at
@@ -144,15 +151,15 @@ def test_bottleneck_nasfpn_parameter_count_effb7():
     resample_convs = [p for p in param_paths(v["params"]) if re.search(r"resample_\w+/conv/kernel$", p)]
     assert len(resample_convs) == 74
     assert len([p for p in resample_convs if p.startswith("cell0/")]) == 10
-    assert {l: o.shape for l, o in out.items()} == {
-        l: (1, 1280 // 2 ** l, 1280 // 2 ** l, 1024) for l in range(3, 8)}
+    assert {l: o.shape for l, o in out.items()} == {l: (1, 1280 // 2**l, 1280 // 2**l, 1024) for l in range(3, 8)}
     assert neck.output_channels == 1024
 
 
 # ======================================================================= FPN numerics
 
+
 def ref_fpn(variables, feats, min_level, max_level, act=jax.nn.silu):
-    """tfmg.md 2.3 FPN from its description."""
+    """docs/reference.md §2.3 FPN from its description."""
     p, s = variables["params"], variables["batch_stats"]
     top = min(max(feats), max_level)
     lat = {l: ref_conv(p[f"lateral_{l}"], feats[l]) for l in range(min_level, top + 1)}
@@ -175,7 +182,7 @@ def test_fpn_matches_reference_description(min_level, max_level):
     out = fpn.apply(v, feats)
     assert sorted(out) == list(range(min_level, max_level + 1))
     for l, x in out.items():
-        assert x.shape == (2, 128 // 2 ** l, 128 // 2 ** l, 16) and x.dtype == jnp.float32
+        assert x.shape == (2, 128 // 2**l, 128 // 2**l, 16) and x.dtype == jnp.float32
     want = ref_fpn(v, feats, min_level, max_level)
     for l in out:
         close(out[l], want[l])
@@ -198,7 +205,7 @@ def test_fpn_top_down_propagates():
 
 
 def test_fpn_initialisers_and_batch_norm_momentum():
-    """Initialisers (tfmg.md 7.2): Keras VarianceScaling (fan_in, truncated normal) kernels,
+    """Initialisers (docs/reference.md §7.2): Keras VarianceScaling (fan_in, truncated normal) kernels,
     zero biases. One train step moves the moving mean by (1 - 0.997) of the batch mean (the
     TF and flax conventions agree)."""
     feats = random_features(64, {5: 16})
@@ -217,7 +224,7 @@ def test_fpn_initialisers_and_batch_norm_momentum():
 
 # ======================================================================= NAS-FPN wiring
 
-SPEC_TABLE = [  # tfmg.md 2.3, transcribed independently of the module
+SPEC_TABLE = [  # docs/reference.md §2.3, transcribed independently of the module
     (4, "attention", (1, 3), False),
     (4, "sum", (1, 5), False),
     (3, "sum", (0, 6), True),
@@ -306,8 +313,9 @@ def ref_nasfpn(variables, feats, num_filters, num_repeats, block, sum_only, act=
                 for j in range(len(xs)):
                     if used[j] == 0 and levels[j] == level:
                         used[j] += 1
-                        y = y + resample(np_.get(f"resample_add{j}"), ns.get(f"resample_add{j}"),
-                                         xs[j], levels[j], level)
+                        y = y + resample(
+                            np_.get(f"resample_add{j}"), ns.get(f"resample_add{j}"), xs[j], levels[j], level
+                        )
             y = act(y)
             if block == "conv":
                 y = ref_bn(np_["bn"], ns["bn"], ref_conv(np_["conv"], y))
@@ -328,8 +336,7 @@ def test_nasfpn_matches_reference_forward(block, combine):
     v = random_variables(neck, feats)
     out = neck.apply(v, feats)
     c = 8 if block == "conv" else 32
-    assert {l: x.shape for l, x in out.items()} == {
-        l: (2, 128 // 2 ** l, 128 // 2 ** l, c) for l in range(3, 8)}
+    assert {l: x.shape for l, x in out.items()} == {l: (2, 128 // 2**l, 128 // 2**l, c) for l in range(3, 8)}
     want = ref_nasfpn(v, feats, 8, 2, block, combine == "sum")
     for l in range(3, 8):
         close(out[l], want[l], tol=5e-4)
@@ -342,9 +349,12 @@ def test_nasfpn_initialisers():
     costs seconds of compilation on CPU)."""
     key = jax.random.key(0, impl="unsafe_rbg")
     feats = [normal((1, 8, 8, 64)), normal((1, 4, 4, 256))]
+
     def node(block, init):
-        return _Node(NodeWiring(4, "sum", (0, 1), (), False),
-                     NodeConfig(64, block, "swish", 0.0, init, jnp.float32, flax.linen.Conv, batch_norm(0.997, 1e-4)))
+        return _Node(
+            NodeWiring(4, "sum", (0, 1), (), False),
+            NodeConfig(64, block, "swish", 0.0, init, jnp.float32, flax.linen.Conv, batch_norm(0.997, 1e-4)),
+        )
 
     p = node("conv", NASFPN().resample_kernel_init).init(key, feats, [3, 4], (4, 4), False)["params"]
     k, std = np.asarray(p["conv"]["kernel"]), np.sqrt(2.0 / (9 * 64))
@@ -371,11 +381,15 @@ def test_nasfpn_initialisers():
 
 # ======================================================================= modes and dtypes
 
-@pytest.mark.parametrize("make", [
-    lambda dt: FPN(2, 6, 16, dtype=dt),
-    lambda dt: NASFPN(num_filters=8, num_repeats=1, dtype=dt),
-    lambda dt: NASFPN(num_filters=8, num_repeats=1, block="bottleneck", combine="sum", dtype=dt),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dt: FPN(2, 6, 16, dtype=dt),
+        lambda dt: NASFPN(num_filters=8, num_repeats=1, dtype=dt),
+        lambda dt: NASFPN(num_filters=8, num_repeats=1, block="bottleneck", combine="sum", dtype=dt),
+    ],
+)
 def test_bfloat16_activations_keep_float32_params(make):
     inputs = shapes(128, {2: 8, 3: 16, 4: 24, 5: 32})
     neck = make(jnp.bfloat16)
@@ -396,11 +410,14 @@ def test_fpn_bfloat16_close_to_float32():
         np.testing.assert_allclose(np.asarray(bf16[l], np.float32), np.asarray(f32[l]), atol=0.1, rtol=0.05)
 
 
-@pytest.mark.parametrize("make", [
-    lambda impl: FPN(2, 6, 8, conv=conv_module(impl)),
-    lambda impl: NASFPN(num_filters=8, num_repeats=1, conv=conv_module(impl)),
-    lambda impl: NASFPN(num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv=conv_module(impl)),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda impl: FPN(2, 6, 8, conv=conv_module(impl)),
+        lambda impl: NASFPN(num_filters=8, num_repeats=1, conv=conv_module(impl)),
+        lambda impl: NASFPN(num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv=conv_module(impl)),
+    ],
+)
 def test_fast_conv_impl_is_the_same_function_and_gradient(make):
     """conv_impl="fast" swaps every convolution for fast_conv.Conv: the same parameters, the
     same outputs and (up to float summation order) the same gradients in train mode."""
@@ -408,27 +425,30 @@ def test_fast_conv_impl_is_the_same_function_and_gradient(make):
     xla_neck, fast_neck = make("xla"), make("fast")
     v = random_variables(xla_neck, feats)
     assert jax.tree.structure(jax.eval_shape(fast_neck.init, KEY, feats)) == jax.tree.structure(v)
-    jaxprs = {impl: str(jax.make_jaxpr(lambda v, f: neck.apply(v, f))(v, feats))
-              for impl, neck in (("xla", xla_neck), ("fast", fast_neck))}
+    jaxprs = {
+        impl: str(jax.make_jaxpr(lambda v, f: neck.apply(v, f))(v, feats))
+        for impl, neck in (("xla", xla_neck), ("fast", fast_neck))
+    }
     # every convolution of the fast neck sits in fast_conv's custom VJP, none of the other's
     assert jaxprs["fast"].count("custom_vjp_call") == jaxprs["xla"].count("conv_general_dilated") > 0
     assert "custom_vjp_call" not in jaxprs["xla"]
-    cotangents = {l: normal(s.shape, seed=10 + l) for l, s in
-                  jax.eval_shape(lambda: xla_neck.apply(v, feats)).items()}
+    cotangents = {l: normal(s.shape, seed=10 + l) for l, s in jax.eval_shape(lambda: xla_neck.apply(v, feats)).items()}
 
     def loss(neck, params, feats):
         out, _ = neck.apply({**v, "params": params}, feats, train=True, mutable=["batch_stats"])
         return sum(jnp.sum(out[l] * cotangents[l]) for l in out)
 
-    grads = {impl: jax.grad(loss, argnums=(1, 2))(neck, v["params"], feats)
-             for impl, neck in (("xla", xla_neck), ("fast", fast_neck))}
-    np.testing.assert_allclose(loss(fast_neck, v["params"], feats), loss(xla_neck, v["params"], feats),
-                               rtol=1e-6)
+    grads = {
+        impl: jax.grad(loss, argnums=(1, 2))(neck, v["params"], feats)
+        for impl, neck in (("xla", xla_neck), ("fast", fast_neck))
+    }
+    np.testing.assert_allclose(loss(fast_neck, v["params"], feats), loss(xla_neck, v["params"], feats), rtol=1e-6)
     for path, want in jax.tree_util.tree_leaves_with_path(grads["xla"]):
         got = dict(jax.tree_util.tree_leaves_with_path(grads["fast"]))[path]
         scale = float(jnp.max(jnp.abs(want))) + 1e-6
-        np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, atol=2e-5,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            np.asarray(got) / scale, np.asarray(want) / scale, atol=2e-5, err_msg=jax.tree_util.keystr(path)
+        )
 
 
 @pytest.mark.parametrize("make", [lambda: FPN(3, 7, 8), lambda: NASFPN(num_filters=8, num_repeats=1)])
@@ -437,8 +457,11 @@ def test_train_updates_batch_stats_and_eval_does_not(make):
     neck = make()
     v = random_variables(neck, feats)
     v["params"] = jax.tree_util.tree_map_with_path(  # BN offsets 0, as at init
-        lambda path, x: jnp.zeros_like(x) if re.search("bn|norm", str(path[-2].key))
-        and str(path[-1].key) == "bias" else x, v["params"])
+        lambda path, x: (
+            jnp.zeros_like(x) if re.search("bn|norm", str(path[-2].key)) and str(path[-1].key) == "bias" else x
+        ),
+        v["params"],
+    )
     out_train, upd = neck.apply(v, feats, train=True, mutable=["batch_stats"])
     out, same = neck.apply(v, feats, train=False, mutable=["batch_stats"])
     moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), v["batch_stats"], upd["batch_stats"])
@@ -485,21 +508,47 @@ def test_bottleneck_drop_connect():
     v = jax.eval_shape(neck.init, KEY, feats)
     with pytest.raises(Exception, match="dropout"):
         jax.eval_shape(lambda v, f: neck.apply(v, f, train=True, mutable=["batch_stats"]), v, feats)
-    jax.eval_shape(lambda v, f, k: neck.apply(v, f, train=True, mutable=["batch_stats"], rngs={"dropout": k}),
-                   v, feats, KEY)
+    jax.eval_shape(
+        lambda v, f, k: neck.apply(v, f, train=True, mutable=["batch_stats"], rngs={"dropout": k}), v, feats, KEY
+    )
 
 
 # ======================================================================= factory
 
+
 def test_build_neck_from_config():
-    fpn = build_neck(ml_collections.ConfigDict(dict(
-        type="fpn", min_level=2, max_level=6, num_filters=256, activation="swish",
-        bn_momentum=0.997, bn_epsilon=1e-4)))
+    fpn = build_neck(
+        ml_collections.ConfigDict(
+            dict(
+                type="fpn",
+                min_level=2,
+                max_level=6,
+                num_filters=256,
+                activation="swish",
+                bn_momentum=0.997,
+                bn_epsilon=1e-4,
+            )
+        )
+    )
     assert isinstance(fpn, FPN) and (fpn.min_level, fpn.max_level, fpn.num_filters) == (2, 6, 256)
-    nas = build_neck(ml_collections.ConfigDict(dict(
-        type="nasfpn", min_level=3, max_level=7, num_filters=256, num_repeats=5, block="bottleneck",
-        combine="sum", drop_connect_rate=0.2, activation="swish", bn_momentum=0.997,
-        bn_epsilon=1e-4, dtype="bfloat16")))
+    nas = build_neck(
+        ml_collections.ConfigDict(
+            dict(
+                type="nasfpn",
+                min_level=3,
+                max_level=7,
+                num_filters=256,
+                num_repeats=5,
+                block="bottleneck",
+                combine="sum",
+                drop_connect_rate=0.2,
+                activation="swish",
+                bn_momentum=0.997,
+                bn_epsilon=1e-4,
+                dtype="bfloat16",
+            )
+        )
+    )
     assert isinstance(nas, NASFPN) and nas.block == "bottleneck" and nas.drop_connect_rate == 0.2
     assert nas.dtype == jnp.bfloat16 and nas.output_channels == 1024
     default = build_neck(ml_collections.ConfigDict(dict(type="nasfpn")), dtype=jnp.bfloat16)

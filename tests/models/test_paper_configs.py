@@ -1,4 +1,4 @@
-"""Parameter counts of configs/paper against the paper's Table 3 and reference/tfmg.md section 4.
+"""Parameter counts of configs/paper against the paper's Table 3 and docs/reference.md §4.
 
 Counts include BN moving statistics in the total (as Keras' count_params); "trainable" is what
 is left with the backbone frozen. The models are built abstractly (jax.eval_shape): no compute.
@@ -28,7 +28,7 @@ def counts(name, arg="72ep,frozen"):
 
 def test_nasfpn_cascade_matches_table3_within_0p3_percent():
     c = counts("resnetrs101_nasfpn_cascade")
-    # Exact layer arithmetic of the shipped YAML (tfmg.md 4.2).
+    # Exact layer arithmetic of the shipped YAML (docs/reference.md §4.2).
     assert (c["params_total"], c["params_trainable"]) == (132_981_324, 71_265_580)
     assert c["params_total"] == pytest.approx(132.9e6, rel=0.003)
     assert c["params_trainable"] == pytest.approx(71.3e6, rel=0.003)
@@ -37,7 +37,7 @@ def test_nasfpn_cascade_matches_table3_within_0p3_percent():
 def test_fpn_within_3_percent_of_table3():
     """Shipped YAML: 82.95M / 21.26M, paper 83.5M / 21.9M. The 0.6M gap is exactly one
     256->256 3x3 conv (+BN): the paper's number fits a 2-conv RPN (83.54M / 21.85M), so the
-    paper was probably measured on a slightly different internal config (tfmg.md 4.2)."""
+    paper was probably measured on a slightly different internal config (docs/reference.md §4.2)."""
     c = counts("resnetrs101_fpn")
     assert (c["params_total"], c["params_trainable"]) == (82_948_598, 21_262_038)
     assert c["params_total"] == pytest.approx(83.5e6, rel=0.03)
@@ -51,7 +51,7 @@ def test_fpn_within_3_percent_of_table3():
 def test_nasfpn_total_within_3_percent_and_the_trainable_gap_explained():
     """Shipped YAML: 100.62M / 38.92M vs the paper's 102.6M / 40.9M: the total is 1.9% low but
     the trainable count is 4.8% low, both by the same ~2.0M. No single knob of the shipped
-    config explains it (tfmg.md 4.2); the nearest variants bracket it: with a mask head
+    config explains it (docs/reference.md §4.2); the nearest variants bracket it: with a mask head
     (include_mask defaults to True in TF-Vision's Mask R-CNN base) the model has 103.27M /
     41.56M, within 0.7% / 1.6% of the paper. We reproduce the shipped YAML and report the gap."""
     c = counts("resnetrs101_nasfpn")
@@ -91,5 +91,6 @@ def test_lvis_second_stage_trains_only_the_three_classifier_layers():
     c, _, variables, mask = parameter_counts(config)  # class-weighted loss: stand-in class counts
     trainable, _ = partition.split(variables["params"], mask)
     assert sorted(leaf_paths(trainable)) == sorted(
-        f"box_heads_{i}/class_logits/{p}" for i in range(3) for p in ("bias", "kernel"))
+        f"box_heads_{i}/class_logits/{p}" for i in range(3) for p in ("bias", "kernel")
+    )
     assert c["params_trainable"] == 3 * (1024 + 1) * 1204

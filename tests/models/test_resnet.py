@@ -7,8 +7,8 @@ import pytest
 
 from frozen_det.checkpoints.mapping import CheckpointMismatchError, assign_by_path
 from frozen_det.checkpoints.torchvision_resnet import convert_torchvision_resnet
-from frozen_det.models.backbones.resnet import ResNet
 from frozen_det.models.backbones import build_backbone
+from frozen_det.models.backbones.resnet import ResNet
 from frozen_det.models.layers import conv_module
 from frozen_det.tree_paths import count_elements
 
@@ -56,8 +56,10 @@ def test_matches_torchvision_logits_and_features(depth):
 
 def test_matches_tf_model_garden_resnet_rs50(tmp_path):
     """Our ResNet-RS-50 against TF Model Garden's own backbone, same random weights."""
-    pytest.importorskip("official.vision.modeling.backbones.resnet",
-                        reason="TF Model Garden reference not installed (.ci/run installs it)")
+    pytest.importorskip(
+        "official.vision.modeling.backbones.resnet",
+        reason="TF Model Garden reference not installed (.ci/run installs it)",
+    )
     import tensorflow as tf
     import tf_keras
     from official.vision.modeling.backbones import resnet as tfmg_resnet
@@ -65,9 +67,15 @@ def test_matches_tf_model_garden_resnet_rs50(tmp_path):
     from frozen_det.checkpoints.tfmg_resnet import convert_tfmg_resnet, read_tf_checkpoint
 
     ref = tfmg_resnet.ResNet(
-        model_id=50, input_specs=tf_keras.layers.InputSpec(shape=[None, 64, 64, 3]),
-        replace_stem_max_pool=True, resnetd_shortcut=True, se_ratio=0.25, stem_type="v1",
-        activation="swish", norm_epsilon=1e-4)
+        model_id=50,
+        input_specs=tf_keras.layers.InputSpec(shape=[None, 64, 64, 3]),
+        replace_stem_max_pool=True,
+        resnetd_shortcut=True,
+        se_ratio=0.25,
+        stem_type="v1",
+        activation="swish",
+        norm_epsilon=1e-4,
+    )
     rng = np.random.default_rng(7)
     for w in ref.weights:
         if "moving_mean" in w.name or "beta" in w.name:
@@ -88,7 +96,7 @@ def test_matches_tf_model_garden_resnet_rs50(tmp_path):
 
 
 def test_resnet_rs_101_parameter_count_matches_reference_arithmetic():
-    # reference/tfmg.md section 4.1: 61,464,096 conv/SE weights + 105,600 BN gamma/beta, and
+    # docs/reference.md §4.1: 61,464,096 conv/SE weights + 105,600 BN gamma/beta, and
     # 105,600 BN moving statistics; the ImageNet head adds 2048 * 1000 + 1000.
     variables = _init_shapes(ResNet(101, "rs"))
     params = dict(variables["params"])
@@ -98,19 +106,26 @@ def test_resnet_rs_101_parameter_count_matches_reference_arithmetic():
     assert count_elements(head) == 2_049_000
 
 
-@pytest.mark.parametrize("variant,depth,channels", [
-    ("v1.5", 18, (64, 128, 256, 512)), ("v1.5", 34, (64, 128, 256, 512)),
-    ("v1.5", 101, (256, 512, 1024, 2048)), ("v1.5", 152, (256, 512, 1024, 2048)),
-    ("v1.5", 200, (256, 512, 1024, 2048)), ("rs", 50, (256, 512, 1024, 2048)),
-    ("rs", 152, (256, 512, 1024, 2048)), ("rs", 200, (256, 512, 1024, 2048)),
-])
+@pytest.mark.parametrize(
+    "variant,depth,channels",
+    [
+        ("v1.5", 18, (64, 128, 256, 512)),
+        ("v1.5", 34, (64, 128, 256, 512)),
+        ("v1.5", 101, (256, 512, 1024, 2048)),
+        ("v1.5", 152, (256, 512, 1024, 2048)),
+        ("v1.5", 200, (256, 512, 1024, 2048)),
+        ("rs", 50, (256, 512, 1024, 2048)),
+        ("rs", 152, (256, 512, 1024, 2048)),
+        ("rs", 200, (256, 512, 1024, 2048)),
+    ],
+)
 def test_feature_pyramid_shapes(variant, depth, channels):
     model = ResNet(depth, variant, num_classes=None)
     variables = _init_shapes(model, 128)
     out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 128, 128, 3))), variables)
     assert sorted(out) == [2, 3, 4, 5]
     for level, c in zip(range(2, 6), channels):
-        s = 128 // 2 ** level
+        s = 128 // 2**level
         assert out[level].shape == (2, s, s, c)
 
 
@@ -148,8 +163,9 @@ def test_checkpoint_mismatch_lists_offending_names():
 
 def test_torchvision_converter_rejects_unknown_names():
     with pytest.raises(KeyError, match="avgpool.weight"):
-        convert_torchvision_resnet({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32),
-                                    "avgpool.weight": np.zeros((1,), np.float32)})
+        convert_torchvision_resnet(
+            {"conv1.weight": np.zeros((64, 3, 7, 7), np.float32), "avgpool.weight": np.zeros((1,), np.float32)}
+        )
 
 
 def test_fast_conv_impl_is_the_same_function_and_gradient():

@@ -1,9 +1,7 @@
 """tools/bench_depthwise.py: the layer inventory, and one tiny real run of both row kinds."""
 
-
-import pytest
-
 import bench_depthwise  # (tools/ is on sys.path: tests/tools/conftest.py)
+import pytest
 
 
 def test_lite0_depthwise_layers_at_512():

@@ -5,9 +5,8 @@ attribution code is the same)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import pytest
-
 import profile_step
+import pytest
 
 HLO = """HloModule jit_step, is_scheduled=true, entry_computation_layout={(f32[2]{0})->f32[2]{0}}
 
@@ -46,14 +45,17 @@ def test_hlo_instructions_opcodes_entry_and_fusion_metadata():
     assert profile_step.opcode_class(fusion) == "fusion:loop"
 
 
-@pytest.mark.parametrize("op_name, part", [
-    ("jit(step)/transpose(jvp(Net))/Net.training_losses/Net.features/backbone/stage1/conv", "features/backbone"),
-    ("jit(step)/jvp(Net)/Net.training_losses/Net.box_stage/box_heads_0/fc0", "box_stage/box_heads_0"),
-    ("jit(step)/jvp(Net)/Net.training_losses/Net.proposals/vmap()/while", "proposals"),
-    ("jit(step)/jvp(Net)/Net.training_losses/Net.box_stage/Net.roi_features/gather", "roi_features"),
-    ("jit(step)/sub", "(optimizer)"),
-    ("", "(no metadata)"),
-])
+@pytest.mark.parametrize(
+    "op_name, part",
+    [
+        ("jit(step)/transpose(jvp(Net))/Net.training_losses/Net.features/backbone/stage1/conv", "features/backbone"),
+        ("jit(step)/jvp(Net)/Net.training_losses/Net.box_stage/box_heads_0/fc0", "box_stage/box_heads_0"),
+        ("jit(step)/jvp(Net)/Net.training_losses/Net.proposals/vmap()/while", "proposals"),
+        ("jit(step)/jvp(Net)/Net.training_losses/Net.box_stage/Net.roi_features/gather", "roi_features"),
+        ("jit(step)/sub", "(optimizer)"),
+        ("", "(no metadata)"),
+    ],
+)
 def test_model_part(op_name, part):
     assert profile_step.model_part(op_name, {"backbone", "neck", "box_heads_0"}) == part
 
@@ -74,8 +76,13 @@ def test_attribute_counts_loop_bodies_once(body_start):
     the loop's event (synchronous) or come after it (XLA:CPU's asynchronous bodies); the loop
     row keeps only its exclusive time."""
     ins = profile_step.hlo_instructions(HLO)
-    events = [_event("transpose_copy_fusion", 0, 1000), _event("while.5", 1000, 5000),
-              _event("add.3", body_start, 4000), _event("conv.7", 6000, 2000), _event("add.8", 8000, 500)]
+    events = [
+        _event("transpose_copy_fusion", 0, 1000),
+        _event("while.5", 1000, 5000),
+        _event("add.3", body_start, 4000),
+        _event("conv.7", 6000, 2000),
+        _event("add.8", 8000, 500),
+    ]
     out = profile_step.attribute(events, ins, {"backbone", "neck"}, steps=1)
     loop_ms = 1.0 if body_start == 1500 else 5.0  # the loop event minus the body nested in it
     assert out["op_ms"] == pytest.approx(1 + loop_ms + 4 + 2 + 0.5)
@@ -100,8 +107,7 @@ def test_profile_compiled_real_trace(tmp_path):
     params = model.init(jax.random.key(0), x)
     step = jax.jit(jax.grad(lambda p, x: model.apply(p, x)))
     compiled = step.lower(params, x).compile()
-    result = profile_step.profile_compiled(compiled, (params, x), {"encoder", "head"}, steps=2,
-                                           trace_dir=str(tmp_path))
+    result = profile_step.profile_compiled(compiled, (params, x), {"encoder", "head"}, steps=2, trace_dir=str(tmp_path))
     assert result["op_ms"] > 0 and result["wall_ms"] > 0
     assert result["op_ms"] <= 2.5 * result["wall_ms"]  # at most 2 threads' worth, with slack
     assert not result["unmatched"]
@@ -109,8 +115,9 @@ def test_profile_compiled_real_trace(tmp_path):
     assert "encoder" in parts and "head" in parts
     assert ("encoder", "backward") in result["per_part"]  # the weight gradient
     # The 50-step loop's body dominates; counted once, the ops cannot exceed two threads' time.
-    body_ms = sum(ms for name, ms in result["per_op"].items()
-                  if "while/body" in result["instructions"][name]["op_name"])
+    body_ms = sum(
+        ms for name, ms in result["per_op"].items() if "while/body" in result["instructions"][name]["op_name"]
+    )
     assert body_ms > 0.5 * result["op_ms"]
     table = profile_step.report(result, top=5)
     assert "while/body" in table and "encoder" in table

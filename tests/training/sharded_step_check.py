@@ -28,17 +28,21 @@ BATCH = 8
 
 def batch(canvas=64):
     rng = np.random.default_rng(0)
-    b = {"image": rng.normal(size=(BATCH, canvas, canvas, 3)).astype(np.float32) * 0.2,
-         "boxes": np.zeros((BATCH, 4, 4), np.float32), "classes": np.zeros((BATCH, 4), np.int32),
-         "valid": np.zeros((BATCH, 4), bool),
-         "image_info": np.tile(np.array([[canvas, canvas], [canvas, canvas], [1, 1], [0, 0]], np.float32),
-                               (BATCH, 1, 1))}
+    b = {
+        "image": rng.normal(size=(BATCH, canvas, canvas, 3)).astype(np.float32) * 0.2,
+        "boxes": np.zeros((BATCH, 4, 4), np.float32),
+        "classes": np.zeros((BATCH, 4), np.int32),
+        "valid": np.zeros((BATCH, 4), bool),
+        "image_info": np.tile(
+            np.array([[canvas, canvas], [canvas, canvas], [1, 1], [0, 0]], np.float32), (BATCH, 1, 1)
+        ),
+    }
     for i in range(BATCH):
         y, x = rng.uniform(0, canvas / 2, 2)
         b["boxes"][i, 0] = (y, x, y + 24, x + 20)
         b["classes"][i, 0] = 1 + i % 3
         b["valid"][i, 0] = True
-        b["image"][i, int(y):int(y) + 24, int(x):int(x) + 20] += 1.0
+        b["image"][i, int(y) : int(y) + 24, int(x) : int(x) + 20] += 1.0
     return b
 
 
@@ -55,10 +59,17 @@ def tiny_config(strategy, data_dir):
     config.model = config_defaults.tiny_two_stage_model(num_classes=4)
     config_defaults.apply_strategy(config.model, strategy, "")
     config.train = config_defaults.train(batch_size=BATCH, base_lr=0.05, warmup_steps=0, boundaries=())
-    config.data = config_defaults.ConfigDict(dict(
-        source="synthetic", canvas=64, max_instances=4, eval_batch_size=BATCH,
-        synthetic=dict(image_size=64, num_train=8, num_validation=12, num_classes=3, max_objects=3,
-                       data_dir=data_dir)))
+    config.data = config_defaults.ConfigDict(
+        dict(
+            source="synthetic",
+            canvas=64,
+            max_instances=4,
+            eval_batch_size=BATCH,
+            synthetic=dict(
+                image_size=64, num_train=8, num_validation=12, num_classes=3, max_objects=3, data_dir=data_dir
+            ),
+        )
+    )
     return config_lib.complete(config)
 
 
@@ -71,20 +82,29 @@ def run(strategy, data_dir):
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = sharding.make_mesh(devices)
         state, shardings, optimizer, _ = build_state(config, task, model, mesh)
-        step = jax.jit(make_train_step(task.loss_fn(model), optimizer),
-                       in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
-                       out_shardings=(shardings, sharding.replicated(mesh)))
-        new_state, metrics = step(state, sharding.global_batch(task.model_batch(data, True), mesh),
-                                  jax.random.key(0))
+        step = jax.jit(
+            make_train_step(task.loss_fn(model), optimizer),
+            in_shardings=(shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
+            out_shardings=(shardings, sharding.replicated(mesh)),
+        )
+        new_state, metrics = step(state, sharding.global_batch(task.model_batch(data, True), mesh), jax.random.key(0))
         results.append(jax.device_get((metrics["total"], new_state.params, new_state.batch_stats)))
         if strategy == "finetune":
-            evaluations.append(task.evaluate(model, new_state.variables(), task.eval_pipeline(),
-                                             lambda b, mesh=mesh: sharding.global_batch(b, mesh)))
+            evaluations.append(
+                task.evaluate(
+                    model,
+                    new_state.variables(),
+                    task.eval_pipeline(),
+                    lambda b, mesh=mesh: sharding.global_batch(b, mesh),
+                )
+            )
     (loss1, params1, stats1), (loss8, params8, stats8) = results
-    out = {"loss": relative(loss1, loss8),
-           "params": max(relative(a, b) for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8))),
-           "batch_stats": max(relative(a, b) for a, b in zip(jax.tree.leaves(stats1), jax.tree.leaves(stats8))),
-           "num_devices": len(jax.devices())}
+    out = {
+        "loss": relative(loss1, loss8),
+        "params": max(relative(a, b) for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8))),
+        "batch_stats": max(relative(a, b) for a, b in zip(jax.tree.leaves(stats1), jax.tree.leaves(stats8))),
+        "num_devices": len(jax.devices()),
+    }
     if evaluations:
         out["eval"] = [{k: e[k] for k in ("AP", "AP50", "num_images")} for e in evaluations]
     return out
@@ -93,6 +113,7 @@ def run(strategy, data_dir):
 def bad_eval_batch(data_dir, workdir):
     """train_and_evaluate with eval_batch_size=3 on 8 devices: (error message, seconds)."""
     from frozen_det.training.loop import train_and_evaluate
+
     config = tiny_config("finetune", data_dir)
     config.data.eval_batch_size = 3
     start = time.time()

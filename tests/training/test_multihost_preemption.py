@@ -28,9 +28,16 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step():
     port = str(_free_port())
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    hosts = [subprocess.Popen([sys.executable, os.path.join(HERE, "preemption_worker.py"), str(i), port],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    hosts = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "preemption_worker.py"), str(i), port],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         ready = hosts[1].stdout.readline()
         assert ready and json.loads(ready)["ready"] == 2, hosts[1].stderr.read()[-2000:]

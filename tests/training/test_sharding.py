@@ -13,8 +13,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def test_one_and_eight_devices_agree():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_step_check.py")], env=env,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "sharded_step_check.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for strategy in ("finetune", "frozen"):

@@ -17,10 +17,21 @@ STEPS = 24
 
 
 def command(workdir, *overrides):
-    return [sys.executable, "-m", "frozen_det.train", "--config", CONFIG, "--workdir", str(workdir),
-            f"--config.train.total_steps={STEPS}", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=4", "--config.train.eval_at_end=False",
-            "--config.data.canvas=64", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "frozen_det.train",
+        "--config",
+        CONFIG,
+        "--workdir",
+        str(workdir),
+        f"--config.train.total_steps={STEPS}",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=4",
+        "--config.train.eval_at_end=False",
+        "--config.data.canvas=64",
+        *overrides,
+    ]
 
 
 def losses(workdir):
@@ -61,23 +72,29 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, reference_ru
         assert got[step] == pytest.approx(expected[step], rel=1e-6), step
 
 
-@pytest.mark.parametrize("override,field", [
-    ("--config.model.backbone.type=vgg", "model.backbone.type"),
-    ("--config.model.backbone.freeze=7", "model.backbone.freeze"),
-    ("--config.data.canvas=120", "data.canvas"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("--config.model.backbone.type=vgg", "model.backbone.type"),
+        ("--config.model.backbone.freeze=7", "model.backbone.freeze"),
+        ("--config.data.canvas=120", "data.canvas"),
+    ],
+)
 def test_bad_config_values_fail_at_start_naming_the_field(tmp_path, override, field):
-    out = subprocess.run(command(tmp_path / "bad", override), cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(command(tmp_path / "bad", override), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert field in out.stderr, out.stderr[-2000:]
 
 
 def test_evaluate_and_predict_read_the_run(reference_run, tmp_path):
     overrides = ["--config.data.canvas=64"]
-    out = subprocess.run([sys.executable, "-m", "frozen_det.evaluate", "--config", CONFIG,
-                          "--workdir", str(reference_run), *overrides],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "frozen_det.evaluate", "--config", CONFIG, "--workdir", str(reference_run), *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["step"] == STEPS and 0.0 <= summary["AP50"] <= 1.0
@@ -85,11 +102,29 @@ def test_evaluate_and_predict_read_the_run(reference_run, tmp_path):
         assert set(json.load(f)) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class_AP"}
 
     from PIL import Image
+
     image = tmp_path / "shapes.png"
     Image.new("RGB", (96, 80), (40, 60, 200)).save(image)
-    out = subprocess.run([sys.executable, "-m", "frozen_det.predict", "--config", CONFIG, "--workdir",
-                          str(reference_run), "--output", str(tmp_path / "pred"), "--min_score=0.0",
-                          *overrides, str(image)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "frozen_det.predict",
+            "--config",
+            CONFIG,
+            "--workdir",
+            str(reference_run),
+            "--output",
+            str(tmp_path / "pred"),
+            "--min_score=0.0",
+            *overrides,
+            str(image),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     with open(tmp_path / "pred" / "shapes.json") as f:
         detections = json.load(f)["detections"]

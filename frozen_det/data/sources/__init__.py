@@ -10,12 +10,15 @@ def build_source(cfg, split: str | None = None) -> Source:
     if cfg.source == "synthetic":
         from frozen_det.data import synthetic
         from frozen_det.data.sources.tfds_source import TfdsSource
+
         return TfdsSource(synthetic.build(cfg.synthetic, cfg.synthetic.data_dir or cfg.path))
     if cfg.source == "voc_folder":
         from frozen_det.data.sources.voc_folder import VocFolderSource
+
         return VocFolderSource(cfg.path, class_names=list(cfg.class_names), difficult=cfg.voc_difficult)
     if cfg.source == "coco_folder":
         from frozen_det.data.sources.coco_folder import CocoFolderSource
+
         src = CocoFolderSource(cfg.path, files={k: tuple(v) for k, v in cfg.coco_files.items()})
         first = split or cfg.train_split
         try:
@@ -30,8 +33,10 @@ def build_source(cfg, split: str | None = None) -> Source:
         return src
     if cfg.source == "tfds":
         from frozen_det.data.sources.tfds_source import TfdsSource, tfds_builder
-        return TfdsSource(tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult,
-                          frequency_split=cfg.train_split)
+
+        return TfdsSource(
+            tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult, frequency_split=cfg.train_split
+        )
     raise DataError(f"config.data.source={cfg.source!r} unknown")
 
 

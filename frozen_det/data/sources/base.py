@@ -99,8 +99,9 @@ class Source:
         raise NotImplementedError
 
     # --- streaming sources -----------------------------------------------------------
-    def stream(self, split: str, shard: tuple, seed: Optional[int], buffer: int,
-               repeats: Optional[np.ndarray] = None) -> tf.data.Dataset:
+    def stream(
+        self, split: str, shard: tuple, seed: Optional[int], buffer: int, repeats: Optional[np.ndarray] = None
+    ) -> tf.data.Dataset:
         """Records of this process's shard ``(index, count)``; shuffled when ``seed`` is set.
         ``repeats``: if given, record i of the whole split is read ``repeats[i]`` times (0:
         skipped; k-shot selection and repeat-factor sampling), and records are sharded by
@@ -137,16 +138,19 @@ def count(counter: dict, key: str, n: int = 1) -> None:
 
 
 def coco_image_entry(image_id, file_name, height, width) -> dict:
-    return {"id": int(image_id), "file_name": str(file_name), "height": int(height),
-            "width": int(width)}
+    return {"id": int(image_id), "file_name": str(file_name), "height": int(height), "width": int(width)}
 
 
-def coco_annotation(ann_id, image_id, box_yxyx, category_id, iscrowd, segmentation=None,
-                    area=None) -> dict:
+def coco_annotation(ann_id, image_id, box_yxyx, category_id, iscrowd, segmentation=None, area=None) -> dict:
     y0, x0, y1, x1 = [float(v) for v in box_yxyx]
-    ann = {"id": int(ann_id), "image_id": int(image_id), "category_id": int(category_id),
-           "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(bool(iscrowd)),
-           "area": float(area if area is not None else (x1 - x0) * (y1 - y0))}
+    ann = {
+        "id": int(ann_id),
+        "image_id": int(image_id),
+        "category_id": int(category_id),
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "iscrowd": int(bool(iscrowd)),
+        "area": float(area if area is not None else (x1 - x0) * (y1 - y0)),
+    }
     if segmentation is not None:
         ann["segmentation"] = segmentation
     return ann

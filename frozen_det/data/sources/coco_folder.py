@@ -28,13 +28,14 @@ def default_files(split: str) -> tuple:
 
 
 class CocoFolderSource(RecordListSource):
-
     def __init__(self, path: str, files: dict | None = None):
         super().__init__()
         self.path = os.path.abspath(os.path.expanduser(path))
         if not os.path.isdir(self.path):
-            raise DataError(f"COCO folder {self.path} does not exist: set data.path to a folder with "
-                            "annotations/instances_<split>.json and <split>/ images (or data.coco_files)")
+            raise DataError(
+                f"COCO folder {self.path} does not exist: set data.path to a folder with "
+                "annotations/instances_<split>.json and <split>/ images (or data.coco_files)"
+            )
         self.files = dict(files or {})
         self._json = {}
         self.info = None
@@ -48,9 +49,11 @@ class CocoFolderSource(RecordListSource):
         if split not in self._json:
             ann_path, _ = self._paths(split)
             if not os.path.isfile(ann_path):
-                raise DataError(f"COCO folder: annotation file {ann_path} for split {split!r} is missing; "
-                                "set data.coco_files.<split> = (annotation json, image dir) relative to "
-                                f"data.path={self.path}")
+                raise DataError(
+                    f"COCO folder: annotation file {ann_path} for split {split!r} is missing; "
+                    "set data.coco_files.<split> = (annotation json, image dir) relative to "
+                    f"data.path={self.path}"
+                )
             try:
                 with open(ann_path) as f:
                     self._json[split] = json.load(f)
@@ -72,16 +75,23 @@ class CocoFolderSource(RecordListSource):
         freq = [""] + [c.get("frequency", "") for c in cats] if any("frequency" in c for c in cats) else None
         if self.info is not None and self.info.category_ids != ids:
             raise DataError(f"{where}: categories differ from the other split's")
-        self.info = DatasetInfo(name=f"coco_folder:{os.path.basename(self.path)}", class_names=names,
-                                category_ids=ids, has_masks=True, frequencies=freq)
+        self.info = DatasetInfo(
+            name=f"coco_folder:{os.path.basename(self.path)}",
+            class_names=names,
+            category_ids=ids,
+            has_masks=True,
+            frequencies=freq,
+        )
         self._cat_to_class = {cid: i for i, cid in enumerate(ids) if i > 0}
 
     def _split_records(self, split):
         data = self.load_json(split)
         ann_path, image_dir = self._paths(split)
         if not os.path.isdir(image_dir):
-            raise DataError(f"COCO folder: image directory {image_dir} for split {split!r} is missing; "
-                            "set data.coco_files.<split> = (annotation json, image dir)")
+            raise DataError(
+                f"COCO folder: image directory {image_dir} for split {split!r} is missing; "
+                "set data.coco_files.<split> = (annotation json, image dir)"
+            )
         images = {}
         for im in data.get("images", []):
             fname = im.get("file_name") or os.path.basename(im.get("coco_url", ""))
@@ -90,13 +100,15 @@ class CocoFolderSource(RecordListSource):
         for ann in data.get("annotations", []):
             if ann.get("image_id") not in per_image:
                 count(self._skipped, "annotations_of_unknown_images")
-                log.warning("%s: annotation %s refers to unknown image %s", ann_path, ann.get("id"),
-                            ann.get("image_id"))
+                log.warning(
+                    "%s: annotation %s refers to unknown image %s", ann_path, ann.get("id"), ann.get("image_id")
+                )
                 continue
             if ann.get("category_id") not in self._cat_to_class:
                 count(self._skipped, "annotations_of_unknown_categories")
-                log.warning("%s: annotation %s has unknown category %s", ann_path, ann.get("id"),
-                            ann.get("category_id"))
+                log.warning(
+                    "%s: annotation %s has unknown category %s", ann_path, ann.get("id"), ann.get("category_id")
+                )
                 continue
             per_image[ann["image_id"]].append(ann)
         self._by_path = getattr(self, "_by_path", {})
@@ -121,15 +133,26 @@ class CocoFolderSource(RecordListSource):
                 crowd.append(bool(ann.get("iscrowd", 0)))
                 segs.append(ann.get("segmentation"))
                 areas.append(ann.get("area"))
-            rec = Record(image_path=path, image_id=int(image_id), height=h, width=w,
-                         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                         classes=np.asarray(classes, np.int32), is_crowd=np.asarray(crowd, bool),
-                         segmentations=segs)
+            rec = Record(
+                image_path=path,
+                image_id=int(image_id),
+                height=h,
+                width=w,
+                boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+                classes=np.asarray(classes, np.int32),
+                is_crowd=np.asarray(crowd, bool),
+                segmentations=segs,
+            )
             rec.areas = areas
             rec.extra = {k: im[k] for k in ("neg_category_ids", "not_exhaustive_category_ids") if k in im}
             records.append(rec)
-        log.info("COCO folder %s split %s: %d images (%s)", self.path, split, len(records),
-                 self.skipped_report() or "nothing skipped")
+        log.info(
+            "COCO folder %s split %s: %d images (%s)",
+            self.path,
+            split,
+            len(records),
+            self.skipped_report() or "nothing skipped",
+        )
         return records
 
     def _area(self, rec, j):
@@ -150,8 +173,7 @@ class CocoFolderSource(RecordListSource):
             rec = self.split_records(split.decode())[int(index)]
             return decode_segmentations(rec.segmentations, int(h), int(w))
 
-        masks = tf.numpy_function(decode, [record["split"], record["index"], height, width], tf.uint8,
-                                  stateful=False)
+        masks = tf.numpy_function(decode, [record["split"], record["index"], height, width], tf.uint8, stateful=False)
         return tf.reshape(masks, tf.stack([-1, height, width]))
 
 

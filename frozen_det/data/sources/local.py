@@ -20,9 +20,9 @@ class Record:
     image_id: int
     height: int
     width: int
-    boxes: np.ndarray        # float32 [n, 4] yxyx original pixels, already sanitised
-    classes: np.ndarray      # int32 [n], 1..C
-    is_crowd: np.ndarray     # bool [n]
+    boxes: np.ndarray  # float32 [n, 4] yxyx original pixels, already sanitised
+    classes: np.ndarray  # int32 [n], 1..C
+    is_crowd: np.ndarray  # bool [n]
     segmentations: Optional[list] = None  # COCO segmentation per object (polygons / RLE)
 
 
@@ -60,8 +60,11 @@ class RecordListSource(Source):
             lengths = [len(r.classes) for r in recs]
 
             def ragged(values, dtype, width=None):
-                flat = np.concatenate([np.asarray(v, dtype).reshape((-1,) + ((width,) if width else ()))
-                                       for v in values]) if recs else np.zeros((0,) + ((width,) if width else ()), dtype)
+                flat = (
+                    np.concatenate([np.asarray(v, dtype).reshape((-1,) + ((width,) if width else ())) for v in values])
+                    if recs
+                    else np.zeros((0,) + ((width,) if width else ()), dtype)
+                )
                 return tf.RaggedTensor.from_row_lengths(tf.constant(flat), tf.constant(lengths, tf.int64))
 
             self._tensors[split] = dict(
@@ -77,16 +80,27 @@ class RecordListSource(Source):
         t = self._split_tensors(split)
 
         def lookup(i):
-            return dict(index=i, path=t["path"][i], image_id=t["image_id"][i],
-                        boxes=t["boxes"][i], classes=t["classes"][i], is_crowd=t["is_crowd"][i])
+            return dict(
+                index=i,
+                path=t["path"][i],
+                image_id=t["image_id"][i],
+                boxes=t["boxes"][i],
+                classes=t["classes"][i],
+                is_crowd=t["is_crowd"][i],
+            )
 
         ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
         return ds.map(lookup)
 
     def decode(self, record, with_masks):
         image = decode_image(tf.io.read_file(record["path"]))
-        ex = dict(image=image, boxes=record["boxes"], classes=record["classes"],
-                  is_crowd=record["is_crowd"], image_id=record["image_id"])
+        ex = dict(
+            image=image,
+            boxes=record["boxes"],
+            classes=record["classes"],
+            is_crowd=record["is_crowd"],
+            image_id=record["image_id"],
+        )
         if with_masks:
             ex["masks"] = self._masks_tf(record, tf.shape(image)[0], tf.shape(image)[1])
         return ex
@@ -100,12 +114,23 @@ class RecordListSource(Source):
             images.append(coco_image_entry(rec.image_id, os.path.basename(rec.image_path), rec.height, rec.width))
             for j in range(len(rec.classes)):
                 seg = rec.segmentations[j] if rec.segmentations is not None else None
-                anns.append(coco_annotation(len(anns) + 1, rec.image_id, rec.boxes[j],
-                                            self.info.category_ids[int(rec.classes[j])],
-                                            rec.is_crowd[j], segmentation=seg,
-                                            area=self._area(rec, j)))
-        return {"images": images, "annotations": anns, "categories": self.info.categories(),
-                "info": {"description": f"{self.info.name} {split}"}}
+                anns.append(
+                    coco_annotation(
+                        len(anns) + 1,
+                        rec.image_id,
+                        rec.boxes[j],
+                        self.info.category_ids[int(rec.classes[j])],
+                        rec.is_crowd[j],
+                        segmentation=seg,
+                        area=self._area(rec, j),
+                    )
+                )
+        return {
+            "images": images,
+            "annotations": anns,
+            "categories": self.info.categories(),
+            "info": {"description": f"{self.info.name} {split}"},
+        }
 
     def _area(self, rec, j):
         return None
@@ -119,12 +144,18 @@ def sanitize_box(box_yxyx, height, width, where, counter, log):
         counter["bad_boxes"] = counter.get("bad_boxes", 0) + 1
         log.warning("skipping non-finite box %s in %s", b.tolist(), where)
         return None
-    clipped = np.array([np.clip(b[0], 0, height), np.clip(b[1], 0, width),
-                        np.clip(b[2], 0, height), np.clip(b[3], 0, width)])
+    clipped = np.array(
+        [np.clip(b[0], 0, height), np.clip(b[1], 0, width), np.clip(b[2], 0, height), np.clip(b[3], 0, width)]
+    )
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         counter["degenerate_boxes"] = counter.get("degenerate_boxes", 0) + 1
-        log.warning("skipping degenerate box %s (ymin,xmin,ymax,xmax; after clipping to the "
-                    "%dx%d image) in %s", b.tolist(), height, width, where)
+        log.warning(
+            "skipping degenerate box %s (ymin,xmin,ymax,xmax; after clipping to the %dx%d image) in %s",
+            b.tolist(),
+            height,
+            width,
+            where,
+        )
         return None
     if not np.allclose(clipped, b):
         counter["clipped_boxes"] = counter.get("clipped_boxes", 0) + 1

@@ -14,21 +14,105 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from frozen_det.data.sources.base import (DataError, DatasetInfo, Source, coco_annotation,
-                                          coco_image_entry, decode_image, log)
+from frozen_det.data.sources.base import (
+    DataError,
+    DatasetInfo,
+    Source,
+    coco_annotation,
+    coco_image_entry,
+    decode_image,
+    log,
+)
 
 # COCO's 80 category ids (1..90 with gaps), in TFDS label order.
-COCO_CATEGORY_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
-                     24, 25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47,
-                     48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70,
-                     72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
+COCO_CATEGORY_IDS = [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+]
 
 
 class TfdsSource(Source):
     random_access = False
 
-    def __init__(self, builder: tfds.core.DatasetBuilder, voc_difficult: str = "crowd",
-                 frequency_split: str = "train"):
+    def __init__(self, builder: tfds.core.DatasetBuilder, voc_difficult: str = "crowd", frequency_split: str = "train"):
         self.builder = builder
         self.name = builder.info.full_name if hasattr(builder.info, "full_name") else builder.name
         self.kind = self._kind(builder.name)
@@ -41,8 +125,9 @@ class TfdsSource(Source):
         else:  # lvis label = category_id - 1; voc / synthetic have no other ids
             cat_ids = list(range(len(names) + 1))
         self.has_masks = self.kind in ("lvis", "synthetic")
-        self.info = DatasetInfo(name=builder.name, class_names=["background"] + names,
-                                category_ids=cat_ids, has_masks=self.has_masks)
+        self.info = DatasetInfo(
+            name=builder.name, class_names=["background"] + names, category_ids=cat_ids, has_masks=self.has_masks
+        )
         self.voc_difficult = voc_difficult
         self.frequency_split = frequency_split  # LVIS: r/c/f groups from this split's image counts
         self._counts = {}
@@ -52,8 +137,9 @@ class TfdsSource(Source):
         for k in ("coco", "lvis", "voc", "synthetic"):
             if name.startswith(k):
                 return k
-        raise DataError(f"tfds dataset {name!r} is not supported: use coco/2017, lvis, voc/2007, "
-                        "voc/2012 (or the synthetic source)")
+        raise DataError(
+            f"tfds dataset {name!r} is not supported: use coco/2017, lvis, voc/2007, voc/2012 (or the synthetic source)"
+        )
 
     def _decoders(self):
         dec = {"image": tfds.decode.SkipDecoding()}
@@ -72,12 +158,17 @@ class TfdsSource(Source):
     def _as_dataset(self, split, seed=None):
         try:
             return self.builder.as_dataset(
-                split=split, shuffle_files=seed is not None, decoders=self._decoders(),
-                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
+                split=split,
+                shuffle_files=seed is not None,
+                decoders=self._decoders(),
+                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+            )
         except (KeyError, ValueError, AssertionError) as e:
-            raise DataError(f"tfds {self.builder.name}: cannot read split {split!r} ({e}); prepared "
-                            f"splits: {list(self.builder.info.splits.keys())}. Set data.train_split / "
-                            "data.eval_split, or prepare the dataset (tfds build) into data.path.") from e
+            raise DataError(
+                f"tfds {self.builder.name}: cannot read split {split!r} ({e}); prepared "
+                f"splits: {list(self.builder.info.splits.keys())}. Set data.train_split / "
+                "data.eval_split, or prepare the dataset (tfds build) into data.path."
+            ) from e
 
     def stream(self, split, shard, seed, buffer, repeats=None):
         index, count = shard
@@ -98,8 +189,7 @@ class TfdsSource(Source):
 
     def _record(self, ex):
         objs = ex["objects"]
-        rec = dict(image=ex["image"], bbox=tf.reshape(objs["bbox"], [-1, 4]),
-                   label=tf.cast(objs["label"], tf.int32))
+        rec = dict(image=ex["image"], bbox=tf.reshape(objs["bbox"], [-1, 4]), label=tf.cast(objs["label"], tf.int32))
         n = tf.shape(rec["label"])[0]
         if self.kind == "coco":
             rec["is_crowd"] = objs["is_crowd"]
@@ -108,8 +198,12 @@ class TfdsSource(Source):
             rec["is_crowd"] = diff if self.voc_difficult == "crowd" else tf.zeros_like(diff)
             if self.voc_difficult == "drop":
                 keep = ~diff
-                rec = dict(rec, bbox=tf.boolean_mask(rec["bbox"], keep),
-                           label=tf.boolean_mask(rec["label"], keep), is_crowd=tf.boolean_mask(diff, keep))
+                rec = dict(
+                    rec,
+                    bbox=tf.boolean_mask(rec["bbox"], keep),
+                    label=tf.boolean_mask(rec["label"], keep),
+                    is_crowd=tf.boolean_mask(diff, keep),
+                )
         elif self.kind == "synthetic":
             rec["is_crowd"] = objs["is_crowd"]
             rec["instance_map"] = ex["instance_map"]
@@ -133,23 +227,31 @@ class TfdsSource(Source):
         image = decode_image(record["image"])
         h, w = tf.shape(image)[0], tf.shape(image)[1]
         size = tf.cast(tf.stack([h, w, h, w]), tf.float32)
-        ex = dict(image=image, boxes=record["bbox"] * size, classes=record["label"] + 1,
-                  is_crowd=record["is_crowd"], image_id=record["image_id"])
+        ex = dict(
+            image=image,
+            boxes=record["bbox"] * size,
+            classes=record["label"] + 1,
+            is_crowd=record["is_crowd"],
+            image_id=record["image_id"],
+        )
         if with_masks:
             if self.kind == "synthetic":
                 inst = tf.io.decode_png(record["instance_map"], channels=1)[..., 0]
                 ids = tf.range(1, tf.shape(record["label"])[0] + 1)
                 ex["masks"] = tf.cast(tf.equal(tf.cast(inst, tf.int32)[None], ids[:, None, None]), tf.uint8)
             else:  # lvis: one PNG per object, resized to the image if the sizes disagree
+
                 def one(png):
                     m = tf.io.decode_png(png, channels=1)
                     m = tf.image.resize(m, tf.stack([h, w]), method="nearest")
                     return tf.cast(m[..., 0] > 0, tf.uint8)
+
                 segs = record["segmentation"]
                 ex["masks"] = tf.cond(  # map_fn cannot produce an empty [0, h, w] result
                     tf.size(segs) > 0,
                     lambda: tf.map_fn(one, segs, fn_output_signature=tf.TensorSpec([None, None], tf.uint8)),
-                    lambda: tf.zeros(tf.stack([0, h, w]), tf.uint8))
+                    lambda: tf.zeros(tf.stack([0, h, w]), tf.uint8),
+                )
                 ex["masks"] = tf.reshape(ex["masks"], tf.stack([-1, h, w]))
         return ex
 
@@ -164,6 +266,7 @@ class TfdsSource(Source):
     def _record_class_counts(self, split):
         def labels(rec):
             return tf.boolean_mask(rec["label"], tf.logical_not(rec["is_crowd"])) + 1
+
         ds = self._as_dataset(split).map(self._record).map(labels)
         return [dict(collections.Counter(classes.tolist())) for classes in ds.as_numpy_iterator()]
 
@@ -171,6 +274,7 @@ class TfdsSource(Source):
         """TFDS lvis does not ship the categories' r/c/f groups; LVIS defines them by the number
         of training images per category, which one label-only pass over the split recovers."""
         from frozen_det.data.class_stats import source_statistics
+
         stats = source_statistics(self, self.frequency_split)
         log.info("LVIS frequency groups from %d images of split %r", stats.num_images, self.frequency_split)
         return stats.frequency_groups()
@@ -185,9 +289,11 @@ class TfdsSource(Source):
         ds = self._as_dataset(split).map(self._record)
 
         def add_shape(rec):
-            rec["hw"] = tf.cond(tf.io.is_jpeg(rec["image"]),
-                                lambda: tf.image.extract_jpeg_shape(rec["image"])[:2],
-                                lambda: tf.shape(decode_image(rec["image"]))[:2])
+            rec["hw"] = tf.cond(
+                tf.io.is_jpeg(rec["image"]),
+                lambda: tf.image.extract_jpeg_shape(rec["image"])[:2],
+                lambda: tf.shape(decode_image(rec["image"]))[:2],
+            )
             return rec
 
         for rec in ds.map(add_shape).as_numpy_iterator():
@@ -202,8 +308,10 @@ class TfdsSource(Source):
                 inst = tf.io.decode_png(rec["instance_map"], channels=1).numpy()[..., 0]
                 masks = [(inst == j + 1) for j in range(len(boxes))]
             elif self.kind == "lvis":
-                masks = [tf.image.resize(tf.io.decode_png(p, channels=1), [h, w], method="nearest")
-                         .numpy()[..., 0] > 0 for p in rec["segmentation"]]
+                masks = [
+                    tf.image.resize(tf.io.decode_png(p, channels=1), [h, w], method="nearest").numpy()[..., 0] > 0
+                    for p in rec["segmentation"]
+                ]
             for j, box in enumerate(boxes):
                 if not (box[2] > box[0] and box[3] > box[1]):
                     continue
@@ -213,14 +321,26 @@ class TfdsSource(Source):
                     area = float(mask_utils.area(rle))
                     rle["counts"] = rle["counts"].decode("ascii")
                     seg = rle
-                anns.append(coco_annotation(len(anns) + 1, image_id, box,
-                                            self.info.category_ids[int(rec["label"][j]) + 1],
-                                            rec["is_crowd"][j], segmentation=seg, area=area))
+                anns.append(
+                    coco_annotation(
+                        len(anns) + 1,
+                        image_id,
+                        box,
+                        self.info.category_ids[int(rec["label"][j]) + 1],
+                        rec["is_crowd"][j],
+                        segmentation=seg,
+                        area=area,
+                    )
+                )
         log.info("tfds %s %s: %d images, %d annotations", self.builder.name, split, len(images), len(anns))
         if self.kind == "lvis" and self.info.frequencies is None:
             self.info.frequencies = self._lvis_frequencies()
-        return {"images": images, "annotations": anns, "categories": self.info.categories(),
-                "info": {"description": f"{self.builder.name} {split}"}}
+        return {
+            "images": images,
+            "annotations": anns,
+            "categories": self.info.categories(),
+            "info": {"description": f"{self.builder.name} {split}"},
+        }
 
 
 def tfds_builder(name: str, data_dir: str = ""):
@@ -232,13 +352,16 @@ def tfds_builder(name: str, data_dir: str = ""):
     except Exception:
         prepared = False
     if not prepared and not _mocked():
-        raise DataError(f"tfds dataset {name!r} is not prepared in {builder.data_dir}: prepare it once "
-                        f"with `tfds build {name} --data_dir DIR` (COCO/LVIS need their downloads, see "
-                        "the TFDS catalog) and set data.path=DIR")
+        raise DataError(
+            f"tfds dataset {name!r} is not prepared in {builder.data_dir}: prepare it once "
+            f"with `tfds build {name} --data_dir DIR` (COCO/LVIS need their downloads, see "
+            "the TFDS catalog) and set data.path=DIR"
+        )
     return builder
 
 
 def _mocked() -> bool:
     """True inside ``tfds.testing.mock_data`` (its as_dataset replaces the reader)."""
-    return "mock" in type(tfds.core.DatasetBuilder.as_dataset).__name__.lower() or \
-        "mock" in getattr(tfds.core.DatasetBuilder.as_dataset, "__module__", "")
+    return "mock" in type(tfds.core.DatasetBuilder.as_dataset).__name__.lower() or "mock" in getattr(
+        tfds.core.DatasetBuilder.as_dataset, "__module__", ""
+    )

@@ -24,7 +24,6 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class VocFolderSource(RecordListSource):
-
     def __init__(self, path: str, class_names=(), difficult: str = "crowd"):
         super().__init__()
         self.path = os.path.abspath(os.path.expanduser(path))
@@ -33,11 +32,15 @@ class VocFolderSource(RecordListSource):
             if not os.path.isdir(os.path.join(self.path, sub)):
                 raise DataError(
                     f"VOC folder {self.path}: missing {sub}/. A Pascal-VOC folder has Annotations/"
-                    "*.xml, JPEGImages/* and ImageSets/Main/<split>.txt; set data.path to such a folder.")
+                    "*.xml, JPEGImages/* and ImageSets/Main/<split>.txt; set data.path to such a folder."
+                )
         names = list(class_names) or self._scan_class_names()
-        self.info = DatasetInfo(name=f"voc_folder:{os.path.basename(self.path)}",
-                                class_names=["background"] + names,
-                                category_ids=list(range(len(names) + 1)), has_masks=False)
+        self.info = DatasetInfo(
+            name=f"voc_folder:{os.path.basename(self.path)}",
+            class_names=["background"] + names,
+            category_ids=list(range(len(names) + 1)),
+            has_masks=False,
+        )
         self._class_to_id = {n: i + 1 for i, n in enumerate(names)}
         self._unknown_names: set = set()
 
@@ -63,9 +66,11 @@ class VocFolderSource(RecordListSource):
     def _split_records(self, split):
         list_file = os.path.join(self.path, "ImageSets", "Main", f"{split}.txt")
         if not os.path.isfile(list_file):
-            raise DataError(f"VOC folder {self.path}: split {split!r} not found ({list_file} is "
-                            f"missing); available splits: {self.available_splits()}. Set "
-                            "data.train_split / data.eval_split.")
+            raise DataError(
+                f"VOC folder {self.path}: split {split!r} not found ({list_file} is "
+                f"missing); available splits: {self.available_splits()}. Set "
+                "data.train_split / data.eval_split."
+            )
         with open(list_file) as f:
             stems = [line.split()[0] for line in f if line.strip()]
         numbers = [re.findall(r"\d+", s) for s in stems]
@@ -77,8 +82,13 @@ class VocFolderSource(RecordListSource):
             rec = self._read(stem, image_id)
             if rec is not None:
                 records.append(rec)
-        log.info("VOC folder %s split %s: %d images (%s)", self.path, split, len(records),
-                 self.skipped_report() or "nothing skipped")
+        log.info(
+            "VOC folder %s split %s: %d images (%s)",
+            self.path,
+            split,
+            len(records),
+            self.skipped_report() or "nothing skipped",
+        )
         return records
 
     def _read(self, stem, image_id):
@@ -145,6 +155,12 @@ class VocFolderSource(RecordListSource):
             crowd.append(difficult and self.difficult == "crowd")
         if not boxes:
             count(self._skipped, "images_without_objects_kept")
-        return Record(image_path=image_path, image_id=image_id, height=height, width=width,
-                      boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                      classes=np.asarray(classes, np.int32), is_crowd=np.asarray(crowd, bool))
+        return Record(
+            image_path=image_path,
+            image_id=image_id,
+            height=height,
+            width=width,
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            classes=np.asarray(classes, np.int32),
+            is_crowd=np.asarray(crowd, bool),
+        )

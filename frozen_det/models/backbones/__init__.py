@@ -20,18 +20,23 @@ from frozen_det.models.layers import conv_module, dtype_of
 def build_backbone(cfg: Any) -> nn.Module:
     cfg = complete_backbone(cfg)
     common: dict[str, Any] = dict(
-        freeze=cfg.freeze, adapters=bool(cfg.adapters), num_classes=cfg.num_classes,
+        freeze=cfg.freeze,
+        adapters=bool(cfg.adapters),
+        num_classes=cfg.num_classes,
         dtype=dtype_of(cfg.dtype, "model.backbone.dtype"),
-        conv=conv_module(cfg.conv_impl, "model.backbone.conv_impl"))
+        conv=conv_module(cfg.conv_impl, "model.backbone.conv_impl"),
+    )
     for field in ("bn_momentum", "bn_epsilon"):
         if cfg[field] is not None:  # unset: the family's own default
             common[field] = cfg[field]
     if cfg.type in ("resnet", "resnet_rs"):
         from frozen_det.models.backbones.resnet import ResNet
+
         if cfg.drop_path_rate is not None:
             common["drop_path_rate"] = cfg.drop_path_rate
         return ResNet(depth=int(cfg.depth), variant="rs" if cfg.type == "resnet_rs" else "v1.5", **common)
     from frozen_det.models.backbones.efficientnet import EfficientNet
+
     if cfg.drop_path_rate is not None:
         common["drop_connect_rate"] = cfg.drop_path_rate
     return EfficientNet(variant=str(cfg.variant), **common)

@@ -100,12 +100,10 @@ class Preprocessing:
         return (jnp.asarray(images, jnp.float32) - mean) / std
 
 
-
 def variant_config(variant: str) -> VariantConfig:
     key = str(variant).strip().lower().removeprefix("efficientnet-").removeprefix("efficientnet")
     if key not in VARIANTS:
-        raise ValueError(
-            f"unknown EfficientNet variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
     return VARIANTS[key]
 
 
@@ -161,17 +159,19 @@ def block_specs(variant: str, drop_connect_rate: float = DEFAULT_DROP_CONNECT_RA
             # which differs only for Lite's fixed stem (no SE there, and no skip either way).
             nominal_in = fin if j == 0 else fout
             se = 0 if cfg.lite else max(1, int(nominal_in * SE_RATIO))
-            specs.append(BlockSpec(
-                name=f"block{g + 1}{chr(ord('a') + j)}",
-                stage=_stage_of_stride(stride),
-                kernel_size=k,
-                strides=strides,
-                expand_ratio=e,
-                input_filters=prev_out,
-                output_filters=fout,
-                se_filters=se,
-                drop_rate=drop_connect_rate * index / total,
-            ))
+            specs.append(
+                BlockSpec(
+                    name=f"block{g + 1}{chr(ord('a') + j)}",
+                    stage=_stage_of_stride(stride),
+                    kernel_size=k,
+                    strides=strides,
+                    expand_ratio=e,
+                    input_filters=prev_out,
+                    output_filters=fout,
+                    se_filters=se,
+                    drop_rate=drop_connect_rate * index / total,
+                )
+            )
             prev_out = fout
             index += 1
     return tuple(specs)
@@ -239,8 +239,7 @@ class MBConv(nn.Module):
         if s.expand_ratio != 1:
             x = _conv(filters, 1, 1, 1, "expand_conv", self.dtype, self.conv_cls)(x)
             x = self.act(bn("expand_bn")(x, use_running_average=running))
-        x = _conv(filters, s.kernel_size, s.strides, filters, "depthwise_conv", self.dtype,
-                  self.conv_cls)(x)
+        x = _conv(filters, s.kernel_size, s.strides, filters, "depthwise_conv", self.dtype, self.conv_cls)(x)
         x = self.act(bn("depthwise_bn")(x, use_running_average=running))
         if s.se_filters:
             se = jnp.mean(x, axis=(1, 2), keepdims=True)
@@ -320,16 +319,23 @@ class EfficientNet(nn.Module):
         conv_cls = self.conv
 
         x = images.astype(self.dtype)
-        x = _Stem(stem_filters(self.variant), act, self.bn_momentum, self.bn_epsilon, self.dtype,
-                  conv_cls, name="stem")(x, use_running_average=plan.is_frozen(0) or not train)
+        x = _Stem(
+            stem_filters(self.variant), act, self.bn_momentum, self.bn_epsilon, self.dtype, conv_cls, name="stem"
+        )(x, use_running_average=plan.is_frozen(0) or not train)
         x = common.maybe_stop_gradient(x, plan.cut_gradient_after(0))
 
         outputs: dict[int, jax.Array] = {}
         for k in range(1, self.NUM_STAGES + 1):
             stage_blocks = tuple(s for s in specs if s.stage == k)
-            block_kwargs = dict(act=act, frozen=plan.is_frozen(k), adapters=self.adapters,
-                                bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=self.dtype,
-                                conv_cls=conv_cls)
+            block_kwargs = dict(
+                act=act,
+                frozen=plan.is_frozen(k),
+                adapters=self.adapters,
+                bn_momentum=self.bn_momentum,
+                bn_epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+                conv_cls=conv_cls,
+            )
             x = _Stage(stage_blocks, block_kwargs, name=f"stage{k}")(x, train=train)
             x = common.maybe_stop_gradient(x, plan.cut_gradient_after(k))
             outputs[k + 1] = x
@@ -338,7 +344,8 @@ class EfficientNet(nn.Module):
             if return_logits:
                 raise ValueError(
                     "return_logits=True needs the ImageNet head, but this EfficientNet was built "
-                    "with num_classes=None; set num_classes (e.g. 1000).")
+                    "with num_classes=None; set num_classes (e.g. 1000)."
+                )
             return outputs
         if not (return_logits or self.is_initializing()):
             # The head's parameters exist (init always builds them) but features-only calls
@@ -351,7 +358,9 @@ class EfficientNet(nn.Module):
         rate = cfg.dropout_rate if self.dropout_rate is None else self.dropout_rate
         if rate > 0:
             y = nn.Dropout(rate, deterministic=not train)(y)
-        logits = nn.Dense(self.num_classes,
-                          kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform"),
-                          name="classifier")(y)
+        logits = nn.Dense(
+            self.num_classes,
+            kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform"),
+            name="classifier",
+        )(y)
         return (outputs, logits) if return_logits else outputs

@@ -7,7 +7,7 @@ pair ``(features, ImageNet logits)``.
   projection shortcut = strided 1x1 conv + BN, explicit symmetric padding), depths
   18/34 (basic blocks) and 50/101/152/200 (bottlenecks). Parameter names mirror torchvision's
   (`conv1`, `bn1`, ..., `proj_conv`/`proj_bn` for `downsample`) so the converter is a rename.
-* ``variant="rs"``: ResNet-RS exactly as reference/tfmg.md section 2.2: deep 3x3 stem
+* ``variant="rs"``: ResNet-RS exactly as docs/reference.md §2.2: deep 3x3 stem
   (32, 32, 64) with a strided 3x3 conv instead of the max-pool, ResNet-D shortcut (2x2 average
   pool with TF 'SAME' padding that excludes padded cells, then 1x1 conv + BN), SE with ratio
   0.25 of the block output (ReLU inside, biases), swish, stochastic depth scaled by stage, TF
@@ -57,15 +57,15 @@ class _Block(nn.Module):
 
     def conv(self, features, kernel, strides=1, name=None):
         padding = "SAME" if self.rs else pad_symmetric(kernel)
-        return self.conv_cls(features, (kernel, kernel), (strides, strides), padding=padding,
-                       use_bias=False, dtype=self.dtype, name=name)
+        return self.conv_cls(
+            features, (kernel, kernel), (strides, strides), padding=padding, use_bias=False, dtype=self.dtype, name=name
+        )
 
     def shortcut(self, x, out_features):
         if not self.project:
             return x
-        if self.rs:  # ResNet-D: average, then 1x1 conv (tfmg.md 2.2).
-            x = nn.avg_pool(x, (2, 2), (self.strides, self.strides), padding="SAME",
-                            count_include_pad=False)
+        if self.rs:  # ResNet-D: average, then 1x1 conv (docs/reference.md §2.2).
+            x = nn.avg_pool(x, (2, 2), (self.strides, self.strides), padding="SAME", count_include_pad=False)
             x = self.conv(out_features, 1, name="proj_conv")(x)
         else:
             x = self.conv(out_features, 1, self.strides, name="proj_conv")(x)
@@ -94,7 +94,7 @@ class BasicBlock(_Block):
 
 
 class SqueezeExcite(nn.Module):
-    """TF-Vision SqueezeExcitation as used by ResNet-RS: inner ReLU, biases (tfmg.md 2.2)."""
+    """TF-Vision SqueezeExcitation as used by ResNet-RS: inner ReLU, biases (docs/reference.md §2.2)."""
 
     reduced: int
     dtype: Any = jnp.float32
@@ -135,14 +135,21 @@ class _Stem(nn.Module):
     def __call__(self, x):
         def conv_bn_act(x, features, kernel, strides, i):
             padding = "SAME" if self.rs else pad_symmetric(kernel)
-            x = self.conv_cls(features, (kernel, kernel), (strides, strides), padding=padding,
-                        use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
+            x = self.conv_cls(
+                features,
+                (kernel, kernel),
+                (strides, strides),
+                padding=padding,
+                use_bias=False,
+                dtype=self.dtype,
+                name=f"conv{i}",
+            )(x)
             return self.act(self.norm(name=f"bn{i}")(x))
 
         if not self.rs:  # torchvision: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (pad 1).
             x = conv_bn_act(x, 64, 7, 2, 1)
             return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-        # ResNet-RS v1 stem; the max-pool is replaced by a strided 3x3 conv (tfmg.md 2.2).
+        # ResNet-RS v1 stem; the max-pool is replaced by a strided 3x3 conv (docs/reference.md §2.2).
         for i, (features, strides) in enumerate(((32, 2), (32, 1), (64, 1), (64, 2)), start=1):
             x = conv_bn_act(x, features, 3, strides, i)
         return x
@@ -212,8 +219,12 @@ class ResNet(nn.Module):
             # A frozen part always runs BN in inference mode with the checkpoint's statistics.
             training = train and not plan.is_frozen(part)
             return lambda name: nn.BatchNorm(
-                use_running_average=not training, momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+                use_running_average=not training,
+                momentum=self.bn_momentum,
+                epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+                name=name,
+            )
 
         x = _Stem(rs, act, norm_for(0), self.dtype, conv_cls, name="stem")(images.astype(self.dtype))
         x = maybe_stop_gradient(x, plan.cut_gradient_after(0))
@@ -221,18 +232,26 @@ class ResNet(nn.Module):
         features = {}
         for stage, (width, count) in enumerate(zip(STAGE_WIDTHS, blocks), start=1):
             block_kwargs = dict(
-                rs=rs, frozen=plan.is_frozen(stage), adapters=self.adapters, act=act,
-                norm=norm_for(stage), dtype=self.dtype, conv_cls=conv_cls,
+                rs=rs,
+                frozen=plan.is_frozen(stage),
+                adapters=self.adapters,
+                act=act,
+                norm=norm_for(stage),
+                dtype=self.dtype,
+                conv_cls=conv_cls,
                 # TF-Vision ResNet-RS: stage rate = rate * (stage + 1) / 5.
                 drop_path_rate=self.drop_path_rate * ((stage + 1) / 5 if rs else 1.0),
             )
             if bottleneck:
                 block_kwargs["se_ratio"] = se_ratio
             x = _Stage(
-                BottleneckBlock if bottleneck else BasicBlock, width, count,
+                BottleneckBlock if bottleneck else BasicBlock,
+                width,
+                count,
                 first_strides=1 if stage == 1 else 2,
                 project_first=stage > 1 or bottleneck,
-                block_kwargs=block_kwargs, name=f"stage{stage}",
+                block_kwargs=block_kwargs,
+                name=f"stage{stage}",
             )(x, train)
             x = maybe_stop_gradient(x, plan.cut_gradient_after(stage))
             features[stage + 1] = x

@@ -1,4 +1,4 @@
-"""Mask head (reference/tfmg.md 2.10): 4 x [3x3 conv -> BN -> act], a 2x2 stride-2
+"""Mask head (docs/reference.md §2.10): 4 x [3x3 conv -> BN -> act], a 2x2 stride-2
 deconvolution -> BN -> act, and a 1x1 conv to per-class mask logits."""
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ class MaskHead(nn.Module):
 
         conv_cls = self.conv
         for i in range(self.num_convs):
-            x = conv_cls(self.num_filters, (3, 3), padding="SAME", kernel_init=init, dtype=self.dtype,
-                         name=f"conv{i}")(x)
+            x = conv_cls(self.num_filters, (3, 3), padding="SAME", kernel_init=init, dtype=self.dtype, name=f"conv{i}")(
+                x
+            )
             x = act(norm(f"conv{i}_bn")(x) if self.use_batch_norm else x)
-        x = nn.ConvTranspose(self.num_filters, (2, 2), strides=(2, 2), kernel_init=init,
-                             dtype=self.dtype, name="deconv")(x)
+        x = nn.ConvTranspose(
+            self.num_filters, (2, 2), strides=(2, 2), kernel_init=init, dtype=self.dtype, name="deconv"
+        )(x)
         x = act(norm("deconv_bn")(x) if self.use_batch_norm else x)
-        logits = conv_cls(self.num_classes, (1, 1), kernel_init=init,
-                          dtype=self.dtype, name="mask_logits")(x)
+        logits = conv_cls(self.num_classes, (1, 1), kernel_init=init, dtype=self.dtype, name="mask_logits")(x)
         size = logits.shape[1]
         logits = logits.reshape(batch, num, size, size, self.num_classes).astype(jnp.float32)
         return jnp.take_along_axis(logits, classes[:, :, None, None, None], axis=-1)[..., 0]

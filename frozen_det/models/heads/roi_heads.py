@@ -1,4 +1,4 @@
-"""Second stage: ROI sampling and labelling (reference/tfmg.md 2.8) and the box head (2.10).
+"""Second stage: ROI sampling and labelling (docs/reference.md §2.8) and the box head (2.10).
 
 Cascade R-CNN reuses both: stage k > 1 relabels the previous stage's refined boxes with a
 higher IoU threshold and no subsampling (`assign_rois`), and runs its own `BoxHead`.
@@ -27,8 +27,7 @@ class RoiTargets(NamedTuple):
     foreground: jax.Array  # [B, S] bool
 
 
-def _label(rois, roi_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou_high, bg_iou_low,
-           strict_fg, box_weights):
+def _label(rois, roi_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou_high, bg_iou_low, strict_fg, box_weights):
     iou = box_ops.pairwise_iou(rois, gt_boxes, roi_valid, gt_valid)
     match = matching.roi_match(iou, fg_iou, bg_iou_high, bg_iou_low, strict_fg)
     foreground = match.labels == matching.POSITIVE
@@ -39,42 +38,80 @@ def _label(rois, roi_valid, gt_boxes, gt_classes, gt_valid, *, fg_iou, bg_iou_hi
     return match, RoiTargets(rois, classes.astype(jnp.int32), targets, match.matched_gt, foreground)
 
 
-def sample_rois(key, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, *,
-                num_samples: int = 512, fg_fraction: float = 0.25, fg_iou: float = 0.5,
-                bg_iou_high: float = 0.5, bg_iou_low: float = 0.0, strict_fg: bool = False,
-                mix_gt_boxes: bool = True, box_weights: Sequence[float] = box_ops.FRCNN_WEIGHTS) -> RoiTargets:
+def sample_rois(
+    key,
+    proposals,
+    proposal_valid,
+    gt_boxes,
+    gt_classes,
+    gt_valid,
+    *,
+    num_samples: int = 512,
+    fg_fraction: float = 0.25,
+    fg_iou: float = 0.5,
+    bg_iou_high: float = 0.5,
+    bg_iou_low: float = 0.0,
+    strict_fg: bool = False,
+    mix_gt_boxes: bool = True,
+    box_weights: Sequence[float] = box_ops.FRCNN_WEIGHTS,
+) -> RoiTargets:
     """Samples `num_samples` ROIs per image from the proposals (plus the ground truth when
     `mix_gt_boxes`), at most `fg_fraction` foreground, topped up with non-candidates labelled
-    background when there are too few; sampled ROIs keep ascending candidate order (tfmg 2.8).
+    background when there are too few; sampled ROIs keep ascending candidate order (docs/reference.md §2.8).
     """
     proposals = jax.lax.stop_gradient(proposals)
     if mix_gt_boxes:
         proposals = jnp.concatenate([proposals, gt_boxes.astype(proposals.dtype)], axis=1)
         proposal_valid = jnp.concatenate([proposal_valid, gt_valid], axis=1)
-    match, labelled = _label(proposals, proposal_valid, gt_boxes, gt_classes, gt_valid,
-                             fg_iou=fg_iou, bg_iou_high=bg_iou_high, bg_iou_low=bg_iou_low,
-                             strict_fg=strict_fg, box_weights=box_weights)
-    sample = batched_sample_balanced(key, labelled.foreground, match.labels == matching.NEGATIVE,
-                                     num_samples, fg_fraction, fill_with_non_candidates=True)
+    match, labelled = _label(
+        proposals,
+        proposal_valid,
+        gt_boxes,
+        gt_classes,
+        gt_valid,
+        fg_iou=fg_iou,
+        bg_iou_high=bg_iou_high,
+        bg_iou_low=bg_iou_low,
+        strict_fg=strict_fg,
+        box_weights=box_weights,
+    )
+    sample = batched_sample_balanced(
+        key,
+        labelled.foreground,
+        match.labels == matching.NEGATIVE,
+        num_samples,
+        fg_fraction,
+        fill_with_non_candidates=True,
+    )
     take = lambda x: jnp.take_along_axis(x, sample.indices.reshape(sample.indices.shape + (1,) * (x.ndim - 2)), axis=1)
     return RoiTargets(*(take(x) for x in labelled))
 
 
-def assign_rois(rois, gt_boxes, gt_classes, gt_valid, *, iou_threshold: float,
-                box_weights: Sequence[float]) -> RoiTargets:
+def assign_rois(
+    rois, gt_boxes, gt_classes, gt_valid, *, iou_threshold: float, box_weights: Sequence[float]
+) -> RoiTargets:
     """Cascade stages 2 and 3: relabel every ROI, foreground at IoU >= t, background below
-    (tfmg 2.8: mix_gt_boxes False, fg = bg_high = t, bg_low 0, no subsampling)."""
+    (docs/reference.md §2.8: mix_gt_boxes False, fg = bg_high = t, bg_low 0, no subsampling)."""
     rois = jax.lax.stop_gradient(rois)
     valid = jnp.ones(rois.shape[:2], bool)
-    _, labelled = _label(rois, valid, gt_boxes, gt_classes, gt_valid, fg_iou=iou_threshold,
-                         bg_iou_high=iou_threshold, bg_iou_low=0.0, strict_fg=False,
-                         box_weights=box_weights)
+    _, labelled = _label(
+        rois,
+        valid,
+        gt_boxes,
+        gt_classes,
+        gt_valid,
+        fg_iou=iou_threshold,
+        bg_iou_high=iou_threshold,
+        bg_iou_low=0.0,
+        strict_fg=False,
+        box_weights=box_weights,
+    )
     return labelled
 
 
 class BoxHead(nn.Module):
     """`num_convs` x [3x3 conv -> BN -> act], flatten, `num_fcs` x [dense -> BN -> act], then
-    class logits and box deltas (tfmg.md 2.10). Initialisers: convs VarianceScaling(2,
+    class logits and box deltas (docs/reference.md §2.10). Initialisers: convs VarianceScaling(2,
     fan_out, normal); FCs VarianceScaling(1/3, fan_out, uniform); classifier N(0, 0.01); box
     N(0, 0.001); biases 0.
 
@@ -108,24 +145,36 @@ class BoxHead(nn.Module):
 
         conv_cls = self.conv
         for i in range(self.num_convs):
-            x = conv_cls(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype,
-                         kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-                         name=f"conv{i}")(x)
+            x = conv_cls(
+                self.num_filters,
+                (3, 3),
+                padding="SAME",
+                dtype=self.dtype,
+                kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                name=f"conv{i}",
+            )(x)
             x = act(norm(f"conv{i}_bn")(x) if self.use_batch_norm else x)
         x = x.reshape(batch * num, -1)
         for i in range(self.num_fcs):
-            x = nn.Dense(self.fc_dims, dtype=self.dtype,
-                         kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_out", "uniform"),
-                         name=f"fc{i}")(x)
+            x = nn.Dense(
+                self.fc_dims,
+                dtype=self.dtype,
+                kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_out", "uniform"),
+                name=f"fc{i}",
+            )(x)
             x = act(norm(f"fc{i}_bn")(x) if self.use_batch_norm else x)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                          kernel_init=nn.initializers.normal(0.01),
-                          bias_init=nn.initializers.constant(self.class_bias_init), name="class_logits")(x)
+        logits = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            kernel_init=nn.initializers.normal(0.01),
+            bias_init=nn.initializers.constant(self.class_bias_init),
+            name="class_logits",
+        )(x)
         box_outputs = 4 if self.class_agnostic else 4 * self.num_classes
-        deltas = nn.Dense(box_outputs, dtype=self.dtype,
-                          kernel_init=nn.initializers.normal(0.001), name="box_deltas")(x)
-        return (logits.reshape(batch, num, -1).astype(jnp.float32),
-                deltas.reshape(batch, num, -1).astype(jnp.float32))
+        deltas = nn.Dense(box_outputs, dtype=self.dtype, kernel_init=nn.initializers.normal(0.001), name="box_deltas")(
+            x
+        )
+        return (logits.reshape(batch, num, -1).astype(jnp.float32), deltas.reshape(batch, num, -1).astype(jnp.float32))
 
 
 def select_class_deltas(deltas: jax.Array, classes: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Region proposal network: the head (reference/tfmg.md 2.5) and proposal generation (2.6)."""
+"""Region proposal network: the head (docs/reference.md §2.5) and proposal generation (2.6)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class RPNHead(nn.Module):
     """`num_convs` 3x3 convs shared across levels, each followed by a per-level BN and the
     activation, then 1x1 objectness (A logits) and box (4A deltas) convs shared across levels.
 
-    Initialisers (tfmg.md 2.5): shared convs N(0, 0.01); outputs N(0, 1e-5); biases 0.
+    Initialisers (docs/reference.md §2.5): shared convs N(0, 0.01); outputs N(0, 1e-5); biases 0.
     Returns ({level: [B, H, W, A]}, {level: [B, H, W, 4A]}).
     """
 
@@ -35,13 +35,23 @@ class RPNHead(nn.Module):
     def __call__(self, features: Mapping[int, jax.Array], train: bool):
         act = activation_fn(self.activation)
         conv_cls = self.conv
-        convs = [conv_cls(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype,
-                          kernel_init=nn.initializers.normal(0.01), name=f"conv{i}")
-                 for i in range(self.num_convs)]
-        scores_conv = conv_cls(self.num_anchors, (1, 1), dtype=self.dtype,
-                               kernel_init=nn.initializers.normal(1e-5), name="scores")
-        boxes_conv = conv_cls(4 * self.num_anchors, (1, 1), dtype=self.dtype,
-                              kernel_init=nn.initializers.normal(1e-5), name="boxes")
+        convs = [
+            conv_cls(
+                self.num_filters,
+                (3, 3),
+                padding="SAME",
+                dtype=self.dtype,
+                kernel_init=nn.initializers.normal(0.01),
+                name=f"conv{i}",
+            )
+            for i in range(self.num_convs)
+        ]
+        scores_conv = conv_cls(
+            self.num_anchors, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.normal(1e-5), name="scores"
+        )
+        boxes_conv = conv_cls(
+            4 * self.num_anchors, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.normal(1e-5), name="boxes"
+        )
         scores, deltas = {}, {}
         for level in sorted(features):
             x = features[level]
@@ -66,7 +76,7 @@ def generate_proposals(
     num_proposals: int,
     nms_iou: float = 0.7,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Proposals as the reference's MultilevelROIGenerator (tfmg.md 2.6).
+    """Proposals as the reference's MultilevelROIGenerator (docs/reference.md §2.6).
 
     Per level: sigmoid, decode with unit weights, clip to the (padded) canvas, top-k
     `pre_nms_top_k`, NMS at `nms_iou` keeping `post_nms_top_k`; then the global top
@@ -84,8 +94,7 @@ def generate_proposals(
         k = min(pre_nms_top_k, level_scores.shape[1])
         top_scores, top_index = jax.lax.top_k(level_scores, k)
         top_deltas = jnp.take_along_axis(level_deltas, top_index[..., None], axis=1)
-        top_boxes = box_ops.clip_boxes(
-            box_ops.decode_boxes(top_deltas, level_anchors[top_index]), image_shape)
+        top_boxes = box_ops.clip_boxes(box_ops.decode_boxes(top_deltas, level_anchors[top_index]), image_shape)
         keep = min(post_nms_top_k, k)
         nms = non_max_suppression_padded(top_boxes, top_scores, keep, nms_iou)
         all_boxes.append(nms.boxes)

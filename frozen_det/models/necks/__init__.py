@@ -22,11 +22,18 @@ import jax.numpy as jnp
 from frozen_det.models.config import complete_neck
 from frozen_det.models.layers import ModuleDef, batch_norm, dtype_of
 from frozen_det.models.necks.fpn import FPN
-from frozen_det.models.necks.nasfpn import (NASFPN, NASFPN_BLOCK_SPECS, BlockSpec, cell_wiring,
-                                            global_attention)
+from frozen_det.models.necks.nasfpn import NASFPN, NASFPN_BLOCK_SPECS, BlockSpec, cell_wiring, global_attention
 
-__all__ = ["FPN", "NASFPN", "NASFPN_BLOCK_SPECS", "BlockSpec", "build_neck", "cell_wiring",
-           "global_attention", "neck_output_channels"]
+__all__ = [
+    "FPN",
+    "NASFPN",
+    "NASFPN_BLOCK_SPECS",
+    "BlockSpec",
+    "build_neck",
+    "cell_wiring",
+    "global_attention",
+    "neck_output_channels",
+]
 
 
 def build_neck(cfg: Any, dtype: Any = None, conv: ModuleDef = nn.Conv) -> nn.Module:
@@ -36,13 +43,24 @@ def build_neck(cfg: Any, dtype: Any = None, conv: ModuleDef = nn.Conv) -> nn.Mod
     cfg = complete_neck(cfg)
     if dtype is None:
         dtype = dtype_of(cfg.dtype, "model.neck.dtype") if cfg.dtype else jnp.float32
-    common = dict(min_level=cfg.min_level, max_level=cfg.max_level, num_filters=cfg.num_filters,
-                  activation=cfg.activation, dtype=dtype, conv=conv,
-                  norm=batch_norm(cfg.bn_momentum, cfg.bn_epsilon))
+    common = dict(
+        min_level=cfg.min_level,
+        max_level=cfg.max_level,
+        num_filters=cfg.num_filters,
+        activation=cfg.activation,
+        dtype=dtype,
+        conv=conv,
+        norm=batch_norm(cfg.bn_momentum, cfg.bn_epsilon),
+    )
     if cfg.type == "fpn":
         return FPN(**common)
-    neck = NASFPN(num_repeats=cfg.num_repeats, block=cfg.block, combine=cfg.combine,
-                  drop_connect_rate=cfg.drop_connect_rate, **common)
+    neck = NASFPN(
+        num_repeats=cfg.num_repeats,
+        block=cfg.block,
+        combine=cfg.combine,
+        drop_connect_rate=cfg.drop_connect_rate,
+        **common,
+    )
     neck.wiring()  # fail at build time on bad levels / block / combine values
     return neck
 

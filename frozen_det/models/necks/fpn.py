@@ -1,10 +1,10 @@
-"""Feature Pyramid Network as TF-Vision's `decoders.FPN` (reference/tfmg.md 2.3, 4.1, 7.2).
+"""Feature Pyramid Network as TF-Vision's `decoders.FPN` (docs/reference.md §2.3, §4.1, §7.2).
 
 Input: ``{level: [B, H / 2**level, W / 2**level, C_level]}`` from a backbone (int keys, e.g.
 2..5 or 3..5; levels below `min_level` are ignored). Output: ``{level: [B, H / 2**level,
 W / 2**level, num_filters]}`` for every level in ``min_level..max_level``.
 
-The network (tfmg.md 2.3):
+The network (docs/reference.md §2.3):
 
 * lateral 1x1 conv with bias on each backbone level ``min_level..backbone_max`` where
   ``backbone_max = min(max input level, max_level)``;
@@ -15,7 +15,7 @@ The network (tfmg.md 2.3):
   (so never in the paper's L2-6 FPN);
 * BatchNorm on every output level, no output activation.
 
-Initialisers (tfmg.md 7.2): Keras-default ``VarianceScaling`` (scale 1, fan_in, truncated
+Initialisers (docs/reference.md §7.2): Keras-default ``VarianceScaling`` (scale 1, fan_in, truncated
 normal) for every conv, biases 0. BatchNorm: TF-Vision detection defaults momentum 0.997
 (flax and TF share the convention: ``stat = m * stat + (1 - m) * batch``), epsilon 1e-4;
 batch statistics in training, moving statistics otherwise.
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from frozen_det.models.backbones.common import activation_fn
 from frozen_det.models.layers import DEFAULT_NORM, ModuleDef
 
-# Keras' default initializer for `kernel_initializer='VarianceScaling'` (tfmg.md 7.2).
+# Keras' default initializer for `kernel_initializer='VarianceScaling'` (docs/reference.md §7.2).
 FPN_KERNEL_INIT = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
@@ -52,8 +52,10 @@ def nearest_upsample(x: jax.Array, scale: int, target_hw: tuple[int, int] | None
     if target_hw is not None:
         h, w = target_hw
         if x.shape[1] < h or x.shape[2] < w:
-            raise ValueError(f"cannot upsample a {x.shape[1:3]} map by {scale} to {target_hw}: "
-                             "the pyramid levels do not halve consistently.")
+            raise ValueError(
+                f"cannot upsample a {x.shape[1:3]} map by {scale} to {target_hw}: "
+                "the pyramid levels do not halve consistently."
+            )
         x = x[:, :h, :w]
     return x
 
@@ -64,7 +66,7 @@ def as_level_dict(features: Mapping[Any, jax.Array]) -> dict[int, jax.Array]:
 
 
 class FPN(nn.Module):
-    """TF-Vision FPN (tfmg.md 2.3). `__call__(features, train)` -> {level: map}."""
+    """TF-Vision FPN (docs/reference.md §2.3). `__call__(features, train)` -> {level: map}."""
 
     min_level: int = 2
     max_level: int = 6
@@ -75,9 +77,17 @@ class FPN(nn.Module):
     norm: ModuleDef = DEFAULT_NORM
 
     def _conv(self, kernel: int, strides: int, name: str) -> nn.Module:
-        return self.conv(self.num_filters, (kernel, kernel), (strides, strides), padding="SAME",
-                    use_bias=True, kernel_init=FPN_KERNEL_INIT, bias_init=nn.initializers.zeros,
-                    dtype=self.dtype, name=name)
+        return self.conv(
+            self.num_filters,
+            (kernel, kernel),
+            (strides, strides),
+            padding="SAME",
+            use_bias=True,
+            kernel_init=FPN_KERNEL_INIT,
+            bias_init=nn.initializers.zeros,
+            dtype=self.dtype,
+            name=name,
+        )
 
     @nn.compact
     def __call__(self, features: Mapping[int, jax.Array], train: bool = False) -> dict[int, jax.Array]:
@@ -85,16 +95,21 @@ class FPN(nn.Module):
         if self.min_level > self.max_level:
             raise ValueError(f"FPN min_level={self.min_level} > max_level={self.max_level}.")
         if not feats_in or min(feats_in) > self.min_level:
-            raise ValueError(f"FPN min_level={self.min_level} needs backbone levels from "
-                             f"{self.min_level} on; got levels {sorted(feats_in)}.")
+            raise ValueError(
+                f"FPN min_level={self.min_level} needs backbone levels from "
+                f"{self.min_level} on; got levels {sorted(feats_in)}."
+            )
         top = min(max(feats_in), self.max_level)
         missing = [l for l in range(self.min_level, top + 1) if l not in feats_in]
         if missing:
-            raise ValueError(f"FPN needs backbone levels {self.min_level}..{top}; "
-                             f"levels {missing} are missing (got {sorted(feats_in)}).")
+            raise ValueError(
+                f"FPN needs backbone levels {self.min_level}..{top}; "
+                f"levels {missing} are missing (got {sorted(feats_in)})."
+            )
 
-        lateral = {l: self._conv(1, 1, f"lateral_{l}")(feats_in[l].astype(self.dtype))
-                   for l in range(self.min_level, top + 1)}
+        lateral = {
+            l: self._conv(1, 1, f"lateral_{l}")(feats_in[l].astype(self.dtype)) for l in range(self.min_level, top + 1)
+        }
         merged = {top: lateral[top]}
         for l in range(top - 1, self.min_level - 1, -1):
             merged[l] = lateral[l] + nearest_upsample(merged[l + 1], 2, lateral[l].shape[1:3])
@@ -107,5 +122,7 @@ class FPN(nn.Module):
                 x = act(x)
             out[l] = self._conv(3, 2, f"coarser_{l}")(x)
 
-        return {l: self.norm(use_running_average=not train, dtype=self.dtype, name=f"norm_{l}")(out[l])
-                for l in range(self.min_level, self.max_level + 1)}
+        return {
+            l: self.norm(use_running_average=not train, dtype=self.dtype, name=f"norm_{l}")(out[l])
+            for l in range(self.min_level, self.max_level + 1)
+        }

@@ -1,6 +1,6 @@
-"""NAS-FPN (Ghiasi et al. 2019) as TF-Vision's `decoders.NASFPN` (reference/tfmg.md 2.3, 4.1) and
+"""NAS-FPN (Ghiasi et al. 2019) as TF-Vision's `decoders.NASFPN` (docs/reference.md §2.3, §4.1) and
 the Copy-Paste codebase's bottleneck variant (tensorflow/tpu `modeling/architecture/nasfpn.py`,
-tfmg.md 5.3).
+docs/reference.md §5.3).
 
 Input: ``{level: [B, H / 2**level, W / 2**level, C_level]}`` from a backbone (int keys; levels
 ``min_level..5`` used, others ignored). Output: ``{level: [B, H / 2**level, W / 2**level, C]}``
@@ -30,9 +30,9 @@ Structure (both codebases, verified in their sources):
 then BN (no activation after). Every conv, including the input 1x1 projections, is He-normal
 fan_out (untruncated ``VarianceScaling(2, fan_out)``), biases 0. All maps have `num_filters`
 channels, so no resampling conv exists inside the cells: 3 input convs + 35 node convs
-(21,590,528 params / 21,609,984 with BN statistics for ResNet inputs, tfmg.md 4.1).
+(21,590,528 params / 21,609,984 with BN statistics for ResNet inputs, docs/reference.md §4.1).
 
-``block='bottleneck'`` (the Copy-Paste codebase, EfficientNet-B7 model, tfmg.md 5.3; checked
+``block='bottleneck'`` (the Copy-Paste codebase, EfficientNet-B7 model, docs/reference.md §5.3; checked
 in tensorflow/tpu at 7dc921f: `nasfpn.py` `block_group`/`resample_feature_map`,
 `resnet.py:block_group`, `nn_blocks.py:bottleneck_block`, `nn_ops.py`):
 
@@ -49,7 +49,7 @@ in tensorflow/tpu at 7dc921f: `nasfpn.py` `block_group`/`resample_feature_map`,
   as an unconsumed same-level add - goes through a 1x1 conv (with bias, `tf.layers.conv2d`
   default init = Glorot-uniform) + BN to f. The cell-1 inputs already have f channels and get
   no conv. That is 10 resampling convs in the first cell and 16 in each later one (74 for 5
-  cells; tfmg.md 5.3 says 77), plus the input projections, which in this codebase are also
+  cells; docs/reference.md §5.3 says 77), plus the input projections, which in this codebase are also
   Glorot-uniform.
 * Nothing is applied to the last cell's outputs: the pyramid fed to the RPN and ROI heads has
   4f = 1024 channels.
@@ -83,7 +83,7 @@ class BlockSpec(NamedTuple):
     is_output: bool
 
 
-# The searched cell (tfmg.md 2.3 table; identical in TF-Vision and tensorflow/tpu). Offsets index
+# The searched cell (docs/reference.md §2.3 table; identical in TF-Vision and tensorflow/tpu). Offsets index
 # the cell's growing feature list: 0-4 are the incoming L3..L7, 5.. the nodes in order.
 NASFPN_BLOCK_SPECS: tuple[BlockSpec, ...] = (
     BlockSpec(4, "attention", (1, 3), False),
@@ -95,7 +95,7 @@ NASFPN_BLOCK_SPECS: tuple[BlockSpec, ...] = (
     BlockSpec(6, "attention", (9, 10), True),
 )
 
-# Initialisers (tfmg.md 7.2 and the TPU sources, see the module docstring).
+# Initialisers (docs/reference.md §7.2 and the TPU sources, see the module docstring).
 HE_NORMAL_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 TF1_VARIANCE_SCALING = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 GLOROT_UNIFORM = nn.initializers.glorot_uniform()
@@ -113,9 +113,12 @@ class NodeWiring:
     is_output: bool
 
 
-def cell_wiring(min_level: int = 3, max_level: int = 7,
-                block_specs: Sequence[BlockSpec] = NASFPN_BLOCK_SPECS,
-                sum_only: bool = False) -> tuple[tuple[NodeWiring, ...], dict[int, int]]:
+def cell_wiring(
+    min_level: int = 3,
+    max_level: int = 7,
+    block_specs: Sequence[BlockSpec] = NASFPN_BLOCK_SPECS,
+    sum_only: bool = False,
+) -> tuple[tuple[NodeWiring, ...], dict[int, int]]:
     """The reference's per-cell bookkeeping, done once in Python.
 
     Returns (one `NodeWiring` per spec, {output level: feature index}). Features 0..n-1 are the
@@ -131,15 +134,15 @@ def cell_wiring(min_level: int = 3, max_level: int = 7,
     for k, spec in enumerate(block_specs):
         spec = BlockSpec(*spec)
         if spec.combine not in ("sum", "attention"):
-            raise ValueError(f"NAS-FPN block spec {k}: combine {spec.combine!r} is not 'sum' or "
-                             "'attention'.")
+            raise ValueError(f"NAS-FPN block spec {k}: combine {spec.combine!r} is not 'sum' or 'attention'.")
         for offset in spec.inputs:
             if not 0 <= offset < len(levels):
                 raise ValueError(
                     f"NAS-FPN block spec {k} reads feature {offset} but only {len(levels)} exist "
                     f"for min_level={min_level}, max_level={max_level}. The searched cell "
-                    f"(tfmg.md 2.3) is defined on the five levels 3..7: use min_level=3, "
-                    f"max_level=7 (canvas a multiple of 128).")
+                    f"(docs/reference.md §2.3) is defined on the five levels 3..7: use min_level=3, "
+                    f"max_level=7 (canvas a multiple of 128)."
+                )
             consumers[offset] += 1
         adds = []
         if spec.is_output:
@@ -147,15 +150,20 @@ def cell_wiring(min_level: int = 3, max_level: int = 7,
                 if used == 0 and level == spec.level:
                     consumers[j] += 1
                     adds.append(j)
-        nodes.append(NodeWiring(spec.level, "sum" if sum_only else spec.combine,
-                                tuple(spec.inputs), tuple(adds), bool(spec.is_output)))
+        nodes.append(
+            NodeWiring(
+                spec.level, "sum" if sum_only else spec.combine, tuple(spec.inputs), tuple(adds), bool(spec.is_output)
+            )
+        )
         levels.append(spec.level)
         consumers.append(0)
-    out_levels = levels[len(levels) - num_levels:]
+    out_levels = levels[len(levels) - num_levels :]
     if sorted(out_levels) != list(range(min_level, max_level + 1)):
-        raise ValueError(f"NAS-FPN cell outputs levels {out_levels}, not each of "
-                         f"{min_level}..{max_level} once: use min_level=3, max_level=7 with the "
-                         "default block specs.")
+        raise ValueError(
+            f"NAS-FPN cell outputs levels {out_levels}, not each of "
+            f"{min_level}..{max_level} once: use min_level=3, max_level=7 with the "
+            "default block specs."
+        )
     return tuple(nodes), {level: len(levels) - num_levels + i for i, level in enumerate(out_levels)}
 
 
@@ -178,8 +186,15 @@ class Resample(nn.Module):
     @nn.compact
     def __call__(self, x, level: int, target_level: int, target_hw: tuple[int, int], train: bool):
         if x.shape[-1] != self.num_filters:
-            x = self.conv(self.num_filters, (1, 1), use_bias=True, kernel_init=self.kernel_init,
-                          bias_init=nn.initializers.zeros, dtype=self.dtype, name="conv")(x)
+            x = self.conv(
+                self.num_filters,
+                (1, 1),
+                use_bias=True,
+                kernel_init=self.kernel_init,
+                bias_init=nn.initializers.zeros,
+                dtype=self.dtype,
+                name="conv",
+            )(x)
             x = self.norm(use_running_average=not train, dtype=self.dtype, name="bn")(x)
         if level < target_level:
             s = 2 ** (target_level - level)
@@ -190,7 +205,7 @@ class Resample(nn.Module):
 
 
 class BottleneckBlock(nn.Module):
-    """The TPU codebase's ResNet bottleneck used as a NAS-FPN node (tfmg.md 5.3): output
+    """The TPU codebase's ResNet bottleneck used as a NAS-FPN node (docs/reference.md §5.3): output
     ``4 * filters`` channels; drop-connect on the residual branch when training."""
 
     filters: int
@@ -206,8 +221,15 @@ class BottleneckBlock(nn.Module):
         out = 4 * self.filters
 
         def conv(features, kernel, name):
-            return self.conv(features, (kernel, kernel), padding="SAME", use_bias=False,
-                             kernel_init=TF1_VARIANCE_SCALING, dtype=self.dtype, name=name)
+            return self.conv(
+                features,
+                (kernel, kernel),
+                padding="SAME",
+                use_bias=False,
+                kernel_init=TF1_VARIANCE_SCALING,
+                dtype=self.dtype,
+                name=name,
+            )
 
         def bn(name):
             return self.norm(use_running_average=not train, dtype=self.dtype, name=name)
@@ -250,8 +272,7 @@ class _Node(nn.Module):
         return Resample(c.num_filters, c.resample_init, c.dtype, c.conv, c.norm, name=name)
 
     @nn.compact
-    def __call__(self, feats: Sequence[jax.Array], levels: Sequence[int],
-                 target_hw: tuple[int, int], train: bool):
+    def __call__(self, feats: Sequence[jax.Array], levels: Sequence[int], target_hw: tuple[int, int], train: bool):
         w = self.wiring
         (i0, i1) = w.inputs
         x0 = self._resample("resample_in0")(feats[i0], levels[i0], w.level, target_hw, train)
@@ -267,11 +288,20 @@ class _Node(nn.Module):
         c = self.cfg
         y = activation_fn(c.activation)(y)
         if c.block == "conv":
-            y = c.conv(c.num_filters, (3, 3), padding="SAME", use_bias=True, kernel_init=HE_NORMAL_FAN_OUT,
-                       bias_init=nn.initializers.zeros, dtype=c.dtype, name="conv")(y)
+            y = c.conv(
+                c.num_filters,
+                (3, 3),
+                padding="SAME",
+                use_bias=True,
+                kernel_init=HE_NORMAL_FAN_OUT,
+                bias_init=nn.initializers.zeros,
+                dtype=c.dtype,
+                name="conv",
+            )(y)
             return c.norm(use_running_average=not train, dtype=c.dtype, name="bn")(y)
-        return BottleneckBlock(c.num_filters, c.activation, c.drop_connect_rate, c.dtype, c.conv, c.norm,
-                               name="block")(y, train)
+        return BottleneckBlock(c.num_filters, c.activation, c.drop_connect_rate, c.dtype, c.conv, c.norm, name="block")(
+            y, train
+        )
 
 
 BLOCKS = ("conv", "bottleneck")
@@ -327,24 +357,33 @@ class NASFPN(nn.Module):
         nodes, outputs = self.wiring()
         feats_in = as_level_dict(features)
         if self.min_level not in feats_in:
-            raise ValueError(f"NAS-FPN min_level={self.min_level} needs that backbone level; got "
-                             f"levels {sorted(feats_in)}.")
-        cfg = NodeConfig(self.num_filters, self.block, self.activation, self.drop_connect_rate,
-                         self.resample_kernel_init, self.dtype, self.conv, self.norm)
+            raise ValueError(
+                f"NAS-FPN min_level={self.min_level} needs that backbone level; got levels {sorted(feats_in)}."
+            )
+        cfg = NodeConfig(
+            self.num_filters,
+            self.block,
+            self.activation,
+            self.drop_connect_rate,
+            self.resample_kernel_init,
+            self.dtype,
+            self.conv,
+            self.norm,
+        )
 
         levels = list(range(self.min_level, self.max_level + 1))
         feats: list[jax.Array] = []
         for level in levels:
-            resample = Resample(self.num_filters, cfg.resample_init, self.dtype, self.conv, self.norm,
-                                name=f"input_l{level}")
+            resample = Resample(
+                self.num_filters, cfg.resample_init, self.dtype, self.conv, self.norm, name=f"input_l{level}"
+            )
             if level in feats_in:
                 feats.append(resample(feats_in[level].astype(self.dtype), level, level, None, train))
             else:  # coarser level: max-pool of the previous one (already num_filters channels)
                 feats.append(resample(feats[-1], level - 1, level, None, train))
 
         for r in range(self.num_repeats):
-            feats = _Cell(nodes, tuple(sorted(outputs.items())), self.min_level, cfg,
-                          name=f"cell{r}")(feats, train)
+            feats = _Cell(nodes, tuple(sorted(outputs.items())), self.min_level, cfg, name=f"cell{r}")(feats, train)
         return dict(zip(levels, feats))
 
 
