@@ -1,7 +1,8 @@
 """An experiment config as a whole: every section completed from its schema, and the checks
 that need more than one section or the devices, run before anything compiles.
 
-Sections: `data` (frozen_det.data.config), `model` (frozen_det.models.config; its `type` picks
+Sections: `data` (frozen_det.data.config; classifiers: frozen_det.data.classification.config),
+`model` (frozen_det.models.config; its `type` picks
 the schema and the task), `train` (frozen_det.training.config), and `classify` (the ImageNet
 `frozen_det.classify` command). Config files return `complete(config)`, so the printed config
 shows every field and each can be overridden on the command line; entry points call
@@ -10,7 +11,7 @@ shows every field and each can be overridden on the command line; entry points c
 
 from __future__ import annotations
 
-from frozen_det.schema import ConfigDict, merge
+from frozen_det.schema import ConfigDict, fields, merge
 
 
 def _classify_defaults() -> ConfigDict:
@@ -19,8 +20,14 @@ def _classify_defaults() -> ConfigDict:
     return ConfigDict(dict(size=224, crop_fraction=224 / 256, top_k=5))
 
 
-def _complete_section(name: str, given) -> ConfigDict:
-    if name == "data":
+# The data schema each model type reads (default: detection data).
+DATA_SCHEMA_OF_MODEL = {"classifier": "classification"}
+
+
+def _complete_section(name: str, given, model_type: str) -> ConfigDict:
+    if name == "data" and DATA_SCHEMA_OF_MODEL.get(model_type) == "classification":
+        from frozen_det.data.classification.config import complete
+    elif name == "data":
         from frozen_det.data.config import complete
     elif name == "model":
         from frozen_det.models.config import complete
@@ -38,10 +45,11 @@ def complete(config) -> ConfigDict:
     """Every section of `config` filled from its schema and validated (unknown sections and
     fields are errors naming them). Idempotent."""
     out = ConfigDict()
+    model_type = dict(fields(config["model"])).get("type", "two_stage") if "model" in config else "two_stage"
     for name, section in config.items():
         if name not in SECTIONS:
             raise ValueError(f"config.{name}: unknown section; a config has {SECTIONS}.")
-        out[name] = _complete_section(name, section)
+        out[name] = _complete_section(name, section, model_type)
     return out
 
 

@@ -9,8 +9,9 @@ from frozen_det import config as config_lib
 from frozen_det.runtime import hide_accelerators_from_tensorflow
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
-from frozen_det.training.checkpointing import Checkpointer, init_from_run
+from frozen_det.training.checkpointing import Checkpointer
 from frozen_det.training.state import build_state
+from frozen_det.training.transfer import init_from_run
 
 
 def restore_for_inference(config, workdir: str, step: int | None = None):
@@ -24,7 +25,7 @@ def restore_for_inference(config, workdir: str, step: int | None = None):
     model = task.build_model()
     state, _, _, _ = build_state(config, task, model, sharding.make_mesh(), train=False)
     if config.train.init_from:
-        state = init_from_run(state, config.train.init_from)
+        state, _ = init_from_run(state, config.train.init_from, config.train.init_exclude)
     checkpointer = Checkpointer(workdir)
     try:
         if checkpointer.latest_step() is None:

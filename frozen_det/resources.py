@@ -147,7 +147,11 @@ def measure(config) -> dict:
         **_counts(abstract, mask),
         "forward_gflops": round(compiled_cost(forward)["gflops"], 3),
         "backbone_forward_gflops": round(compiled_cost(backbone_forward)["gflops"], 3),
-        **freeze_savings(config, ((config, task, model, batch, abstract, mask), variables)),
+        **(
+            freeze_savings(config, ((config, task, model, batch, abstract, mask), variables))
+            if task.heads_take_backbone_features
+            else train_step_cost(config)
+        ),
         "canvas": int(config.data.canvas),
         "per_device_batch": _per_device_batch(config),
     }

@@ -33,7 +33,8 @@ def as_tuples(value: Any) -> Any:
     return value
 
 
-def _items(section) -> list[tuple[str, Any]]:
+def fields(section) -> list[tuple[str, Any]]:
+    """(name, value) pairs of a section given as a ConfigDict or a dict."""
     if isinstance(section, ConfigDict):
         return list(section.items())
     if isinstance(section, Mapping):
@@ -56,14 +57,14 @@ def merge(
     their own `type` field (e.g. the neck: FPN or NAS-FPN), as `type -> defaults`.
     """
     typed = typed or {}
-    for key, value in _items(given):
+    for key, value in fields(given):
         field = f"{where}.{key}"
         if key not in defaults:
             raise ValueError(f"{field}: unknown field; known fields of {where}: {sorted(defaults.keys())}")
         if value is None:  # None: not set, keep the default (a typed placeholder stays overridable)
             continue
         if key in typed:
-            kind = dict(_items(value)).get("type", defaults[key].get("type"))
+            kind = dict(fields(value)).get("type", defaults[key].get("type"))
             with defaults.ignore_type():
                 defaults[key] = typed[key](kind)
             merge(defaults[key], value, field)

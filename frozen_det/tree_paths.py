@@ -13,6 +13,7 @@ import re
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
+import numpy as np
 from flax import traverse_util
 
 
@@ -64,3 +65,31 @@ def map_paths(tree: Mapping[str, Any], fn: Callable[[str, Any], Any]) -> dict[st
 
 def count_elements(tree: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def overlay(ours: dict, theirs: dict, exclude=()) -> tuple[dict, dict]:
+    """(`ours` with every leaf that `theirs` has at the same path and shape, unless its path
+    matches an `exclude` rule; a report of the paths restored, excluded, whose shape differs,
+    not in `theirs`, and of `theirs` unused). Leaves keep `ours`' dtype (and device placement)."""
+    theirs_flat = flatten(theirs)
+    report = {"restored": [], "excluded": [], "shape_differs": [], "not_in_source": []}
+
+    def take(path, leaf):
+        if matches_any(path, exclude):
+            report["excluded"].append(path)
+            return leaf
+        if path not in theirs_flat:
+            report["not_in_source"].append(path)
+            return leaf
+        value = theirs_flat[path]
+        if tuple(np.shape(value)) != tuple(np.shape(leaf)):
+            report["shape_differs"].append(f"{path}: source {tuple(np.shape(value))} vs {tuple(np.shape(leaf))}")
+            return leaf
+        report["restored"].append(path)
+        value = np.asarray(value, leaf.dtype)
+        return jax.device_put(value, leaf.sharding) if isinstance(leaf, jax.Array) else value
+
+    out = map_paths(ours, take)
+    ours_paths = set(flatten(ours))
+    report["unused_from_source"] = sorted(p for p in theirs_flat if p not in ours_paths)
+    return out, report

@@ -22,6 +22,7 @@ from frozen_det.models.backbones.efficientnet import Preprocessing
 from frozen_det.models.freezing import HEAD_PATTERNS
 
 PACKAGED = {"package:efficientnet_lite0"}
+IMAGENET_CLASSES = 1000  # the head of every ImageNet checkpoint the converters read
 
 
 def load_backbone_variables(init_checkpoint: str, model) -> tuple[dict[str, Any], Preprocessing]:

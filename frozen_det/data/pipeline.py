@@ -29,8 +29,10 @@ counted in ``stats["bad_boxes"]``; instances over ``max_instances`` in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -71,17 +73,57 @@ _SOURCE_FIELDS = (
 )
 
 
-def cached_source(cfg):
+def cached_source(cfg, kind=None):
     """One source object per source-defining config (indexing a folder and tracing the
     augmentation graph are done once per process, not once per pipeline)."""
+    kind = kind or DETECTION
     key = json.dumps(
-        {k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k] for k in _SOURCE_FIELDS},
+        [kind.name, {k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k] for k in kind.source_fields}],
         sort_keys=True,
         default=str,
     )
     if key not in _SOURCES:
-        _SOURCES[key] = build_source(cfg)
+        _SOURCES[key] = kind.build_source(cfg)
     return _SOURCES[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What the shared iterator machinery below needs to know about one kind of example:
+    the data schema's resolver, the sources, the example functions, the per-example counters
+    summed into the pipeline's report (counter field -> report key) and a source check."""
+
+    name: str
+    resolve: Callable  # (config or data section) -> complete data section
+    build_source: Callable  # data section -> Source
+    source_fields: tuple  # the data fields that define the source (cache key)
+    make_train_fn: Callable  # (source, cfg) -> fn(seed, record[, second record])
+    make_eval_fn: Callable  # (source, cfg) -> fn(seed, record)
+    counters: tuple = ()  # ((example field, stats key), ...)
+    check: Callable = lambda cfg, source: None
+    second_stream: Callable = lambda cfg: False  # a second record stream per example (Copy-Paste)
+
+
+def _check_masks(cfg, source):
+    if cfg.with_masks and not source.info.has_masks:
+        raise DataError(
+            f"config.data.with_masks=True but source {source.info.name!r} has no instance "
+            "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
+            "a source with masks (synthetic, coco_folder, tfds lvis)"
+        )
+
+
+DETECTION = Kind(
+    name="detection",
+    resolve=config_lib.resolve,
+    build_source=build_source,
+    source_fields=_SOURCE_FIELDS,
+    make_train_fn=make_train_fn,
+    make_eval_fn=make_eval_fn,
+    counters=(("num_bad_boxes", "bad_boxes"), ("num_dropped_instances", "dropped_instances")),
+    check=_check_masks,
+    second_stream=lambda cfg: bool(cfg.augment.copy_paste),
+)
 
 
 def _cached_fn(source, key, make):
@@ -92,21 +134,16 @@ def _cached_fn(source, key, make):
 
 
 class _Base:
-    def __init__(self, config, split, train, process_index, process_count, source, batch_size):
+    def __init__(self, config, split, train, process_index, process_count, source, batch_size, kind=None):
         tf.config.set_visible_devices([], "GPU")
-        self.config = config_lib.resolve(config)
+        self.kind = kind = kind or DETECTION
+        self.config = kind.resolve(config)
         cfg = self.config
         self.train = train
         self.split = split or (cfg.train_split if train else cfg.eval_split)
         self.process_index, self.process_count = _process_layout(process_index, process_count)
-        self.source = source or cached_source(cfg)
-        info = self.source.info
-        if cfg.with_masks and not info.has_masks:
-            raise DataError(
-                f"config.data.with_masks=True but source {info.name!r} has no instance "
-                "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
-                "a source with masks (synthetic, coco_folder, tfds lvis)"
-            )
+        self.source = source or cached_source(cfg, kind)
+        kind.check(cfg, self.source)
         global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
         if global_batch % self.process_count:
             raise ValueError(
@@ -116,7 +153,7 @@ class _Base:
         self.batch_size = global_batch // self.process_count
         if self.source.random_access:
             self.source.num_records(self.split)  # a missing split fails here, with its name
-        self.stats = {"examples": 0, "examples_skipped": 0, "bad_boxes": 0, "dropped_instances": 0}
+        self.stats = {"examples": 0, "examples_skipped": 0, **{key: 0 for _, key in kind.counters}}
         self._selected = None  # k-shot: the record indices kept
         self._repeat_factors = None  # repeat-factor sampling: per kept record
 
@@ -229,8 +266,8 @@ class _Base:
 
     def _account(self, ex):
         self.stats["examples"] += 1
-        self.stats["bad_boxes"] += int(ex["num_bad_boxes"])
-        self.stats["dropped_instances"] += int(ex["num_dropped_instances"])
+        for field, key in self.kind.counters:
+            self.stats[key] += int(ex[field])
 
     @staticmethod
     def _stack(examples):
@@ -245,10 +282,12 @@ class TrainPipeline(_Base):
     """Infinite iterator of per-process train batches. ``state()`` / ``restore(state)``
     save and restore the position (module docstring)."""
 
-    def __init__(self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
-        super().__init__(config, split, True, process_index, process_count, source, batch_size)
+    def __init__(
+        self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None, kind=None
+    ):
+        super().__init__(config, split, True, process_index, process_count, source, batch_size, kind)
         cfg = self.config
-        self.copy_paste = bool(cfg.augment.copy_paste)
+        self.copy_paste = self.kind.second_stream(cfg)
         if cfg.kshot:
             self._selected = kshot_select(self.source.record_classes(self.split), cfg.kshot, cfg.kshot_seed)
             log.info(
@@ -256,7 +295,7 @@ class TrainPipeline(_Base):
             )
         if cfg.sampling == "repeat_factor":
             self._repeat_factors = self._compute_repeat_factors()
-        self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: make_train_fn(self.source, cfg))
+        self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: self.kind.make_train_fn(self.source, cfg))
         self._epoch, self._offset = 0, 0
         self._gen = None
 
@@ -348,10 +387,12 @@ class EvalPipeline(_Base):
     examples whose ``example_valid`` is False (image_id -1). Every process yields the same
     number of batches (``num_batches``), as a multi-host evaluation step needs."""
 
-    def __init__(self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
-        super().__init__(config, split, False, process_index, process_count, source, batch_size)
+    def __init__(
+        self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None, kind=None
+    ):
+        super().__init__(config, split, False, process_index, process_count, source, batch_size, kind)
         self._fn = _cached_fn(
-            self.source, ("eval", self.config.to_json()), lambda: make_eval_fn(self.source, self.config)
+            self.source, ("eval", self.config.to_json()), lambda: self.kind.make_eval_fn(self.source, self.config)
         )
         n = self.source.num_records(self.split)
         self.num_examples = n
@@ -385,7 +426,8 @@ def _padding_like(ex):
     out = {k: np.zeros_like(v) for k, v in ex.items()}
     out["image_id"] = np.int64(-1)
     out["example_valid"] = np.bool_(False)
-    out["image_info"] = ex["image_info"].copy()
+    if "image_info" in ex:
+        out["image_info"] = ex["image_info"].copy()
     return out
 
 

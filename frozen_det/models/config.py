@@ -10,7 +10,7 @@ inside jit.
 
 from __future__ import annotations
 
-from frozen_det.schema import ConfigDict, choice, merge, placeholder
+from frozen_det.schema import ConfigDict, choice, fields, merge, placeholder
 
 FAMILIES = ("resnet", "resnet_rs", "efficientnet")
 NECKS = ("fpn", "nasfpn")
@@ -34,6 +34,11 @@ def backbone_defaults() -> ConfigDict:
             bn_momentum=placeholder(float),  # unset: the family's default
             bn_epsilon=placeholder(float),
             drop_path_rate=placeholder(float),
+            dropout_rate=placeholder(float),  # before the classifier (classifiers); unset: the family's
+            width=1.0,  # ResNet: channels x width (0.25: a ResNet that pre-trains in minutes on CPU)
+            # "batch" (BN on batch statistics in training) or "frozen_stats" (stored statistics
+            # always, scale and offset trainable: the Detectron fine-tuning mode)
+            bn_mode="batch",
             dtype="float32",  # activations; parameters stay float32
             conv_impl="xla",  # "fast": frozen_det.models.fast_conv (faster on XLA:CPU)
         )
@@ -149,7 +154,19 @@ def two_stage_defaults() -> ConfigDict:
     return m
 
 
-SCHEMAS = {"two_stage": two_stage_defaults}
+def classifier_defaults() -> ConfigDict:
+    """`config.model` of an image classifier (frozen_det.models.classifier): a backbone with its
+    family's global pooling and linear classifier."""
+    m = ConfigDict()
+    m.type = "classifier"
+    m.num_classes = 1000  # no background class
+    m.loss = "softmax"  # or "sigmoid" (per-class BCE)
+    m.label_smoothing = 0.0
+    m.backbone = backbone_defaults()
+    return m
+
+
+SCHEMAS = {"two_stage": two_stage_defaults, "classifier": classifier_defaults}
 
 
 def defaults(model_type: str) -> ConfigDict:
@@ -168,13 +185,13 @@ def complete_backbone(given) -> ConfigDict:
 
 def complete_neck(given) -> ConfigDict:
     given = given or {}
-    kind = dict(given.items()).get("type", "fpn")
+    kind = dict(fields(given)).get("type", "fpn")
     return merge(neck_defaults(kind), given, "config.model.neck")
 
 
 def complete(given) -> ConfigDict:
     """The full `config.model` (its type's schema with `given`'s fields laid over it)."""
-    model_type = dict(given.items()).get("type", "two_stage")
+    model_type = dict(fields(given)).get("type", "two_stage")
     m = merge(
         defaults(model_type),
         given,
@@ -197,6 +214,12 @@ def validate_backbone(b: ConfigDict) -> None:
         num_frozen_stages(b.freeze, 4)
     except ValueError as e:
         raise ValueError(f"config.model.backbone.freeze: {e}") from None
+    choice(b.bn_mode, ("batch", "frozen_stats"), "model.backbone.bn_mode")
+    if b.width <= 0 or (b.type == "efficientnet" and b.width != 1.0):
+        raise ValueError(
+            f"config.model.backbone.width={b.width}: a positive multiplier of a ResNet's channels "
+            "(EfficientNet variants set their own width: use 1.0)."
+        )
     if b.type == "efficientnet" and not b.variant:
         raise ValueError(
             "config.model.backbone.variant: an efficientnet backbone needs a variant ('b0'..'b7', 'lite0'..'lite4')."
@@ -205,10 +228,18 @@ def validate_backbone(b: ConfigDict) -> None:
 
 def validate(m: ConfigDict) -> None:
     """Checks of the model section alone (data- and device-dependent ones: the task's)."""
+    if m.type == "classifier":
+        choice(m.loss, ("softmax", "sigmoid"), "model.loss")
+        if not 0 <= m.label_smoothing < 1:
+            raise ValueError(f"config.model.label_smoothing={m.label_smoothing}: must be in [0, 1).")
+        if m.backbone.num_classes is not None and m.backbone.num_classes != m.num_classes:
+            raise ValueError(
+                f"config.model.backbone.num_classes={m.backbone.num_classes}: a classifier's head has "
+                f"model.num_classes={m.num_classes} outputs; leave backbone.num_classes unset."
+            )
+        return
     choice(m.dtype, DTYPES, "model.dtype")
     choice(m.conv_impl, CONV_IMPLS, "model.conv_impl")
-    if m.type != "two_stage":
-        return
     choice(m.box_head.class_loss, CLASS_LOSSES, "model.box_head.class_loss")
     choice(m.box_head.class_weighting, CLASS_WEIGHTINGS, "model.box_head.class_weighting")
     choice(m.rpn.score_normalizer, ("num_rois", "num_anchors"), "model.rpn.score_normalizer")

@@ -12,6 +12,7 @@ from frozen_det.tasks.base import Task
 # frozen_det.models.config.SCHEMAS.
 TASKS = {
     "two_stage": "frozen_det.tasks.detection:DetectionTask",
+    "classifier": "frozen_det.tasks.classification:ClassificationTask",
 }
 
 

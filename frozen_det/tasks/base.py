@@ -40,6 +40,9 @@ class Task:
     name: str = ""
     # The headline metric of the task's evaluation, for logs and progress lines.
     headline_metrics: tuple[str, ...] = ()
+    # Whether the model's train call takes `backbone_features` (the heads' own cost without the
+    # backbone, frozen_det.resources).
+    heads_take_backbone_features: bool = True
 
     def __init__(self, config):
         self.config = config

@@ -9,7 +9,6 @@ seed) and the fingerprint check refuses to continue if they came out different.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -20,9 +19,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from frozen_det.training.state import TrainState
-from frozen_det.tree_paths import flatten, map_paths
-
-log = logging.getLogger(__name__)
 
 
 def fingerprint(tree: Any) -> list[float]:
@@ -133,71 +129,18 @@ class Checkpointer:
             )
         return state.replace(step=jax.device_put(np.asarray(restored["step"], np.int32), state.step.sharding), **out)
 
-    def restore_into(self, state: TrainState, step: int | None = None) -> TrainState:
-        """Another run's parameters and BN statistics as the starting point of `state`, whatever
-        the two runs' trainable partitions (e.g. the LVIS second stage, which trains only the
-        classifier, from a first stage that trained everything but the backbone). The other run
-        saved its trainable parameters; the rest of `state` must equal its frozen ones (same
-        pretrained weights and seed; checked by fingerprint). Step and optimizer state stay
-        `state`'s."""
+    def meta(self, step: int | None = None) -> dict:
+        """The JSON item saved with the checkpoint at `step` (latest unless given): the input
+        pipeline's position, the run's config, the frozen parameters' fingerprint."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-        )
-        saved = {p: np.asarray(v) for p, v in flatten(restored["state"].get("params", {})).items()}
-        ours = flatten(state.all_params())
-        bad = sorted(p for p in saved if p not in ours or saved[p].shape != ours[p].shape)
-        if bad:
-            raise ValueError(
-                f"the checkpoint at step {step} in {self.directory} has parameters this model lacks "
-                f"or shapes it does not have: {bad[:10]}"
-            )
-        self._check_frozen(dict(restored["meta"]), [x for p, x in ours.items() if p not in saved], step)
-
-        def take(path, old):
-            return jax.device_put(np.asarray(saved[path], old.dtype), old.sharding) if path in saved else old
-
-        batch_stats = restored["state"].get("batch_stats", {})
-        if jax.tree.structure(batch_stats) != jax.tree.structure(state.batch_stats):
-            raise ValueError(
-                f"the BN statistics of the checkpoint at step {step} in {self.directory} do not match this model"
-            )
-        return state.replace(
-            params=map_paths(state.params, take),
-            frozen_params=map_paths(state.frozen_params, take),
-            batch_stats=jax.tree.map(
-                lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
-                batch_stats,
-                state.batch_stats,
-            ),
-        )
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def checkpoint_workdir(directory: str) -> str:
-    """A run's workdir from its workdir or its `checkpoints/` folder."""
-    directory = os.path.abspath(directory.rstrip("/"))
-    return os.path.dirname(directory) if os.path.basename(directory) == "checkpoints" else directory
-
-
-def init_from_run(state: TrainState, directory: str) -> TrainState:
-    """Parameters and BN statistics (not optimizer state or step) of another run's latest
-    checkpoint, whatever its trainable partition (Checkpointer.restore_into)."""
-    other = Checkpointer(checkpoint_workdir(directory))
-    try:
-        step = other.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"config.train.init_from={directory}: no checkpoint there; train that run first")
-        state = other.restore_into(state)
-    finally:
-        other.close()
-    log.info("initialised from %s step %d", directory, step)
-    return state
 
 
 class PreemptionFlag:

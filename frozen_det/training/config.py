@@ -40,8 +40,10 @@ def defaults() -> ConfigDict:
             eval_every=0,  # 0: evaluate only at the end
             eval_at_end=True,
             # Transfer: another run's workdir (any task) whose parameters and BN statistics start
-            # this run (e.g. the LVIS second stage from the first).
+            # this run where path and shape match (e.g. the LVIS second stage from the first, a
+            # classifier's backbone into a detector); init_exclude: path regexes kept fresh.
             init_from="",
+            init_exclude=(),
             trainable_only=(),  # path regexes (frozen_det.tree_paths): train only these
             freeze_batch_stats=False,  # keep every BatchNorm statistic as restored (second stage)
             sharding_rules=(),  # ((regex, "fsdp" | "replicate"), ...) over train-state paths

@@ -3,7 +3,7 @@ trainable / frozen partition, shardings.
 
 Used by the training loop and, for inference, by frozen_det.inference: neither `evaluate` nor
 `predict` imports the loop. Another run's weights (`train.init_from`) come through
-frozen_det.training.checkpointing.init_from_run.
+frozen_det.training.transfer.init_from_run.
 
 Only the trainable partition of the parameters is differentiated and has optimizer state; the
 frozen partition rides along as constants, so XLA never builds its backward pass
@@ -23,7 +23,7 @@ import optax
 
 from frozen_det.training import partition, sharding
 from frozen_det.training.optimizer import build_optimizer
-from frozen_det.tree_paths import leaf_paths, unmatched_patterns
+from frozen_det.tree_paths import leaf_paths, overlay, unmatched_patterns
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +73,26 @@ def trainable_mask(config, task, params) -> dict:
 
 
 def load_pretrained_backbone(config, variables: dict) -> dict:
-    """`model.backbone.init_checkpoint`'s weights in place of the backbone's random ones."""
+    """`model.backbone.init_checkpoint`'s weights in place of the backbone's random ones. A
+    backbone with a classifier of its own (a classification model) takes the checkpoint's
+    ImageNet head too (head convolution, and the classifier when the class counts agree); a
+    classifier of another size keeps its initialisation."""
     init_checkpoint = config.model.backbone.init_checkpoint
     if not init_checkpoint:
         return variables
-    from frozen_det.checkpoints.pretrained import load_backbone_variables
+    from frozen_det.checkpoints.pretrained import IMAGENET_CLASSES, load_backbone_variables
     from frozen_det.models.backbones import build_backbone
 
-    loaded, _ = load_backbone_variables(init_checkpoint, build_backbone(config.model.backbone))
-    for collection, tree in loaded.items():
-        if collection in variables:
-            variables[collection] = dict(variables[collection], backbone=tree)
-    log.info("backbone initialised from %s", init_checkpoint)
+    ours = {c: tree["backbone"] for c, tree in variables.items() if "backbone" in tree}
+    has_head = "classifier" in ours.get("params", {})
+    checkpoint_backbone = dict(config.model.backbone.to_dict(), num_classes=IMAGENET_CLASSES if has_head else None)
+    loaded, _ = load_backbone_variables(init_checkpoint, build_backbone(checkpoint_backbone))
+    merged, report = overlay(ours, loaded)
+    if report["shape_differs"]:
+        log.info("backbone: not loaded from %s (shapes differ): %s", init_checkpoint, report["shape_differs"])
+    for collection, tree in merged.items():
+        variables[collection] = dict(variables[collection], backbone=tree)
+    log.info("backbone initialised from %s (%d leaves)", init_checkpoint, len(report["restored"]))
     return variables
 
 

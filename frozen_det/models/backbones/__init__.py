@@ -22,11 +22,12 @@ def build_backbone(cfg: Any) -> nn.Module:
     common: dict[str, Any] = dict(
         freeze=cfg.freeze,
         adapters=bool(cfg.adapters),
+        bn_mode=cfg.bn_mode,
         num_classes=cfg.num_classes,
         dtype=dtype_of(cfg.dtype, "model.backbone.dtype"),
         conv=conv_module(cfg.conv_impl, "model.backbone.conv_impl"),
     )
-    for field in ("bn_momentum", "bn_epsilon"):
+    for field in ("bn_momentum", "bn_epsilon", "dropout_rate"):
         if cfg[field] is not None:  # unset: the family's own default
             common[field] = cfg[field]
     if cfg.type in ("resnet", "resnet_rs"):
@@ -34,7 +35,8 @@ def build_backbone(cfg: Any) -> nn.Module:
 
         if cfg.drop_path_rate is not None:
             common["drop_path_rate"] = cfg.drop_path_rate
-        return ResNet(depth=int(cfg.depth), variant="rs" if cfg.type == "resnet_rs" else "v1.5", **common)
+        variant = "rs" if cfg.type == "resnet_rs" else "v1.5"
+        return ResNet(depth=int(cfg.depth), variant=variant, width=float(cfg.width), **common)
     from frozen_det.models.backbones.efficientnet import EfficientNet
 
     if cfg.drop_path_rate is not None:

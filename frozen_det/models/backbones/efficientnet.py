@@ -228,11 +228,12 @@ class MBConv(nn.Module):
     bn_epsilon: float
     dtype: Any = jnp.float32
     conv_cls: Any = nn.Conv
+    stored_stats: bool = False  # BN with the stored statistics also in training (bn_mode)
 
     @nn.compact
     def __call__(self, inputs: jax.Array, *, train: bool) -> jax.Array:
         s = self.spec
-        running = self.frozen or not train
+        running = self.frozen or not train or self.stored_stats
         bn = lambda name: _bn(name, self.bn_momentum, self.bn_epsilon, self.dtype)
         x = inputs
         filters = s.input_filters * s.expand_ratio
@@ -304,14 +305,24 @@ class EfficientNet(nn.Module):
     bn_epsilon: float = 1e-3
     drop_connect_rate: float | None = None
     dropout_rate: float | None = None
+    # "batch" or "frozen_stats": BatchNorm with the stored statistics also in training, scale
+    # and offset trainable (as ResNet's `bn_mode`).
+    bn_mode: str = "batch"
     dtype: Any = jnp.float32
     conv: ModuleDef = nn.Conv
 
     NUM_STAGES = 4
 
     @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool = False, return_logits: bool = False):
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, return_logits: bool = False, return_pre_pool: bool = False
+    ):
+        """`{level: map}`; with `return_logits`, `(features, logits)`; with `return_pre_pool`
+        too, `(features, logits, the head convolution's map that the classifier pools)`."""
         cfg = variant_config(self.variant)
+        if self.bn_mode not in ("batch", "frozen_stats"):
+            raise ValueError(f"config.model.backbone.bn_mode={self.bn_mode!r}: choose 'batch' or 'frozen_stats'.")
+        stored = self.bn_mode == "frozen_stats"
         plan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
         act = common.activation_fn("relu6" if cfg.lite else "swish")
         dc = DEFAULT_DROP_CONNECT_RATE if self.drop_connect_rate is None else self.drop_connect_rate
@@ -321,7 +332,7 @@ class EfficientNet(nn.Module):
         x = images.astype(self.dtype)
         x = _Stem(
             stem_filters(self.variant), act, self.bn_momentum, self.bn_epsilon, self.dtype, conv_cls, name="stem"
-        )(x, use_running_average=plan.is_frozen(0) or not train)
+        )(x, use_running_average=plan.is_frozen(0) or not train or stored)
         x = common.maybe_stop_gradient(x, plan.cut_gradient_after(0))
 
         outputs: dict[int, jax.Array] = {}
@@ -335,6 +346,7 @@ class EfficientNet(nn.Module):
                 bn_epsilon=self.bn_epsilon,
                 dtype=self.dtype,
                 conv_cls=conv_cls,
+                stored_stats=stored,
             )
             x = _Stage(stage_blocks, block_kwargs, name=f"stage{k}")(x, train=train)
             x = common.maybe_stop_gradient(x, plan.cut_gradient_after(k))
@@ -352,8 +364,8 @@ class EfficientNet(nn.Module):
             # neither compute it nor touch its BN statistics or dropout.
             return outputs
         y = _conv(head_filters(self.variant), 1, 1, 1, "head_conv", self.dtype, conv_cls)(x)
-        y = _bn("head_bn", self.bn_momentum, self.bn_epsilon, self.dtype)(y, use_running_average=not train)
-        y = act(y)
+        y = _bn("head_bn", self.bn_momentum, self.bn_epsilon, self.dtype)(y, use_running_average=not train or stored)
+        pre_pool = y = act(y)
         y = common.global_average_pool(y).astype(jnp.float32)
         rate = cfg.dropout_rate if self.dropout_rate is None else self.dropout_rate
         if rate > 0:
@@ -363,4 +375,6 @@ class EfficientNet(nn.Module):
             kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform"),
             name="classifier",
         )(y)
-        return (outputs, logits) if return_logits else outputs
+        if not return_logits:
+            return outputs
+        return (outputs, logits, pre_pool) if return_pre_pool else (outputs, logits)

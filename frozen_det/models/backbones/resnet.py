@@ -38,6 +38,13 @@ V15_LAYOUTS = {
 }
 RS_LAYOUTS = {d: V15_LAYOUTS[d] for d in (50, 101, 152, 200)}
 STAGE_WIDTHS = (64, 128, 256, 512)
+BN_MODES = ("batch", "frozen_stats")
+
+
+def scaled(channels: int, width: float) -> int:
+    """`channels` times the width multiplier, at least 1 (a ResNet-18 at width 0.25 has
+    16 / 32 / 64 / 128 channels per stage)."""
+    return max(1, int(round(channels * width)))
 
 
 class _Block(nn.Module):
@@ -130,6 +137,7 @@ class _Stem(nn.Module):
     norm: Callable
     dtype: Any = jnp.float32
     conv_cls: Any = nn.Conv
+    width: float = 1.0
 
     @nn.compact
     def __call__(self, x):
@@ -147,11 +155,11 @@ class _Stem(nn.Module):
             return self.act(self.norm(name=f"bn{i}")(x))
 
         if not self.rs:  # torchvision: 7x7/2 conv, BN, ReLU, 3x3/2 max-pool (pad 1).
-            x = conv_bn_act(x, 64, 7, 2, 1)
+            x = conv_bn_act(x, scaled(64, self.width), 7, 2, 1)
             return nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         # ResNet-RS v1 stem; the max-pool is replaced by a strided 3x3 conv (docs/reference.md §2.2).
         for i, (features, strides) in enumerate(((32, 2), (32, 1), (64, 1), (64, 2)), start=1):
-            x = conv_bn_act(x, features, 3, strides, i)
+            x = conv_bn_act(x, scaled(features, self.width), 3, strides, i)
         return x
 
 
@@ -188,6 +196,13 @@ class ResNet(nn.Module):
     se_ratio: float | None = None  # default: 0 (v1.5), 0.25 (rs)
     drop_path_rate: float = 0.0  # stochastic depth (ResNet-RS scales it by stage)
     dropout_rate: float = 0.0  # before the ImageNet classifier
+    # Channels of the stem and every stage times `width` (narrow ResNets that pre-train in
+    # minutes on a CPU); 1.0 is the standard network (and the converters' layout).
+    width: float = 1.0
+    # "batch": BatchNorm normalises with batch statistics in training (frozen parts never do);
+    # "frozen_stats": always with the stored statistics, scale and offset still trainable (the
+    # fine-tuning mode of the Detectron / maskrcnn-benchmark recipes).
+    bn_mode: str = "batch"
     dtype: Any = jnp.float32
     # The convolution (frozen_det.models.layers.conv_module): flax's, or fast_conv.Conv, whose
     # weight gradients are one dot per kernel tap (much faster fine-tuning on XLA:CPU,
@@ -207,8 +222,14 @@ class ResNet(nn.Module):
         return table[self.depth]
 
     @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool = False, return_logits: bool = False):
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, return_logits: bool = False, return_pre_pool: bool = False
+    ):
+        """`{level: map}`; with `return_logits`, `(features, logits)`; with `return_pre_pool`
+        too, `(features, logits, the map the classifier pools)` (class activation maps)."""
         bottleneck, blocks = self.layout()
+        if self.bn_mode not in BN_MODES:
+            raise ValueError(f"config.model.backbone.bn_mode={self.bn_mode!r}: choose one of {BN_MODES}.")
         rs = self.variant == "rs"
         plan: FreezePlan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
         act = activation_fn(self.activation or ("swish" if rs else "relu"))
@@ -217,7 +238,7 @@ class ResNet(nn.Module):
 
         def norm_for(part: int):
             # A frozen part always runs BN in inference mode with the checkpoint's statistics.
-            training = train and not plan.is_frozen(part)
+            training = train and not plan.is_frozen(part) and self.bn_mode == "batch"
             return lambda name: nn.BatchNorm(
                 use_running_average=not training,
                 momentum=self.bn_momentum,
@@ -226,7 +247,7 @@ class ResNet(nn.Module):
                 name=name,
             )
 
-        x = _Stem(rs, act, norm_for(0), self.dtype, conv_cls, name="stem")(images.astype(self.dtype))
+        x = _Stem(rs, act, norm_for(0), self.dtype, conv_cls, self.width, name="stem")(images.astype(self.dtype))
         x = maybe_stop_gradient(x, plan.cut_gradient_after(0))
 
         features = {}
@@ -246,7 +267,7 @@ class ResNet(nn.Module):
                 block_kwargs["se_ratio"] = se_ratio
             x = _Stage(
                 BottleneckBlock if bottleneck else BasicBlock,
-                width,
+                scaled(width, self.width),
                 count,
                 first_strides=1 if stage == 1 else 2,
                 project_first=stage > 1 or bottleneck,
@@ -261,7 +282,8 @@ class ResNet(nn.Module):
                 raise ValueError("return_logits=True needs a classifier: set num_classes.")
             pooled = global_average_pool(x).astype(jnp.float32)
             pooled = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
-            return features, nn.Dense(self.num_classes, name="classifier")(pooled)
+            logits = nn.Dense(self.num_classes, name="classifier")(pooled)
+            return (features, logits, x) if return_pre_pool else (features, logits)
         if self.num_classes is not None and self.is_initializing():
             # Create the head's parameters at init so that checkpoints round-trip either way.
             nn.Dense(self.num_classes, name="classifier")(global_average_pool(x).astype(jnp.float32))

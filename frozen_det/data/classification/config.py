@@ -1,0 +1,119 @@
+"""`config.data` of classification runs (`model.type="classifier"`): defaults, merging and
+validation, as frozen_det.data.config is for detection.
+
+Sources (`data.source`):
+
+* "fashion_mnist": Fashion-MNIST's idx files (70k 28x28 grey images, 10 classes; offline from
+  the Debian package `dataset-fashion-mnist`, /usr/share/datasets/fashion-mnist), splits
+  "train" (60k) and "test" (10k);
+* "image_folder": `path/<split>/<class name>/<image>` (one sub-folder per class);
+* "detection_crops": the objects of a detection source (`data.detection`, a detection data
+  section: a VOC / COCO folder, TFDS, ...) cropped out and labelled with their class, e.g.
+  BCCD's 4.9k blood-cell crops;
+* "tfds": a TFDS image classification dataset by name (imagenet2012, caltech101,
+  oxford_flowers102, sun397, cifar10, ...; features "image" and "label").
+
+Training batches: random-resized crop (area `augment.crop_scale`, aspect `augment.crop_ratio`)
++ horizontal flip, resized to `image_size`; evaluation: the shorter side resized to
+`image_size / crop_fraction`, centre crop of `image_size` (the usual ImageNet protocol).
+"""
+
+from __future__ import annotations
+
+from frozen_det.data.config import IMAGENET_MEAN, IMAGENET_STD
+from frozen_det.data.config import complete as complete_detection_data
+from frozen_det.schema import ConfigDict, choice, merge
+
+SOURCES = ("fashion_mnist", "image_folder", "detection_crops", "tfds")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def defaults() -> ConfigDict:
+    return ConfigDict(
+        dict(
+            source="fashion_mnist",  # one of SOURCES
+            name="",  # tfds: the dataset name, e.g. "cifar10", "imagenet2012"
+            path="",  # image_folder root; fashion_mnist idx folder (default FASHION_MNIST_DIR);
+            # tfds data_dir (optional)
+            train_split="train",
+            eval_split="test",
+            class_names=(),  # image_folder: fixes the classes and their order; empty = sorted sub-folders
+            image_size=224,  # H = W of every batch image
+            crop_fraction=0.875,  # eval: centre crop of this fraction of the resized shorter side
+            batch_size=0,  # global train batch; 0 = config.train.batch_size
+            eval_batch_size=64,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            seed=0,
+            shuffle_buffer=4096,  # tfds streams; random-access sources shuffle the whole split
+            kshot=0,  # >0: keep k images per class in the train split
+            kshot_seed=0,
+            # "uniform" or "repeat_factor" (power 1, threshold 1: class-balanced sampling)
+            sampling="uniform",
+            repeat_threshold=1.0,
+            repeat_power=1.0,
+            augment=ConfigDict(
+                dict(
+                    random_resized_crop=True,
+                    crop_scale=(0.08, 1.0),  # area fraction of the image (Inception crops)
+                    crop_ratio=(3 / 4, 4 / 3),
+                    hflip=True,
+                )
+            ),
+            # detection_crops: the detection source (a detection `config.data` section), the
+            # context around each box (fraction of its size on every side) and the smallest box
+            # side kept (pixels).
+            detection=ConfigDict(dict(source="voc_folder")),
+            crop_context=0.1,
+            min_crop_size=4.0,
+            num_parallel_calls=-1,
+            prefetch=2,
+        )
+    )
+
+
+def complete(given) -> ConfigDict:
+    cfg = merge(defaults(), given or {}, "config.data", free_form=("detection",))
+    with cfg.ignore_type():
+        cfg.detection = complete_detection_data(cfg.detection)
+    validate(cfg)
+    return cfg
+
+
+def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
+    """A complete, validated `config.data` (or a whole config's `.data`) with the batch size
+    resolved (0 = the train batch size) and the source's location checked."""
+    if data_config is not None and "data" in data_config and "source" not in data_config:
+        if train_batch_size is None and "train" in data_config:
+            train_batch_size = data_config.train.batch_size
+        data_config = data_config.data
+    cfg = complete(data_config)
+    if not cfg.batch_size:
+        cfg.batch_size = int(train_batch_size or 64)
+    if cfg.source == "tfds" and not cfg.name:
+        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'cifar10', 'imagenet2012'")
+    if cfg.source == "image_folder" and not cfg.path:
+        raise ValueError("config.data.path: the image_folder source needs the folder (path/<split>/<class>/...)")
+    return cfg
+
+
+def validate(cfg: ConfigDict) -> None:
+    def bad(field, message):
+        raise ValueError(f"config.data.{field}={cfg[field] if field in cfg else ''!r}: {message}")
+
+    choice(cfg.source, SOURCES, "data.source")
+    choice(cfg.sampling, ("uniform", "repeat_factor"), "data.sampling")
+    if cfg.image_size <= 0:
+        bad("image_size", "must be positive")
+    if not 0 < cfg.crop_fraction <= 1:
+        bad("crop_fraction", "must be in (0, 1]")
+    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+        bad("mean", "mean and std need 3 values each, std > 0")
+    lo, hi = cfg.augment.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"config.data.augment.crop_scale={cfg.augment.crop_scale}: need 0 < min <= max <= 1")
+    lo, hi = cfg.augment.crop_ratio
+    if not 0 < lo <= hi:
+        raise ValueError(f"config.data.augment.crop_ratio={cfg.augment.crop_ratio}: need 0 < min <= max")
+    if cfg.crop_context < 0:
+        bad("crop_context", "must be >= 0")

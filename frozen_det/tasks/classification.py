@@ -1,0 +1,119 @@
+"""Image classification as a task (`model.type="classifier"`): any backbone + global pooling +
+linear classifier, trained on classification batches (frozen_det.data.classification),
+evaluated by top-1 / top-5 / loss / per-class accuracy, predicting the top classes of an image.
+
+A linear probe is this task with `train.trainable_only=("/classifier/",)` (the backbone, head
+convolution included, frozen); fine-tuning trains everything; transfer from any run is
+`train.init_from` (frozen_det.training.transfer)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from frozen_det.tasks.base import Task
+
+
+class ClassificationTask(Task):
+    name = "classifier"
+    headline_metrics = ("top1", "top5", "mean_per_class_accuracy")
+    heads_take_backbone_features = False
+
+    def train_pipeline(self, **kwargs):
+        from frozen_det.data import classification
+
+        return classification.build_train_pipeline(self.config, **kwargs)
+
+    def eval_pipeline(self, **kwargs):
+        from frozen_det.data import classification
+
+        return classification.build_eval_pipeline(self.config, **kwargs)
+
+    def validate(self, data_info) -> None:
+        m = self.config.model
+        if data_info is not None and int(m.num_classes) != data_info.num_classes:
+            raise ValueError(
+                f"config.model.num_classes={m.num_classes} but the dataset has {data_info.num_classes} "
+                f"classes: set model.num_classes={data_info.num_classes}."
+            )
+
+    def build_model(self, train_pipeline=None):
+        from frozen_det.models.classifier import Classifier
+
+        return Classifier(ml_collections.FrozenConfigDict(self.config.model))
+
+    def model_inputs(self, train: bool) -> tuple[str, ...]:
+        return ("image", "label") if train else ("image",)
+
+    def example_batch(self, batch_size: int, train: bool = True) -> dict:
+        size = int(self.config.data.image_size)
+        batch = {"image": np.zeros((batch_size, size, size, 3), np.float32)}
+        if train:
+            batch["label"] = np.zeros((batch_size,), np.int32)
+        return batch
+
+    # ------------------------------------------------------------------ evaluation
+
+    def features_fn(self, model) -> Callable:
+        """jitted (variables, images) -> pooled features [B, D] (what the classifier sees)."""
+
+        def features(variables, images):
+            out = model.apply(variables, {"image": images}, train=False, with_maps=True)
+            return jnp.mean(out["pre_pool_map"].astype(jnp.float32), axis=(1, 2))
+
+        return jax.jit(features)
+
+    def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None) -> dict:
+        from frozen_det.evaluation.classification import ClassificationEvaluator
+
+        logits_fn = jax.jit(lambda v, b: model.apply(v, b, train=False)["logits"])
+        evaluator = ClassificationEvaluator(eval_pipeline.source.info.class_names)
+        for batch in eval_pipeline:
+            inputs = {"image": batch["image"]}
+            logits = logits_fn(variables, to_device(inputs) if to_device else inputs)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                logits, labels, valid = gather(logits), gather(batch["label"]), gather(batch["example_valid"])
+            else:
+                logits, labels, valid = np.asarray(jax.device_get(logits)), batch["label"], batch["example_valid"]
+            valid = np.asarray(valid, bool)
+            evaluator.add(logits[valid], np.asarray(labels)[valid])
+        return evaluator.evaluate()
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(self, model, variables, images: list, min_score: float = 0.0, top_k: int = 5) -> list[dict]:
+        """The `top_k` classes (name, probability) of each `(name, PIL image)` pair, with the
+        evaluation preprocessing (shorter side resized, centre crop)."""
+        import tensorflow as tf
+
+        from frozen_det.data.classification import build_source
+        from frozen_det.data.classification.config import resolve
+        from frozen_det.data.classification.transforms import centre_crop
+
+        d = resolve(self.config)
+        class_names = build_source(d).info.class_names
+        probabilities = jax.jit(lambda v, b: model.apply(v, b, train=False)["probabilities"])
+        records = []
+        for name, image in images:
+            crop = centre_crop(tf.constant(np.asarray(image.convert("RGB"))), d.image_size, d.crop_fraction).numpy()
+            x = (crop - np.asarray(d.mean, np.float32)) / np.asarray(d.std, np.float32)
+            probs = np.asarray(jax.device_get(probabilities(variables, {"image": x[None].astype(np.float32)})))[0]
+            best = np.argsort(-probs, kind="stable")[:top_k]
+            records.append(
+                {
+                    "image": name,
+                    "top_classes": [
+                        {"class_id": int(c), "class_name": class_names[c], "probability": float(probs[c])}
+                        for c in best
+                        if probs[c] >= min_score
+                    ],
+                }
+            )
+        return records
