@@ -18,6 +18,7 @@ from PIL import Image
 from frozen_det.checkpoints.pretrained import load_backbone_variables
 from frozen_det.config import complete
 from frozen_det.models.backbones import build_backbone
+from frozen_det.runtime import quiet_tensorflow
 
 
 def load_image(path: str, size: int, crop_fraction: float) -> np.ndarray:
@@ -64,6 +65,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

@@ -22,12 +22,14 @@ Writes ROOT/results.md and ROOT/results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import runpy
 import shutil
-import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_common import eval_path, last_logged_step, read_json, train_row, train_seconds, write_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs", "bccd")
@@ -59,65 +61,14 @@ def row_dir(root: str, row: str) -> str:
     return os.path.join(root, row.replace(":", "_"))
 
 
-def _read_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, value) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-
-
-def eval_path(workdir: str, split: str, step: int) -> str:
-    return os.path.join(workdir, "eval", f"{split}_step{step}.json")
-
-
 # --- running a row --------------------------------------------------------------------------
 
 
 def run_row(row: str, workdir: str, config) -> None:
-    """Trains (or resumes) and evaluates one row; appends the session's time to timing.json
-    and writes cost.json (XLA train-step cost) once. Exits after a preempted session (SIGTERM
-    saves a checkpoint) without evaluating."""
-    from frozen_det.evaluate import evaluate
-    from frozen_det.resources import train_step_cost
-    from frozen_det.training.checkpointing import Checkpointer
-    from frozen_det.training.loop import train_and_evaluate
-
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-    config.train.eval_at_end = False  # evaluated below, with the evaluate entry point's API
-    timing_path = os.path.join(workdir, "timing.json")
-    timing = _read_json(timing_path) or {"sessions": []}
-    start = time.time()
-    train_and_evaluate(config, workdir)
-    timing["sessions"].append({"seconds": round(time.time() - start, 1), "finished_at": time.ctime()})
-    _write_json(timing_path, timing)
-    checkpointer = Checkpointer(workdir)
-    reached, total = checkpointer.latest_step(), int(config.train.total_steps)
-    checkpointer.close()
-    if reached is None or reached < total:  # SIGTERM: the loop saved a checkpoint and returned
-        raise SystemExit(f"{row} stopped at step {reached} of {total}; run the same command again to resume")
-    result = evaluate(config, workdir)
-    logging.info("%s: AP %.4f AP50 %.4f (%s)", row, result["AP"], result["AP50"], result["path"])
-    cost_path = os.path.join(workdir, "cost.json")
-    if not os.path.exists(cost_path):
-        _write_json(cost_path, train_step_cost(config))
+    train_row(row, workdir, config, cost=True)
 
 
 # --- collecting and writing the table -------------------------------------------------------
-
-
-def _last_logged_step(workdir: str) -> int:
-    path = os.path.join(workdir, "train_metrics.jsonl")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        lines = f.read().splitlines()
-    return json.loads(lines[-1])["step"] if lines else 0
 
 
 def collect_row(row: str, workdir: str, split: str, total_steps: int) -> dict:
@@ -125,12 +76,11 @@ def collect_row(row: str, workdir: str, split: str, total_steps: int) -> dict:
     cost.json; status 'pending' when the final evaluation is missing."""
     strategy, head = row.split(":")
     out = {"row": row, "strategy": strategy, "head": head, "steps": total_steps, "workdir": workdir}
-    result = _read_json(eval_path(workdir, split, total_steps))
+    result = read_json(eval_path(workdir, split, total_steps))
     if result is None:
-        return dict(out, status="pending", reached_step=_last_logged_step(workdir))
-    timing = _read_json(os.path.join(workdir, "timing.json")) or {"sessions": []}
-    seconds = sum(s["seconds"] for s in timing["sessions"]) if timing["sessions"] else None
-    cost = _read_json(os.path.join(workdir, "cost.json")) or {}
+        return dict(out, status="pending", reached_step=last_logged_step(workdir))
+    seconds = train_seconds(workdir)
+    cost = read_json(os.path.join(workdir, "cost.json")) or {}
     return dict(
         out,
         status="done",
@@ -194,7 +144,7 @@ def write_table(rows: list[dict], root: str, note: str = "") -> str:
     table = markdown_table(rows)
     with open(os.path.join(root, "results.md"), "w") as f:
         f.write(table + (f"\n{note}\n" if note else ""))
-    _write_json(os.path.join(root, "results.json"), rows)
+    write_json(os.path.join(root, "results.json"), rows)
     return table
 
 

@@ -11,7 +11,7 @@ Layout (the LVIS v1 file names, images beside them)::
     DIR/annotations/lvis_v1_val.json      DIR/val/000001000001.png ...
 
 Classes are (shape, colour) pairs drawn with the synthetic-shapes helpers
-(:mod:`frozen_det.data.synthetic`): the 8 shapes in ceil(C / 8) well-separated fixed colours
+(:mod:`frozen_det.data.scenes`): the 8 shapes in ceil(C / 8) well-separated fixed colours
 (red, green, blue, yellow, magenta, cyan) on a desaturated textured background, each object
 with a small brightness jitter and pixel noise; which pairs are used and in which order is a
 seeded permutation. Class names read ``<colour>_<shape>``.
@@ -51,8 +51,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from frozen_det.data import synthetic
+from frozen_det.data import scenes
 from frozen_det.data.class_stats import LVIS_COMMON_MAX_IMAGES, LVIS_RARE_MAX_IMAGES, frequency_group
+from frozen_det.runtime import quiet_tensorflow
 
 COLOURS = (
     ("red", (215, 45, 45)),
@@ -79,10 +80,10 @@ class ClassSpec:
 
 def class_specs(num_classes: int, seed: int) -> list:
     """The (shape, colour) of each class, in category-id order."""
-    num_colours = -(-num_classes // len(synthetic.SHAPES))
+    num_colours = -(-num_classes // len(scenes.SHAPES))
     if num_classes < 1 or num_colours > len(COLOURS):
-        raise ValueError(f"{num_classes} classes: between 1 and {len(COLOURS) * len(synthetic.SHAPES)}")
-    pairs = [(shape, colour) for colour in COLOURS[:num_colours] for shape in synthetic.SHAPES]
+        raise ValueError(f"{num_classes} classes: between 1 and {len(COLOURS) * len(scenes.SHAPES)}")
+    pairs = [(shape, colour) for colour in COLOURS[:num_colours] for shape in scenes.SHAPES]
     order = np.random.default_rng([seed, 2]).permutation(len(pairs))[:num_classes]
     return [ClassSpec(f"{pairs[k][1][0]}_{pairs[k][0]}", pairs[k][0], pairs[k][1][0], pairs[k][1][1]) for k in order]
 
@@ -128,7 +129,7 @@ def _assign(rng, image_counts, num_images: int, max_objects: int, split: str) ->
 
 def _draw(rng, size: int, present: list, image_counts, specs: list, max_objects: int):
     """One image (uint8 [S, S, 3]), its instance map and the class of each object."""
-    image = synthetic.background(rng, size)
+    image = scenes.background(rng, size)
     grey = image.mean(-1, keepdims=True)
     image = grey + 0.25 * (image - grey)  # desaturated: the class colours stand out
     firsts = sorted(present, key=lambda c: (image_counts[c], c))  # rarest first
@@ -138,8 +139,8 @@ def _draw(rng, size: int, present: list, image_counts, specs: list, max_objects:
     full_areas, labels = [], []
     for c in queue:
         for _ in range(50):
-            mask = synthetic.random_shape_mask(rng, specs[c].shape, size, RADIUS)
-            trial = synthetic.place(inst, full_areas, mask)
+            mask = scenes.random_shape_mask(rng, specs[c].shape, size, RADIUS)
+            trial = scenes.place(inst, full_areas, mask)
             if trial is not None:
                 break
         else:
@@ -147,7 +148,7 @@ def _draw(rng, size: int, present: list, image_counts, specs: list, max_objects:
         inst = trial
         labels.append(c)
         full_areas.append(int(mask.sum()))
-        synthetic.paint(rng, image, mask, np.asarray(specs[c].rgb, np.float64) + rng.uniform(-25, 25))
+        scenes.paint(rng, image, mask, np.asarray(specs[c].rgb, np.float64) + rng.uniform(-25, 25))
     return np.clip(image, 0, 255).astype(np.uint8), inst, labels
 
 
@@ -166,7 +167,7 @@ def _generate_split(
         image_id = first_id + i
         file_name = f"{image_id:012d}.png"
         Image.fromarray(pixels).save(os.path.join(root, split, file_name))
-        boxes, areas = synthetic.visible_boxes(inst, len(labels))
+        boxes, areas = scenes.visible_boxes(inst, len(labels))
         for j, c in enumerate(labels):
             rle = mask_utils.encode(np.asfortranarray((inst == j + 1).astype(np.uint8)))
             y0, x0, y1, x1 = (float(v) for v in boxes[j])
@@ -327,4 +328,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
     sys.exit(main())

@@ -2,17 +2,14 @@
 objects cropped out of a detection folder, TFDS classification sets through mock_data, and the
 pipeline's fixed-shape, seeded, resumable batches."""
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from frozen_det.data import classification
-from frozen_det.data.classification.config import FASHION_MNIST_DIR
+from frozen_det.data import classification, fashion_mnist
 from frozen_det.data.sources.base import DataError
 
-FASHION = os.path.isfile(os.path.join(FASHION_MNIST_DIR, "train-labels-idx1-ubyte.gz"))
+FASHION = fashion_mnist.available()
 
 
 @pytest.mark.skipif(not FASHION, reason="Debian package dataset-fashion-mnist not installed")

@@ -20,29 +20,20 @@ Config fields and defaults: frozen_det.data.classification.config.
 
 from __future__ import annotations
 
-from frozen_det.data.classification import config as config_lib
-from frozen_det.data.classification.sources import build_source
-from frozen_det.data.classification.transforms import make_eval_fn, make_train_fn
-from frozen_det.data.pipeline import EvalPipeline, Kind, TrainPipeline
+import importlib
 
-CLASSIFICATION = Kind(
-    name="classification",
-    resolve=config_lib.resolve,
-    build_source=build_source,
-    source_fields=("source", "name", "path", "class_names", "detection", "crop_context", "min_crop_size"),
-    make_train_fn=make_train_fn,
-    make_eval_fn=make_eval_fn,
-)
+# Loaded on first use (PEP 562), so that config files can import the schema
+# (frozen_det.data.classification.config) without loading TensorFlow.
+_EXPORTS = {
+    "CLASSIFICATION": "frozen_det.data.classification.pipelines",
+    "build_train_pipeline": "frozen_det.data.classification.pipelines",
+    "build_eval_pipeline": "frozen_det.data.classification.pipelines",
+    "build_source": "frozen_det.data.classification.sources",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def build_train_pipeline(config, **kw) -> TrainPipeline:
-    """Train iterator from a full config or a classification data section (keywords as
-    frozen_det.data.build_train_pipeline)."""
-    return TrainPipeline(config, kind=CLASSIFICATION, **kw)
-
-
-def build_eval_pipeline(config, **kw) -> EvalPipeline:
-    return EvalPipeline(config, kind=CLASSIFICATION, **kw)
-
-
-__all__ = ["CLASSIFICATION", "build_eval_pipeline", "build_source", "build_train_pipeline"]
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'frozen_det.data.classification' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -25,7 +25,6 @@ from frozen_det.data.config import complete as complete_detection_data
 from frozen_det.schema import ConfigDict, choice, merge
 
 SOURCES = ("fashion_mnist", "image_folder", "detection_crops", "tfds")
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def defaults() -> ConfigDict:
@@ -33,7 +32,7 @@ def defaults() -> ConfigDict:
         dict(
             source="fashion_mnist",  # one of SOURCES
             name="",  # tfds: the dataset name, e.g. "cifar10", "imagenet2012"
-            path="",  # image_folder root; fashion_mnist idx folder (default FASHION_MNIST_DIR);
+            path="",  # image_folder root; fashion_mnist idx folder (default: the Debian package's);
             # tfds data_dir (optional)
             train_split="train",
             eval_split="test",

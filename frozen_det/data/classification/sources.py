@@ -16,29 +16,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import gzip
 import os
-import struct
 
 import numpy as np
 import tensorflow as tf
 
+from frozen_det.data import fashion_mnist
 from frozen_det.data.sources.base import DataError, Source, count, decode_image, log
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-FASHION_MNIST_FILES = {"train": "train", "test": "t10k"}
 
 
 @dataclasses.dataclass
@@ -88,49 +74,24 @@ class ClassificationSource(Source):
         raise NotImplementedError
 
 
-def _read_idx(path: str) -> np.ndarray:
-    """An idx file (the MNIST format: magic, dims, big-endian uint8 payload), gzipped or not."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise DataError(f"{path} is not an idx file of unsigned bytes (magic {data[:4]!r})")
-    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 class FashionMnistSource(ClassificationSource):
     """Fashion-MNIST (Xiao et al. 2017): 60k train / 10k test 28x28 grey images of 10 clothing
-    classes, read from its idx files (Debian: `apt-get install dataset-fashion-mnist`)."""
+    classes, read from its idx files (frozen_det.data.fashion_mnist)."""
 
     def __init__(self, path: str):
         super().__init__()
         self.path = path
-        self.info = ClassInfo("fashion_mnist", list(FASHION_MNIST_CLASSES))
+        self.info = ClassInfo("fashion_mnist", list(fashion_mnist.CLASSES))
         self._images = {}
-
-    def _file(self, split: str, kind: str) -> str:
-        if split not in FASHION_MNIST_FILES:
-            raise DataError(f"Fashion-MNIST has the splits {sorted(FASHION_MNIST_FILES)}, not {split!r}")
-        stem = f"{FASHION_MNIST_FILES[split]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
-        for name in (stem + ".gz", stem):
-            if os.path.isfile(os.path.join(self.path, name)):
-                return os.path.join(self.path, name)
-        raise DataError(
-            f"Fashion-MNIST not found in {self.path} ({stem}[.gz] is missing): install the Debian package "
-            "dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or set data.path to a folder with "
-            "the idx files of https://github.com/zalandoresearch/fashion-mnist."
-        )
 
     def images(self, split: str) -> np.ndarray:
         """uint8 [N, 28, 28]."""
         if split not in self._images:
-            self._images[split] = _read_idx(self._file(split, "images"))
+            self._images[split] = fashion_mnist.read(self.path, split, "images")
         return self._images[split]
 
     def _split_labels(self, split):
-        return _read_idx(self._file(split, "labels"))
+        return fashion_mnist.read(self.path, split, "labels")
 
     def _tables(self, split):
         return {"pixels": tf.constant(self.images(split)), "label": tf.constant(self.labels(split))}
@@ -364,9 +325,7 @@ class TfdsClassificationSource(Source):
 def build_source(cfg) -> Source:
     """The source of a complete classification `config.data`."""
     if cfg.source == "fashion_mnist":
-        from frozen_det.data.classification.config import FASHION_MNIST_DIR
-
-        return FashionMnistSource(cfg.path or FASHION_MNIST_DIR)
+        return FashionMnistSource(cfg.path or fashion_mnist.DEBIAN_DIR)
     if cfg.source == "image_folder":
         return ImageFolderSource(cfg.path, cfg.class_names)
     if cfg.source == "detection_crops":

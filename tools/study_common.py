@@ -1,0 +1,71 @@
+"""What the resumable study tools (tools/*_study.py) share: JSON files, evaluation paths, and
+training one row of a study into its own workdir with the library's API, timed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+
+def read_json(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, value) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+
+
+def eval_path(workdir: str, split: str, step: int) -> str:
+    return os.path.join(workdir, "eval", f"{split}_step{step}.json")
+
+
+def last_logged_step(workdir: str) -> int:
+    path = os.path.join(workdir, "train_metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.read().splitlines()
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
+def train_row(name: str, workdir: str, config, cost: bool = False) -> dict:
+    """Trains (or resumes) one row and evaluates its final checkpoint with the evaluate entry
+    point's API; appends the session's time to timing.json and (with `cost`) writes cost.json
+    (XLA train-step cost) once. Exits after a preempted session (SIGTERM saves a checkpoint)
+    without evaluating."""
+    from frozen_det.evaluate import evaluate
+    from frozen_det.resources import train_step_cost
+    from frozen_det.training.checkpointing import Checkpointer
+    from frozen_det.training.loop import train_and_evaluate
+
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    config.train.eval_at_end = False  # evaluated below, with the evaluate entry point's API
+    timing_path = os.path.join(workdir, "timing.json")
+    timing = read_json(timing_path) or {"sessions": []}
+    start = time.time()
+    train_and_evaluate(config, workdir)
+    timing["sessions"].append({"seconds": round(time.time() - start, 1), "finished_at": time.ctime()})
+    write_json(timing_path, timing)
+    checkpointer = Checkpointer(workdir)
+    reached, total = checkpointer.latest_step(), int(config.train.total_steps)
+    checkpointer.close()
+    if reached is None or reached < total:  # SIGTERM: the loop saved a checkpoint and returned
+        raise SystemExit(f"{name} stopped at step {reached} of {total}; run the same command again to resume")
+    result = evaluate(config, workdir)
+    logging.info("%s: %s", name, {k: v for k, v in result.items() if isinstance(v, float)})
+    cost_path = os.path.join(workdir, "cost.json")
+    if cost and not os.path.exists(cost_path):
+        write_json(cost_path, train_step_cost(config))
+    return result
+
+
+def train_seconds(workdir: str) -> float | None:
+    timing = read_json(os.path.join(workdir, "timing.json")) or {"sessions": []}
+    return sum(s["seconds"] for s in timing["sessions"]) if timing["sessions"] else None

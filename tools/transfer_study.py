@@ -1,0 +1,184 @@
+"""Classification pre-training and transfer, in miniature on real offline data:
+
+* BCCD cell crops (configs/classification/bccd_crops.py) from the packaged ImageNet
+  EfficientNet-Lite0: linear probe vs fine-tuning vs the same network from scratch;
+* a narrow ResNet-18 (width 0.25) pre-trained on Fashion-MNIST (configs/classification/
+  fashion_mnist.py), transferred (`train.init_from`: its backbone, fresh heads) to
+  - a detection target: VOC-like canvases of Fashion-MNIST items (configs/canvases/detector.py,
+    data from frozen_det.data.canvases; the items of the validation canvases are Fashion-MNIST
+    test images, never seen in pre-training),
+  - a classification target: BCCD cell crops (bccd_crops.py:finetune,resnet),
+  each against the same network from random weights, two seeds per row (train.seed and
+  data.seed), so that the gap can be set against the run-to-run spread.
+
+    python tools/transfer_study.py                       # every row; table in /tmp/transfer_study
+    python tools/transfer_study.py --rows fmnist,canvas/scratch/s0
+    python tools/transfer_study.py --table_only
+
+Each row trains into ROOT/<row name> (frozen_det.training.loop.train_and_evaluate, then the
+evaluate entry point's API) and is read back when its final evaluation exists, so the study
+resumes where it stopped; rows that transfer from the pre-training run it first. Writes
+ROOT/results.md and ROOT/results.json. BCCD comes from BCCD_DIR or datasets/bccd
+(configs/data/bccd.py); Fashion-MNIST from the Debian package dataset-fashion-mnist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_common import eval_path, read_json, train_row, train_seconds, write_json  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = (0, 1)
+PRETRAIN = "fmnist"
+
+
+def _rows() -> dict:
+    """row name -> (config file:argument, seed, row to initialise from or None, target, metric keys)."""
+    crops = "configs/classification/bccd_crops.py"
+    rows = {PRETRAIN: ("configs/classification/fashion_mnist.py", 0, None, "Fashion-MNIST", ("top1",))}
+    for seed in SEEDS:
+        for strategy in ("linear_probe", "finetune", "scratch"):
+            rows[f"bccd_lite0/{strategy}/s{seed}"] = (
+                f"{crops}:{strategy}",
+                seed,
+                None,
+                "BCCD crops",
+                ("mean_per_class_accuracy", "top1"),
+            )
+        for init in ("scratch", "fmnist"):
+            rows[f"canvas/{init}/s{seed}"] = (
+                "configs/canvases/detector.py",
+                seed,
+                PRETRAIN if init == "fmnist" else None,
+                "VOC-like canvases",
+                ("AP", "AP50"),
+            )
+            rows[f"bccd_resnet/{init}/s{seed}"] = (
+                f"{crops}:finetune,resnet",
+                seed,
+                PRETRAIN if init == "fmnist" else None,
+                "BCCD crops",
+                ("mean_per_class_accuracy", "top1"),
+            )
+    return rows
+
+
+ROWS = _rows()
+
+
+def load_config(name: str, root: str, canvases: str):
+    path, seed, init, _, _ = ROWS[name]
+    file, _, arg = path.partition(":")
+    config = runpy.run_path(os.path.join(ROOT, file))["get_config"](arg or None)
+    config.train.seed = seed
+    config.data.seed = seed
+    if init:
+        config.train.init_from = os.path.join(root, init)
+    if name.startswith("canvas/"):
+        config.data.path = canvases
+    return config
+
+
+def final_eval(name: str, workdir: str, config) -> dict | None:
+    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
+
+
+def run(name: str, root: str, canvases: str) -> None:
+    workdir = os.path.join(root, name)
+    config = load_config(name, root, canvases)
+    if final_eval(name, workdir, config) is not None:
+        return
+    init = ROWS[name][2]
+    if init:
+        run(init, root, canvases)
+    train_row(name, workdir, config)
+
+
+def ensure_canvases(path: str) -> None:
+    if not os.path.exists(os.path.join(path, "annotations", "instances_val.json")):
+        from frozen_det.data.canvases import write_canvases
+
+        logging.info("writing VOC-like canvases to %s", path)
+        write_canvases(path, "voc", num_train=2000, num_val=400, image_size=128, seed=0)
+
+
+def collect(root: str, canvases: str) -> list[dict]:
+    out = []
+    for name, (_, seed, init, target, metrics) in ROWS.items():
+        workdir = os.path.join(root, name)
+        config = load_config(name, root, canvases)
+        result = final_eval(name, workdir, config)
+        row = {"row": name, "target": target, "seed": seed, "init": init or "", "status": "pending"}
+        if result is not None:
+            row.update(status="done", train_seconds=train_seconds(workdir), **{m: result[m] for m in metrics})
+        out.append(row)
+    return out
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    """One line per (target, setting): the metrics' mean ± std over seeds and each seed's value."""
+    groups: dict = {}
+    for r in rows:
+        setting = r["row"].rsplit("/s", 1)[0] if r["row"] != PRETRAIN else PRETRAIN
+        groups.setdefault((r["target"], setting), []).append(r)
+    lines = [
+        "| target | row | metric | mean ± std over seeds | per seed | train min (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (target, setting), members in groups.items():
+        done = [m for m in members if m["status"] == "done"]
+        if not done:
+            lines.append(f"| {target} | {setting} | pending | | | |")
+            continue
+        for metric in ROWS[members[0]["row"]][4]:
+            values = [m[metric] for m in done]
+            minutes = np.mean([m["train_seconds"] or 0 for m in done]) / 60
+            per_seed = ", ".join(f"{v:.3f}" for v in values) + (" (pending seeds)" if len(done) < len(members) else "")
+            lines.append(f"| {target} | {setting} | {metric} | {_mean_std(values)} | {per_seed} | {minutes:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default="", help=f"comma-separated rows (default all): {','.join(ROWS)}")
+    parser.add_argument("--root", default="/tmp/transfer_study")
+    parser.add_argument("--canvases", default="", help="the VOC-like canvases (default ROOT/canvases_voc)")
+    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows")
+    parser.add_argument("--table_only", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    canvases = args.canvases or os.path.join(args.root, "canvases_voc")
+    chosen = [r for r in args.rows.split(",") if r] or list(ROWS)
+    unknown = [r for r in chosen if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if not args.table_only:
+        ensure_canvases(canvases)
+        for name in chosen:
+            if args.force:
+                shutil.rmtree(os.path.join(args.root, name), ignore_errors=True)
+            run(name, args.root, canvases)
+    rows = collect(args.root, canvases)
+    table = markdown(rows)
+    os.makedirs(args.root, exist_ok=True)
+    with open(os.path.join(args.root, "results.md"), "w") as f:
+        f.write(table)
+    write_json(os.path.join(args.root, "results.json"), rows)
+    print(table, flush=True)
+
+
+if __name__ == "__main__":
+    main()
