@@ -183,3 +183,34 @@ def test_fast_conv_impl_is_the_same_function_and_gradient():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(a).max()) + 1e-8)
     with pytest.raises(ValueError, match="model.backbone.conv_impl='cudnn'"):
         build_backbone(dict(type="resnet", depth=18, conv_impl="cudnn"))
+
+
+def test_width_multiplier_and_frozen_statistics_mode():
+    """width scales every stage's channels; bn_mode="frozen_stats" normalises with the stored
+    statistics in training too (the train-mode output equals inference, statistics never move)
+    while BatchNorm's scale and offset still get gradients."""
+    x = np.random.default_rng(5).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    narrow = build_backbone(dict(type="resnet", depth=18, width=0.25, bn_mode="frozen_stats"))
+    variables = narrow.init(jax.random.key(0), x)
+    features = narrow.apply(variables, x)
+    assert [features[level].shape[-1] for level in (2, 3, 4, 5)] == [16, 32, 64, 128]
+    assert variables["params"]["stem"]["conv1"]["kernel"].shape == (7, 7, 3, 16)
+    # stored statistics unlike a batch's (mean 0, variance 2), so that using them is visible
+    stats = jax.tree.map(lambda s: s * 2.0, variables["batch_stats"])
+    variables = {"params": variables["params"], "batch_stats": stats}
+    out, updates = narrow.apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out[5], narrow.apply(variables, x)[5], rtol=1e-5, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, updates["batch_stats"], stats)
+
+    def loss(params):
+        return jnp.sum(
+            narrow.apply({"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])[0][5] ** 2
+        )
+
+    grads = jax.grad(loss)(variables["params"])
+    assert float(jnp.abs(grads["stage4"]["block1"]["bn2"]["scale"]).max()) > 0
+    batch_mode = build_backbone(dict(type="resnet", depth=18, width=0.25))
+    _, moved = batch_mode.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert not np.allclose(moved["batch_stats"]["stem"]["bn1"]["mean"], stats["stem"]["bn1"]["mean"])
+    with pytest.raises(ValueError, match="model.backbone.width"):
+        build_backbone(dict(type="efficientnet", variant="lite0", width=0.5))
