@@ -25,7 +25,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
 
     config, task, model, variables, step = restore_for_inference(config, workdir, step)
     eval_pipeline = task.eval_pipeline()
-    task.validate(eval_pipeline.source.info)
+    task.validate(eval_pipeline.info)
     mesh = sharding.make_mesh()
     result = task.evaluate(model, variables, eval_pipeline, lambda b: sharding.global_batch(b, mesh))
     result["path"] = write_eval_json(workdir, eval_pipeline.split, step, result)

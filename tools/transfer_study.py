@@ -7,9 +7,11 @@
   - a detection target: VOC-like canvases of Fashion-MNIST items (configs/canvases/detector.py,
     data from frozen_det.data.canvases; the items of the validation canvases are Fashion-MNIST
     test images, never seen in pre-training),
-  - a classification target: BCCD cell crops (bccd_crops.py:finetune,resnet),
+  - a classification target: BCCD cell crops with 20 training crops per class
+    (bccd_crops.py:finetune,resnet; pre-training matters most with little target data),
   each against the same network from random weights, two seeds per row (train.seed and
-  data.seed), so that the gap can be set against the run-to-run spread.
+  data.seed), so that the gap can be set against the run-to-run spread. The Lite0 rows run
+  with every training crop and with 20 per class.
 
     python tools/transfer_study.py                       # every row; table in /tmp/transfer_study
     python tools/transfer_study.py --rows fmnist,canvas/scratch/s0
@@ -39,12 +41,16 @@ from study_common import eval_path, read_json, train_row, train_seconds, write_j
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
 PRETRAIN = "fmnist"
+SHOTS = 20  # training crops per class of the few-shot BCCD rows (pre-training matters most with few)
 
 
 def _rows() -> dict:
-    """row name -> (config file:argument, seed, row to initialise from or None, target, metric keys)."""
+    """row name -> (config file:argument, seed, row to initialise from or None, target, metric keys,
+    config overrides)."""
     crops = "configs/classification/bccd_crops.py"
-    rows = {PRETRAIN: ("configs/classification/fashion_mnist.py", 0, None, "Fashion-MNIST", ("top1",))}
+    crops_metrics = ("mean_per_class_accuracy", "top1")
+    few = {"data.subset.images_per_class": SHOTS, "train.total_steps": 300}
+    rows = {PRETRAIN: ("configs/classification/fashion_mnist.py", 0, None, "Fashion-MNIST", ("top1",), {})}
     for seed in SEEDS:
         for strategy in ("linear_probe", "finetune", "scratch"):
             rows[f"bccd_lite0/{strategy}/s{seed}"] = (
@@ -52,22 +58,34 @@ def _rows() -> dict:
                 seed,
                 None,
                 "BCCD crops",
-                ("mean_per_class_accuracy", "top1"),
+                crops_metrics,
+                {},
+            )
+            rows[f"bccd_lite0_{SHOTS}shot/{strategy}/s{seed}"] = (
+                f"{crops}:{strategy}",
+                seed,
+                None,
+                f"BCCD crops, {SHOTS} per class",
+                crops_metrics,
+                few,
             )
         for init in ("scratch", "fmnist"):
+            source = PRETRAIN if init == "fmnist" else None
             rows[f"canvas/{init}/s{seed}"] = (
                 "configs/canvases/detector.py",
                 seed,
-                PRETRAIN if init == "fmnist" else None,
+                source,
                 "VOC-like canvases",
                 ("AP", "AP50"),
+                {},
             )
-            rows[f"bccd_resnet/{init}/s{seed}"] = (
+            rows[f"bccd_resnet_{SHOTS}shot/{init}/s{seed}"] = (
                 f"{crops}:finetune,resnet",
                 seed,
-                PRETRAIN if init == "fmnist" else None,
-                "BCCD crops",
-                ("mean_per_class_accuracy", "top1"),
+                source,
+                f"BCCD crops, {SHOTS} per class",
+                crops_metrics,
+                few,
             )
     return rows
 
@@ -76,9 +94,15 @@ ROWS = _rows()
 
 
 def load_config(name: str, root: str, canvases: str):
-    path, seed, init, _, _ = ROWS[name]
+    path, seed, init, _, _, overrides = ROWS[name]
     file, _, arg = path.partition(":")
     config = runpy.run_path(os.path.join(ROOT, file))["get_config"](arg or None)
+    for field, value in overrides.items():
+        section, key = field.rsplit(".", 1)
+        node = config
+        for part in section.split("."):
+            node = node[part]
+        node[key] = value
     config.train.seed = seed
     config.data.seed = seed
     if init:
@@ -113,7 +137,7 @@ def ensure_canvases(path: str) -> None:
 
 def collect(root: str, canvases: str) -> list[dict]:
     out = []
-    for name, (_, seed, init, target, metrics) in ROWS.items():
+    for name, (_, seed, init, target, metrics, _) in ROWS.items():
         workdir = os.path.join(root, name)
         config = load_config(name, root, canvases)
         result = final_eval(name, workdir, config)

@@ -102,6 +102,10 @@ class Kind:
     counters: tuple = ()  # ((example field, stats key), ...)
     check: Callable = lambda cfg, source: None
     second_stream: Callable = lambda cfg: False  # a second record stream per example (Copy-Paste)
+    # (cfg, source, split, train) -> the record indices read (ascending) or None for all
+    select: Callable = lambda cfg, source, split, train: None
+    # (cfg, source) -> what the examples' labels are (the source's classes, or a label set)
+    info: Callable = lambda cfg, source: source.info
 
 
 def _check_masks(cfg, source):
@@ -111,6 +115,15 @@ def _check_masks(cfg, source):
             "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
             "a source with masks (synthetic, coco_folder, tfds lvis)"
         )
+
+
+def _kshot(cfg, source, split, train):
+    """k-shot detection training sets (papers 001 / 003): k images per class."""
+    if not (train and cfg.kshot):
+        return None
+    selected = kshot_select(source.record_classes(split), cfg.kshot, cfg.kshot_seed)
+    log.info("k-shot: %d images of split %r keep >= %d images per class", len(selected), split, cfg.kshot)
+    return selected
 
 
 DETECTION = Kind(
@@ -123,6 +136,7 @@ DETECTION = Kind(
     counters=(("num_bad_boxes", "bad_boxes"), ("num_dropped_instances", "dropped_instances")),
     check=_check_masks,
     second_stream=lambda cfg: bool(cfg.augment.copy_paste),
+    select=_kshot,
 )
 
 
@@ -154,7 +168,7 @@ class _Base:
         if self.source.random_access:
             self.source.num_records(self.split)  # a missing split fails here, with its name
         self.stats = {"examples": 0, "examples_skipped": 0, **{key: 0 for _, key in kind.counters}}
-        self._selected = None  # k-shot: the record indices kept
+        self._selected = kind.select(cfg, self.source, self.split, train)  # None: every record
         self._repeat_factors = None  # repeat-factor sampling: per kept record
 
     # ------------------------------------------------------------------ record order
@@ -273,6 +287,12 @@ class _Base:
     def _stack(examples):
         return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
+    @property
+    def info(self):
+        """What the examples' labels are: the source's classes (detection), or the run's label
+        set (classification subsets and coarse labels)."""
+        return self.kind.info(self.config, self.source)
+
     def report(self) -> dict:
         """Counters of this iterator plus the rows the source skipped while indexing."""
         return dict(self.stats, **{f"source_{k}": v for k, v in self.source.skipped_report().items()})
@@ -288,11 +308,6 @@ class TrainPipeline(_Base):
         super().__init__(config, split, True, process_index, process_count, source, batch_size, kind)
         cfg = self.config
         self.copy_paste = self.kind.second_stream(cfg)
-        if cfg.kshot:
-            self._selected = kshot_select(self.source.record_classes(self.split), cfg.kshot, cfg.kshot_seed)
-            log.info(
-                "k-shot: %d images of split %r keep >= %d images per class", len(self._selected), self.split, cfg.kshot
-            )
         if cfg.sampling == "repeat_factor":
             self._repeat_factors = self._compute_repeat_factors()
         self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: self.kind.make_train_fn(self.source, cfg))
@@ -394,7 +409,7 @@ class EvalPipeline(_Base):
         self._fn = _cached_fn(
             self.source, ("eval", self.config.to_json()), lambda: self.kind.make_eval_fn(self.source, self.config)
         )
-        n = self.source.num_records(self.split)
+        n = self.source.num_records(self.split) if self._selected is None else len(self._selected)
         self.num_examples = n
         self.num_batches = max(1, math.ceil(math.ceil(n / self.process_count) / self.batch_size))
 

@@ -5,7 +5,7 @@ The loop, checkpoints, sharding, resumption and entry points know no task; a new
 (a classifier, a pre-training pretext) is one new module subclassing `Task`. The interface:
 
     task = get_task(config)                      # config: complete (frozen_det.config)
-    task.validate(data_info)                     # data-dependent config checks, before compiling
+    task.validate(pipeline.info)                 # data-dependent config checks, before compiling
     task.train_pipeline() / task.eval_pipeline() # seeded, resumable fixed-shape numpy batches
     model = task.build_model(train_pipeline)     # a flax module (train data: class statistics)
     task.model_inputs(train)                     # the batch keys that reach the model

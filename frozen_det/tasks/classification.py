@@ -71,7 +71,7 @@ class ClassificationTask(Task):
         from frozen_det.evaluation.classification import ClassificationEvaluator
 
         logits_fn = jax.jit(lambda v, b: model.apply(v, b, train=False)["logits"])
-        evaluator = ClassificationEvaluator(eval_pipeline.source.info.class_names)
+        evaluator = ClassificationEvaluator(eval_pipeline.info.class_names)
         for batch in eval_pipeline:
             inputs = {"image": batch["image"]}
             logits = logits_fn(variables, to_device(inputs) if to_device else inputs)
@@ -95,10 +95,11 @@ class ClassificationTask(Task):
 
         from frozen_det.data.classification import build_source
         from frozen_det.data.classification.config import resolve
+        from frozen_det.data.classification.subsets import source_label_set
         from frozen_det.data.classification.transforms import centre_crop
 
         d = resolve(self.config)
-        class_names = build_source(d).info.class_names
+        class_names = source_label_set(d, build_source(d)).names
         probabilities = jax.jit(lambda v, b: model.apply(v, b, train=False)["probabilities"])
         records = []
         for name, image in images:

@@ -48,7 +48,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ------------------------------------------------------------------ input pipeline
     train_pipeline = task.train_pipeline()
-    task.validate(train_pipeline.source.info)
+    task.validate(train_pipeline.info)
 
     # ------------------------------------------------------------------ model and state
     model = task.build_model(train_pipeline)

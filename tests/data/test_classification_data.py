@@ -24,7 +24,7 @@ def test_fashion_mnist_counts_and_batches():
     assert source.images("train").shape == (60_000, 28, 28)
     batch = next(train)
     assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
-    assert batch["label"].dtype == np.int32 and set(batch) == {"image", "label", "image_id"}
+    assert batch["label"].dtype == np.int32 and set(batch) == {"image", "label", "fine_label", "image_id"}
     # resumable: a pipeline restored from state() yields the same next batch
     state = train.state()
     expected = next(train)

@@ -10,7 +10,8 @@ Batch contract (per process; B = global batch // process count, S = data.image_s
 
 ==============  ===============  ====================================================
 image           float32 [B,S,S,3]  RGB normalised by data.mean / data.std on [0, 255]
-label           int32 [B]          0..num_classes-1
+label           int32 [B]          the training label, 0..num_labels-1 (data.labels / subset)
+fine_label      int32 [B]          the source's class, 0..num_classes-1
 image_id        int64 [B]          the record's id (-1 for eval padding)
 example_valid   bool [B]           eval only: False for padding examples
 ==============  ===============  ====================================================

@@ -45,8 +45,6 @@ def defaults() -> ConfigDict:
             std=IMAGENET_STD,
             seed=0,
             shuffle_buffer=4096,  # tfds streams; random-access sources shuffle the whole split
-            kshot=0,  # >0: keep k images per class in the train split
-            kshot_seed=0,
             # "uniform" or "repeat_factor" (power 1, threshold 1: class-balanced sampling)
             sampling="uniform",
             repeat_threshold=1.0,
@@ -59,6 +57,27 @@ def defaults() -> ConfigDict:
                     hflip=True,
                 )
             ),
+            # Subsets (frozen_det.data.classification.subsets; nested and seeded): of the train
+            # split's images per class (0: all; a fraction in (0, 1] or a count), of the classes
+            # (explicit names, under / without taxonomy nodes, then `num_classes` at random), or
+            # a fixed image budget spread over the kept classes. Evaluation keeps the same classes.
+            subset=ConfigDict(
+                dict(
+                    images_per_class=0.0,
+                    num_classes=0,
+                    classes=(),
+                    under=(),
+                    remove_under=(),
+                    image_budget=0,
+                    seed=0,
+                )
+            ),
+            # The classes' tree (frozen_det.data.taxonomy): "", "imagenet1k", "fashion_mnist" or a
+            # table file; and the training labels: "fine", "bottom_up:N" (the N-th bottom-up label
+            # set of the kept classes, 0 = the leaves) or "top_down:D" (ancestors at depth D).
+            # Batches keep the source's class in `fine_label`.
+            taxonomy="",
+            labels="fine",
             # detection_crops: the detection source (a detection `config.data` section), the
             # context around each box (fraction of its size on every side) and the smallest box
             # side kept (pixels).
@@ -116,3 +135,9 @@ def validate(cfg: ConfigDict) -> None:
         raise ValueError(f"config.data.augment.crop_ratio={cfg.augment.crop_ratio}: need 0 < min <= max")
     if cfg.crop_context < 0:
         bad("crop_context", "must be >= 0")
+    if cfg.subset.images_per_class < 0 or cfg.subset.num_classes < 0 or cfg.subset.image_budget < 0:
+        raise ValueError(f"config.data.subset: counts and fractions must be >= 0, got {cfg.subset.to_dict()}")
+    if cfg.subset.image_budget and cfg.subset.images_per_class:
+        raise ValueError("config.data.subset: set image_budget or images_per_class, not both")
+    if cfg.labels.partition(":")[0] not in ("fine", "bottom_up", "top_down"):
+        bad("labels", "use 'fine', 'bottom_up:N' or 'top_down:D'")

@@ -4,9 +4,19 @@ classification sources and transforms (batch contract: frozen_det.data.classific
 from __future__ import annotations
 
 from frozen_det.data.classification import config as config_lib
-from frozen_det.data.classification.sources import build_source
+from frozen_det.data.classification import subsets
+from frozen_det.data.classification.sources import ClassInfo, build_source
 from frozen_det.data.classification.transforms import make_eval_fn, make_train_fn
 from frozen_det.data.pipeline import EvalPipeline, Kind, TrainPipeline
+
+
+def _select(cfg, source, split, train):
+    return subsets.select(source.labels(split), cfg.subset, subsets.source_label_set(cfg, source).kept, train)
+
+
+def _info(cfg, source) -> ClassInfo:
+    return ClassInfo(source.info.name, list(subsets.source_label_set(cfg, source).names))
+
 
 CLASSIFICATION = Kind(
     name="classification",
@@ -15,6 +25,8 @@ CLASSIFICATION = Kind(
     source_fields=("source", "name", "path", "class_names", "detection", "crop_context", "min_crop_size"),
     make_train_fn=make_train_fn,
     make_eval_fn=make_eval_fn,
+    select=_select,
+    info=_info,
 )
 
 

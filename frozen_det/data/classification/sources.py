@@ -314,9 +314,17 @@ class TfdsClassificationSource(Source):
             self._counts[split] = int(self._as_dataset(split).reduce(np.int64(0), lambda c, _: c + 1))
         return self._counts[split]
 
+    def labels(self, split: str) -> np.ndarray:
+        """int32 [N]: every record's label, in stored order (one pass, images not decoded; cached)."""
+        cache = self.__dict__.setdefault("_labels", {})
+        if split not in cache:
+            cache[split] = np.fromiter(
+                self._as_dataset(split).map(lambda ex: ex["label"]).as_numpy_iterator(), np.int32
+            )
+        return cache[split]
+
     def _record_class_counts(self, split):
-        labels = self._as_dataset(split).map(lambda ex: ex["label"])
-        return [{int(label) + 1: 1} for label in labels.as_numpy_iterator()]
+        return [{int(label) + 1: 1} for label in self.labels(split)]
 
     def describe_record(self, split, index):
         return f"record {index} of tfds {self.builder.name} {split!r}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from frozen_det.data import augment
+from frozen_det.data.classification.subsets import source_label_set
 
 
 def _normalise(image, cfg):
@@ -52,6 +53,13 @@ def centre_crop(image, size: int, crop_fraction: float):
     return tf.slice(image, tf.stack([top, left, 0]), [size, size, 3])
 
 
+def _labels(source, cfg, fine):
+    """{"label": the training label of the source class `fine`, "fine_label": `fine`}."""
+    label_of = tf.constant(source_label_set(cfg, source).label_of)
+    fine = tf.cast(fine, tf.int32)
+    return {"label": tf.gather(label_of, fine), "fine_label": fine}
+
+
 def make_train_fn(source, cfg):
     aug = cfg.augment
 
@@ -70,7 +78,7 @@ def make_train_fn(source, cfg):
         image.set_shape([cfg.image_size, cfg.image_size, 3])
         return {
             "image": _normalise(image, cfg),
-            "label": tf.cast(ex["label"], tf.int32),
+            **_labels(source, cfg, ex["label"]),
             "image_id": tf.cast(ex["image_id"], tf.int64),
         }
 
@@ -85,7 +93,7 @@ def make_eval_fn(source, cfg):
         image.set_shape([cfg.image_size, cfg.image_size, 3])
         return {
             "image": _normalise(image, cfg),
-            "label": tf.cast(ex["label"], tf.int32),
+            **_labels(source, cfg, ex["label"]),
             "image_id": tf.cast(ex["image_id"], tf.int64),
             "example_valid": tf.constant(True),
         }

@@ -1,0 +1,216 @@
+"""Class taxonomies: a tree over a dataset's leaf classes, and the label sets and class subsets
+of Huh, Agrawal, Efros, "What makes ImageNet good for transfer learning?" (arXiv:1608.08614):
+
+* bottom-up label sets (sec. 5.1): repeatedly replace the classes at the deepest level of the
+  tree by their parents (merging siblings), from the leaves up to the root;
+* top-down label sets (sec. 5.1): every class labelled by its ancestor at a fixed depth;
+* minimal splits (sec. 6): classes grouped by their ancestor at depth d, the largest group
+  against the rest, so that no class of one split shares an ancestor down to depth d with
+  the other;
+* removal of every class under given hypernyms (sec. 5.6, "PASCAL-removed ImageNet").
+
+Depth counts from the root (WordNet's "entity", depth 0). A WordNet synset can have several
+hypernyms; each class takes its longest hypernym path to the root (ties: the first found), the
+choice with which WordNet 3.0 reproduces the paper's 918-class bottom-up set and its 522 / 478
+minimal split (tests/data/test_taxonomy.py). `read_wordnet_nouns` parses WordNet 3.0's
+`data.noun` (the format of wndb(5WN); Debian package `wordnet-base`, /usr/share/wordnet);
+`imagenet1k()` reads the shipped ImageNet-1k table (frozen_det/data/imagenet1k_taxonomy.json,
+built by tools/build_imagenet_taxonomy.py), so users need no WordNet install.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Iterable, Mapping, Sequence
+
+WORDNET_DIR = "/usr/share/wordnet"
+IMAGENET1K_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet1k_taxonomy.json")
+
+# Fashion-MNIST's natural hierarchy: four groups of its ten classes (tops, trousers, footwear,
+# bags) under one root. Node ids are the names.
+FASHION_MNIST_GROUPS = {
+    "tops": ("T-shirt/top", "Pullover", "Dress", "Coat", "Shirt"),
+    "trousers": ("Trouser",),
+    "footwear": ("Sandal", "Sneaker", "Ankle boot"),
+    "bags": ("Bag",),
+}
+
+
+def read_wordnet_nouns(directory: str = WORDNET_DIR) -> tuple[dict, dict]:
+    """({wnid: [hypernym wnids]}, {wnid: first lemma}) of every noun synset of a WordNet 3.0
+    `data.noun`; a wnid is "n" + the synset's 8-digit offset (ImageNet's ids). Hypernyms are the
+    "@" (hypernym) and "@i" (instance hypernym) pointers to nouns, in file order."""
+    path = os.path.join(directory, "data.noun")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"WordNet 3.0 not found ({path} is missing): install the Debian package wordnet-base, or use "
+            "the shipped ImageNet-1k table (frozen_det.data.taxonomy.imagenet1k())."
+        )
+    hypernyms, names = {}, {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("  "):  # the licence header
+                continue
+            fields = line.split(" | ")[0].split()
+            offset, num_words = fields[0], int(fields[3], 16)
+            words = fields[4 : 4 + 2 * num_words : 2]
+            at = 4 + 2 * num_words
+            pointers = fields[at + 1 : at + 1 + 4 * int(fields[at])]
+            wnid = "n" + offset
+            hypernyms[wnid] = [
+                "n" + pointers[k + 1]
+                for k in range(0, len(pointers), 4)
+                if pointers[k] in ("@", "@i") and pointers[k + 2] == "n"
+            ]
+            names[wnid] = words[0]
+    return hypernyms, names
+
+
+def longest_path(wnid: str, hypernyms: Mapping[str, Sequence[str]]) -> tuple:
+    """The longest hypernym path from the root to `wnid` (ties: the first in pointer order)."""
+    memo: dict = {}
+
+    def walk(node):
+        if node not in memo:
+            parents = hypernyms.get(node, ())
+            best = ()
+            for parent in parents:
+                candidate = walk(parent)
+                if len(candidate) > len(best):
+                    best = candidate
+            memo[node] = best + (node,)
+        return memo[node]
+
+    return walk(wnid)
+
+
+class Taxonomy:
+    """A tree over leaf classes: `paths[leaf]` is the root-to-leaf node sequence (the leaf
+    last); `names` gives node names. Leaves keep their order (the dataset's label order)."""
+
+    def __init__(self, paths: Mapping[str, Sequence[str]], names: Mapping[str, str] | None = None):
+        self.paths = {leaf: tuple(path) for leaf, path in paths.items()}
+        for leaf, path in self.paths.items():
+            if not path or path[-1] != leaf:
+                raise ValueError(f"taxonomy: the path of {leaf!r} must end at it, got {path}")
+        self.leaves = tuple(self.paths)
+        self.names = dict(names or {})
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_wordnet(cls, wnids: Iterable[str], directory: str = WORDNET_DIR) -> "Taxonomy":
+        hypernyms, names = read_wordnet_nouns(directory)
+        wnids = list(wnids)
+        unknown = [w for w in wnids if w not in hypernyms]
+        if unknown:
+            raise ValueError(f"not WordNet 3.0 noun synsets: {unknown[:5]}")
+        return cls({w: longest_path(w, hypernyms) for w in wnids}, names)
+
+    @classmethod
+    def from_groups(cls, groups: Mapping[str, Sequence[str]], order: Sequence[str], root: str = "root") -> "Taxonomy":
+        """A two-level tree, root -> group -> leaf (e.g. FASHION_MNIST_GROUPS), over the leaves
+        in `order` (the dataset's label order)."""
+        group_of = {leaf: group for group, leaves in groups.items() for leaf in leaves}
+        missing = [leaf for leaf in order if leaf not in group_of]
+        if missing:
+            raise ValueError(f"taxonomy groups miss the classes {missing}")
+        return cls({leaf: (root, group_of[leaf], leaf) for leaf in order})
+
+    @classmethod
+    def from_table(cls, path: str = IMAGENET1K_TABLE) -> "Taxonomy":
+        """From a table of classes (label, wnid) and the tree's `parents` (tools/build_imagenet_taxonomy.py)."""
+        with open(path) as f:
+            table = json.load(f)
+        parents = table["parents"]
+
+        def path_to(node):
+            path = [node]
+            while path[-1] in parents:
+                path.append(parents[path[-1]])
+            return path[::-1]
+
+        classes = sorted(table["classes"], key=lambda c: c["label"])
+        return cls({c["wnid"]: path_to(c["wnid"]) for c in classes}, table["names"])
+
+    # ------------------------------------------------------------------ the tree
+
+    def name(self, node: str) -> str:
+        return self.names.get(node, node)
+
+    def depth(self, leaf: str) -> int:
+        return len(self.paths[leaf]) - 1
+
+    def ancestor(self, leaf: str, depth: int) -> str:
+        """The leaf's ancestor at `depth` (the leaf itself when it is shallower)."""
+        path = self.paths[leaf]
+        return path[min(depth, len(path) - 1)]
+
+    def groups_at(self, depth: int) -> dict:
+        """{ancestor at `depth`: [leaves]} (in leaf order)."""
+        groups = collections.defaultdict(list)
+        for leaf in self.leaves:
+            groups[self.ancestor(leaf, depth)].append(leaf)
+        return dict(groups)
+
+    # ------------------------------------------------------------------ label sets
+
+    def bottom_up(self) -> list[dict]:
+        """The bottom-up label sets, finest first: [{leaf: its label node}, ...] from the leaves
+        (every leaf its own label) to the root; each step lifts the labels at the deepest level
+        to their parents."""
+        current = {leaf: path for leaf, path in self.paths.items()}
+        sets = [{leaf: path[-1] for leaf, path in current.items()}]
+        while max(len(p) for p in current.values()) > 1:
+            deepest = max(len(p) for p in current.values())
+            current = {leaf: (p[:-1] if len(p) == deepest else p) for leaf, p in current.items()}
+            labels = {leaf: p[-1] for leaf, p in current.items()}
+            if len(set(labels.values())) != len(set(sets[-1].values())):
+                sets.append(labels)
+        return sets
+
+    def top_down(self, depth: int) -> dict:
+        """{leaf: its ancestor at `depth`} (a leaf shallower than `depth` keeps itself)."""
+        return {leaf: self.ancestor(leaf, depth) for leaf in self.leaves}
+
+    def minimal_split(self, depth: int) -> tuple[list, list]:
+        """(split A, split B): A = the largest group of leaves sharing an ancestor at `depth`,
+        B = every other leaf; no class of A shares an ancestor down to `depth` with one of B."""
+        groups = self.groups_at(depth)
+        largest = max(groups, key=lambda node: len(groups[node]))
+        a = groups[largest]
+        return a, [leaf for leaf in self.leaves if leaf not in set(a)]
+
+    def under(self, hypernyms: Iterable[str]) -> list:
+        """The leaves below (or equal to) any of `hypernyms`."""
+        hypernyms = set(hypernyms)
+        return [leaf for leaf in self.leaves if hypernyms & set(self.paths[leaf])]
+
+    def without(self, hypernyms: Iterable[str]) -> list:
+        """The leaves below none of `hypernyms` (e.g. ImageNet without PASCAL's classes)."""
+        removed = set(self.under(hypernyms))
+        return [leaf for leaf in self.leaves if leaf not in removed]
+
+
+def label_map(labels: Mapping[str, str], leaves: Sequence[str]) -> tuple[list, list]:
+    """(label index of each of `leaves`, the label names in first-seen order) for a label set
+    `{leaf: label node}`."""
+    order: dict = {}
+    for leaf in leaves:
+        order.setdefault(labels[leaf], len(order))
+    return [order[labels[leaf]] for leaf in leaves], list(order)
+
+
+def imagenet1k() -> Taxonomy:
+    """ImageNet-1k's 1000 classes (TFDS imagenet2012 label order) in WordNet 3.0, from the
+    shipped table."""
+    return Taxonomy.from_table(IMAGENET1K_TABLE)
+
+
+def fashion_mnist() -> Taxonomy:
+    """Fashion-MNIST's ten classes (label order) in four groups: tops, trousers, footwear, bags."""
+    from frozen_det.data import fashion_mnist as fmnist
+
+    return Taxonomy.from_groups(FASHION_MNIST_GROUPS, fmnist.CLASSES)

@@ -1,0 +1,137 @@
+"""Class taxonomies and subsets (frozen_det.data.taxonomy, frozen_det.data.classification.subsets)
+against WordNet 3.0 and the counts of Huh, Agrawal, Efros (2016): the shipped ImageNet-1k table
+equals a fresh parse of WordNet and nltk's longest hypernym paths; its bottom-up label sets
+include the paper's 918 classes and its depth-4 minimal split is the paper's 522 / 478; subsets
+are exact, nested and the same on every process and after a resumption."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from frozen_det.data import classification, fashion_mnist
+from frozen_det.data import taxonomy as T
+from frozen_det.data.classification.config import complete
+from frozen_det.data.classification.subsets import label_set, select
+
+WORDNET = os.path.isfile(os.path.join(T.WORDNET_DIR, "data.noun"))
+
+
+def test_imagenet1k_label_sets_and_minimal_split():
+    tax = T.imagenet1k()
+    assert len(tax.leaves) == 1000 and tax.leaves[0] == "n01440764" and tax.name(tax.leaves[0]) == "tench"
+    assert all(tax.paths[leaf][0] == "n00001740" for leaf in tax.leaves)  # entity
+    sizes = [len(set(labels.values())) for labels in tax.bottom_up()]
+    assert sizes[0] == 1000 and sizes[-1] == 1 and 918 in sizes  # paper sec. 5.1
+    assert sizes == sorted(sizes, reverse=True)
+    a, b = tax.minimal_split(4)  # paper sec. 6: 522 / 478
+    assert (len(a), len(b)) == (522, 478)
+    depth4 = {tax.ancestor(leaf, 4) for leaf in a}
+    assert len(depth4) == 1 and not depth4 & {tax.ancestor(leaf, 4) for leaf in b}
+    dogs = tax.under(["n02084071"])  # every dog class; and ImageNet without them
+    assert len(dogs) > 100 and all("n02084071" in tax.paths[leaf] for leaf in dogs)
+    rest = tax.without(["n02084071"])
+    assert len(rest) + len(dogs) == 1000 and not set(rest) & set(dogs)
+
+
+@pytest.mark.skipif(not WORDNET, reason="Debian package wordnet-base not installed")
+def test_the_shipped_table_is_wordnet_and_nltk(tmp_path):
+    tax = T.imagenet1k()
+    assert T.Taxonomy.from_wordnet(tax.leaves).paths == tax.paths
+    nltk = pytest.importorskip("nltk")
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    # nltk reads WordNet's database files; the Debian package lacks `lexnames`, which only maps
+    # lexicographer file numbers to names (wndb(5WN)): write the 45 standard ones.
+    for name in os.listdir(T.WORDNET_DIR):  # copies: nltk refuses paths that leave its data root
+        if os.path.isfile(os.path.join(T.WORDNET_DIR, name)):
+            shutil.copy(os.path.join(T.WORDNET_DIR, name), tmp_path / name)
+    lexnames = (
+        "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+        "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+        "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+        "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+        "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+        "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
+        "adj.ppl"
+    ).split()
+    (tmp_path / "lexnames").write_text("".join(f"{i:02d}\t{n}\t0\n" for i, n in enumerate(lexnames)))
+    nltk.data.path.append(str(tmp_path))
+
+    class Reader(WordNetCorpusReader):
+        def map_wn(self, version="wordnet"):  # the Open Multilingual WordNet mapping: not used here
+            return {}
+
+    wordnet = Reader(str(tmp_path), None)
+    for leaf in tax.leaves[::25]:
+        synset = wordnet.synset_from_pos_and_offset("n", int(leaf[1:]))
+        longest = max(synset.hypernym_paths(), key=len)  # the first of the longest
+        assert ["n%08d" % s.offset() for s in longest] == list(tax.paths[leaf]), leaf
+
+
+def test_fashion_mnist_groups_and_label_sets():
+    tax = T.fashion_mnist()
+    assert tax.leaves == fashion_mnist.CLASSES
+    assert [len(set(s.values())) for s in tax.bottom_up()] == [10, 4, 1]
+    cfg = complete(dict(source="fashion_mnist", taxonomy="fashion_mnist", labels="bottom_up:1"))
+    labels = label_set(cfg, list(fashion_mnist.CLASSES))
+    assert labels.names == ("tops", "trousers", "footwear", "bags")
+    np.testing.assert_array_equal(labels.label_of, [0, 1, 0, 0, 0, 2, 0, 2, 3, 2])
+    cfg = complete(dict(source="fashion_mnist", taxonomy="fashion_mnist", subset=dict(under=("footwear",))))
+    labels = label_set(cfg, list(fashion_mnist.CLASSES))
+    assert labels.kept == (5, 7, 9) and labels.names == ("Sandal", "Sneaker", "Ankle boot")
+    np.testing.assert_array_equal(labels.label_of, [-1, -1, -1, -1, -1, 0, -1, 1, -1, 2])
+
+
+def test_subsets_are_exact_and_nested():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 5000)
+    names = [str(c) for c in range(10)]
+    kept = {}
+    for fraction in (1.0, 0.5, 0.25, 0.1):
+        cfg = complete(dict(source="fashion_mnist", subset=dict(images_per_class=fraction, seed=3)))
+        chosen = select(labels, cfg.subset, label_set(cfg, names).kept, train=True)
+        counts = np.bincount(labels[chosen], minlength=10)
+        np.testing.assert_array_equal(counts, np.ceil(fraction * np.bincount(labels, minlength=10)))
+        kept[fraction] = set(chosen.tolist())
+    assert kept[0.1] <= kept[0.25] <= kept[0.5] <= kept[1.0]
+    classes = {}
+    for k in (10, 5, 2):
+        cfg = complete(dict(source="fashion_mnist", subset=dict(num_classes=k, seed=3)))
+        classes[k] = set(label_set(cfg, names).kept)
+        assert len(classes[k]) == k
+        chosen = select(labels, cfg.subset, tuple(sorted(classes[k])), train=False)  # None: every record
+        assert set((labels if chosen is None else labels[chosen]).tolist()) == classes[k]  # eval: the same classes
+    assert classes[2] <= classes[5] <= classes[10]
+    cfg = complete(dict(source="fashion_mnist", subset=dict(num_classes=5, image_budget=1000, seed=3)))
+    chosen = select(labels, cfg.subset, label_set(cfg, names).kept, train=True)
+    np.testing.assert_array_equal(np.bincount(labels[chosen])[sorted(classes[5])], [200] * 5)
+
+
+@pytest.mark.skipif(not fashion_mnist.available(), reason="Debian package dataset-fashion-mnist not installed")
+def test_subsets_in_the_pipeline_are_the_same_on_every_process_and_after_resuming():
+    cfg = dict(
+        source="fashion_mnist",
+        image_size=16,
+        batch_size=8,
+        crop_fraction=1.0,
+        taxonomy="fashion_mnist",
+        labels="bottom_up:1",
+        subset=dict(images_per_class=0.01, num_classes=5, seed=1),
+    )
+    pipes = [classification.build_train_pipeline(cfg, process_index=p, process_count=2) for p in range(2)]
+    assert pipes[0]._selected is not None and np.array_equal(pipes[0]._selected, pipes[1]._selected)
+    assert len(pipes[0]._selected) == 5 * 60  # 1% of 6000 images of 5 classes
+    shards = [set(p._shard_indices(0).tolist()) for p in pipes]
+    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(pipes[0]._selected.tolist())
+    labels = label_set(pipes[0].config, list(fashion_mnist.CLASSES))
+    assert pipes[0].info.class_names == list(labels.names)  # the coarse groups of the 5 classes kept
+    batch = next(pipes[0])
+    assert set(batch["fine_label"].tolist()) <= set(labels.kept)
+    np.testing.assert_array_equal(batch["label"], labels.label_of[batch["fine_label"]])
+    state = pipes[0].state()
+    expected = next(pipes[0])
+    again = classification.build_train_pipeline(cfg, process_index=0, process_count=2)
+    again.restore(state)
+    np.testing.assert_array_equal(next(again)["fine_label"], expected["fine_label"])
