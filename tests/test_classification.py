@@ -268,3 +268,19 @@ def test_bccd_crops_linear_probe_on_lite0(tmp_path):
     config.train.update(total_steps=150, log_every=50)
     result = train_and_evaluate(config, str(tmp_path))
     assert result["num_images"] == 945 and result["mean_per_class_accuracy"] >= 0.9, result
+
+
+def test_coarse_minus_fine_accuracy_equals_a_direct_count():
+    from frozen_det.evaluation.classification import coarse_minus_fine_accuracy
+
+    rng = np.random.default_rng(2)
+    group_of = np.array([0, 0, 0, 1, 1, 2])
+    labels = rng.integers(0, 6, 400)
+    predictions = np.where(rng.random(400) < 0.6, labels, rng.integers(0, 6, 400))
+    got = coarse_minus_fine_accuracy(predictions, labels, group_of)
+    for g in range(3):
+        mine = group_of[labels] == g
+        coarse = np.mean(group_of[predictions[mine]] == g)
+        fine = np.mean([np.mean(predictions[labels == c] == c) for c in np.flatnonzero(group_of == g)])
+        assert got[g] == pytest.approx(coarse - fine)
+    assert got[2] == pytest.approx(0.0)  # a group of one class: coarse accuracy is its accuracy

@@ -7,6 +7,7 @@
   similarity, majority vote (ties to the smallest class id, as scikit-learn's
   KNeighborsClassifier): the "induction accuracy" of Huh et al. 2016 (sec. 5.3) on classes a
   network never trained on;
+* `coarse_minus_fine_accuracy`: how well a fine classifier knows its coarse groups (sec. 5.4);
 * `extract_features`: a classifier's pooled features over a pipeline.
 """
 
@@ -105,9 +106,28 @@ def knn_accuracy(
     return {"top1": top_k_accuracy(votes, query_labels, 1), "top5": top_k_accuracy(votes, query_labels, 5)}
 
 
-def extract_features(features_fn: Callable, variables, pipeline, to_device: Callable | None = None):
+def coarse_minus_fine_accuracy(predictions, labels, group_of) -> dict:
+    """Huh et al. 2016 sec. 5.4, for a classifier of fine classes: per coarse group (`group_of`:
+    fine class -> group), the accuracy of its coarse class (the predicted fine class falls in
+    the image's group) minus the mean accuracy of its sub-classes. Large where confusions stay
+    inside the group (visually consistent sub-classes)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    group_of = np.asarray(group_of)
+    out = {}
+    for group in np.unique(group_of[labels]):
+        members = group_of[labels] == group
+        coarse = float(np.mean(group_of[predictions[members]] == group))
+        fine = [float(np.mean(predictions[labels == c] == c)) for c in np.unique(labels[members])]
+        out[int(group)] = coarse - float(np.mean(fine))
+    return out
+
+
+def extract_features(
+    features_fn: Callable, variables, pipeline, to_device: Callable | None = None, label_key: str = "label"
+):
     """(features [N, D], labels [N]) of a pipeline's valid examples (an eval pipeline: one
-    ordered pass), from `features_fn(variables, images) -> [B, D]` (jitted by the caller)."""
+    ordered pass), from `features_fn(variables, images) -> [B, D]` (jitted by the caller);
+    `label_key` "fine_label" gives the source's classes instead of the training labels."""
     feats, labels = [], []
     for batch in pipeline:
         images = to_device({"image": batch["image"]})["image"] if to_device else batch["image"]
@@ -116,9 +136,9 @@ def extract_features(features_fn: Callable, variables, pipeline, to_device: Call
         valid = batch.get("example_valid", np.ones(len(batch["label"]), bool))
         if jax.process_count() > 1:
             valid = multihost_utils.process_allgather(valid, tiled=True)
-            batch_labels = multihost_utils.process_allgather(batch["label"], tiled=True)
+            batch_labels = multihost_utils.process_allgather(batch[label_key], tiled=True)
         else:
-            batch_labels = batch["label"]
+            batch_labels = batch[label_key]
         feats.append(np.asarray(out)[np.asarray(valid, bool)])
         labels.append(np.asarray(batch_labels)[np.asarray(valid, bool)])
     return np.concatenate(feats), np.concatenate(labels)
