@@ -4,7 +4,10 @@ detectors).
     python -m frozen_det.evaluate --config CONFIG --workdir DIR [--step N]
 
 writes DIR/eval/<split>_step<N>.json (for detectors: AP, AP50, AP75, APs, APm, APl, per-class
-AP, and mask_* with a mask head) and prints the summary as one JSON line.
+AP, and mask_* with a mask head; for classifiers: top1, top5, loss, per-class accuracy) and
+prints the summary as one JSON line. `--iou_thresholds=default` (detectors) adds
+DIR/eval/<split>_step<N>_ap_vs_iou.json: COCO-style AP and Pascal VOC AP (all-point and 11-point
+rules) at IoU 0.1, 0.2, ..., 0.9 (frozen_det.evaluation.ap_vs_iou).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from ml_collections import config_flags
 from frozen_det.runtime import quiet_tensorflow
 
 
-def evaluate(config, workdir: str, step: int | None = None) -> dict:
+def evaluate(config, workdir: str, step: int | None = None, iou_thresholds=None) -> dict:
+    """Evaluates and writes the JSON; `iou_thresholds` (detectors): also AP at each threshold,
+    written to <split>_step<N>_ap_vs_iou.json."""
     from frozen_det.evaluation.runner import write_eval_json
     from frozen_det.inference import restore_for_inference
     from frozen_det.training import sharding
@@ -27,7 +32,15 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
     eval_pipeline = task.eval_pipeline()
     task.validate(eval_pipeline.info)
     mesh = sharding.make_mesh()
-    result = task.evaluate(model, variables, eval_pipeline, lambda b: sharding.global_batch(b, mesh))
+    options = {}
+    if iou_thresholds:
+        if task.name != "two_stage":
+            raise SystemExit(f"--iou_thresholds applies to detectors, not to model.type={task.name!r}")
+        options["iou_thresholds"] = [float(t) for t in iou_thresholds]
+    result = task.evaluate(model, variables, eval_pipeline, lambda b: sharding.global_batch(b, mesh), **options)
+    curve = result.pop("ap_vs_iou", None)
+    if curve is not None:
+        result["ap_vs_iou_path"] = write_eval_json(workdir, eval_pipeline.split, step, curve, suffix="_ap_vs_iou")
     result["path"] = write_eval_json(workdir, eval_pipeline.split, step, result)
     result["step"] = step
     return result
@@ -36,7 +49,12 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    result = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value)
+    thresholds = _IOU_THRESHOLDS.value
+    if thresholds == ["default"]:
+        from frozen_det.evaluation.ap_vs_iou import DEFAULT_THRESHOLDS
+
+        thresholds = list(DEFAULT_THRESHOLDS)
+    result = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value, thresholds)
     summary = {k: v for k, v in result.items() if not isinstance(v, dict)}
     print(json.dumps(summary), flush=True)
 
@@ -48,5 +66,11 @@ if __name__ == "__main__":
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
     _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    _IOU_THRESHOLDS = flags.DEFINE_list(
+        "iou_thresholds",
+        [],
+        "Detectors: also AP at these IoU thresholds ('default': 0.1, ..., 0.9), "
+        "COCO-style and VOC (all-point, 11-point), in <split>_step<N>_ap_vs_iou.json.",
+    )
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -108,6 +108,10 @@ class DetectionResults:
                     result["segmentation"] = rle
                 self.results.append(result)
 
+    def ground_truth_dict(self) -> dict:
+        """The COCO-format ground truth the detections are scored against."""
+        return self._gt_dict
+
     def _ground_truth(self):
         """The ground truth in the evaluating API's own form."""
         raise NotImplementedError

@@ -41,11 +41,13 @@ def evaluate_detections(
     include_masks: bool = False,
     max_detections: int = 100,
     metric: str = "auto",
+    iou_thresholds=None,
 ) -> dict:
     """Runs one pass of `eval_pipeline` through `detect_fn(variables, batch)` (fed the batch's
     `input_keys`; returns original_boxes, scores, classes, valid, image_id, example_valid and
     optionally masks) and returns the COCO or LVIS summary (CocoEvaluator, LvisEvaluator), with
-    per-class AP keyed by class name and `metric` naming the protocol."""
+    per-class AP keyed by class name and `metric` naming the protocol; with `iou_thresholds`,
+    also "ap_vs_iou" (frozen_det.evaluation.ap_vs_iou: COCO-style and VOC AP at each)."""
     source = eval_pipeline.source
     metric = resolve_metric(metric, source)
     ground_truth = source.coco_ground_truth(eval_pipeline.split)
@@ -75,6 +77,10 @@ def evaluate_detections(
             np.asarray(out["masks"])[keep] if include_masks and "masks" in out else None,
         )
     result = dict(evaluator.evaluate(), metric=metric)
+    if iou_thresholds:
+        from frozen_det.evaluation.ap_vs_iou import ap_vs_iou
+
+        result["ap_vs_iou"] = ap_vs_iou(evaluator.ground_truth_dict(), evaluator.results, iou_thresholds)
     names = source.info.class_names
     by_category = {int(c): names[i] for i, c in enumerate(source.info.category_ids) if i > 0}
     for key in ("per_class_AP", "mask_per_class_AP"):
@@ -83,9 +89,9 @@ def evaluate_detections(
     return result
 
 
-def write_eval_json(workdir: str, split: str, step: int, result: dict) -> str:
-    """`workdir/eval/<split>_step<N>.json` (process 0 only)."""
-    path = os.path.join(workdir, "eval", f"{split.replace('/', '_')}_step{step}.json")
+def write_eval_json(workdir: str, split: str, step: int, result: dict, suffix: str = "") -> str:
+    """`workdir/eval/<split>_step<N><suffix>.json` (process 0 only)."""
+    path = os.path.join(workdir, "eval", f"{split.replace('/', '_')}_step{step}{suffix}.json")
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:

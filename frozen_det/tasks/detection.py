@@ -121,7 +121,9 @@ class DetectionTask(Task):
 
         return jax.jit(detect)
 
-    def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None) -> dict:
+    def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None, iou_thresholds=None) -> dict:
+        """COCO or LVIS metrics; with `iou_thresholds`, also "ap_vs_iou" (COCO-style and VOC AP at
+        each threshold)."""
         from frozen_det.evaluation.runner import evaluate_detections
 
         keys = self.model_inputs(train=False) + ("image_id", "example_valid")
@@ -134,6 +136,7 @@ class DetectionTask(Task):
             include_masks=bool(self.config.model.mask.enabled),
             max_detections=int(self.config.model.detections.max_detections),
             metric=eval_pipeline.config.eval_metric,
+            iou_thresholds=iou_thresholds,
         )
 
     # ------------------------------------------------------------------ prediction

@@ -44,9 +44,13 @@ def run_config(checkpointer: Checkpointer, step: int) -> ml_collections.ConfigDi
     return config_lib.complete(ml_collections.ConfigDict(json.loads(saved)))
 
 
-def load_run_variables(directory: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict, int]:
+def load_run_variables(
+    directory: str, step: int | None = None, initial: bool = False
+) -> tuple[dict, ml_collections.ConfigDict, int]:
     """(the other run's model variables as numpy, its config, the step) from its checkpoint
-    (latest unless `step`): its frozen parameters rebuilt from its config, the rest restored."""
+    (latest unless `step`): its frozen parameters rebuilt from its config, the rest restored.
+    `initial`: the variables the run started from instead (its initialisation, pretrained
+    weights and `init_from`, as its config rebuilds them), with the config of `step`."""
     from frozen_det.tasks import get_task
     from frozen_det.training import sharding
     from frozen_det.training.state import build_state
@@ -63,7 +67,8 @@ def load_run_variables(directory: str, step: int | None = None) -> tuple[dict, m
         state, _, _, _ = build_state(config, task, model, sharding.make_mesh(jax.devices()[:1]), train=False)
         if config.train.init_from:  # that run's own starting point, for what it did not train
             state, _ = init_from_run(state, config.train.init_from, config.train.init_exclude)
-        state = checkpointer.restore_model(state, step)
+        if not initial:
+            state = checkpointer.restore_model(state, step)
     finally:
         checkpointer.close()
     return jax.tree.map(np.asarray, jax.device_get(state.variables())), config, int(step)

@@ -89,7 +89,17 @@ def test_bad_config_values_fail_at_start_naming_the_field(tmp_path, override, fi
 def test_evaluate_and_predict_read_the_run(reference_run, tmp_path):
     overrides = ["--config.data.canvas=64"]
     out = subprocess.run(
-        [sys.executable, "-m", "frozen_det.evaluate", "--config", CONFIG, "--workdir", str(reference_run), *overrides],
+        [
+            sys.executable,
+            "-m",
+            "frozen_det.evaluate",
+            "--config",
+            CONFIG,
+            "--workdir",
+            str(reference_run),
+            *overrides,
+            "--iou_thresholds=default",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -100,6 +110,10 @@ def test_evaluate_and_predict_read_the_run(reference_run, tmp_path):
     assert summary["step"] == STEPS and 0.0 <= summary["AP50"] <= 1.0
     with open(os.path.join(reference_run, "eval", f"validation_step{STEPS}.json")) as f:
         assert set(json.load(f)) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class_AP"}
+    with open(os.path.join(reference_run, "eval", f"validation_step{STEPS}_ap_vs_iou.json")) as f:
+        curve = json.load(f)
+    assert curve["iou_thresholds"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert abs(curve["coco_AP"][4] - summary["AP50"]) < 1e-9 and len(curve["voc_AP_11_point"]) == 9
 
     from PIL import Image
 

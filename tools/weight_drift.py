@@ -1,0 +1,68 @@
+"""Weight drift per backbone stage over training, for several runs in one figure (Vasconcelos et
+al. 2022 sec. 3: how far fine-tuning, partial freezing and adapters move the pre-trained
+backbone), from every checkpoint each run kept (frozen_det.evaluation.drift; keep more
+checkpoints with --config.train.keep_checkpoints when training).
+
+    python tools/weight_drift.py --runs finetune=/tmp/bccd_study/finetune_fpn,adapters=/tmp/bccd_study/adapters_fpn \
+        --output /tmp/drift.png
+
+Writes the PNG (parameters' relative L2 distance from the start per stage against the step, one
+panel per run) and, next to it, a markdown table of the drift at each run's last checkpoint and
+a JSON of every value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from frozen_det.evaluation.drift import BACKBONE_GROUPS, run_drift
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True, help="name=WORKDIR,name=WORKDIR,...")
+    ap.add_argument("--output", required=True, help="the figure (.png)")
+    args = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = dict(r.split("=", 1) for r in args.runs.split(","))
+    drifts = {name: run_drift(path) for name, path in runs.items()}
+    fig, axes = plt.subplots(1, len(drifts), figsize=(4 * len(drifts), 3.2), sharey=True, squeeze=False)
+    for ax, (name, drift) in zip(axes[0], drifts.items()):
+        steps = sorted(drift)
+        for group in BACKBONE_GROUPS:
+            ax.plot(steps, [drift[s].get(group, {}).get("params", 0.0) for s in steps], marker="o", label=group)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("||w - w0|| / ||w0||")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=120)
+    rows = [
+        "| run (last step) | " + " | ".join(BACKBONE_GROUPS) + " | BN statistics (stage4) |",
+        "|---" * (len(BACKBONE_GROUPS) + 2) + "|",
+    ]
+    for name, drift in drifts.items():
+        last = drift[max(drift)]
+        cells = [f"{last.get(g, {}).get('params', 0.0):.4f}" for g in BACKBONE_GROUPS]
+        rows.append(
+            f"| {name} ({max(drift)}) | "
+            + " | ".join(cells)
+            + f" | {last.get('stage4', {}).get('batch_stats', 0.0):.4f} |"
+        )
+    stem = os.path.splitext(args.output)[0]
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(rows) + "\n")
+    with open(stem + ".json", "w") as f:
+        json.dump({name: {str(s): v for s, v in d.items()} for name, d in drifts.items()}, f, indent=1)
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
