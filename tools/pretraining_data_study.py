@@ -6,7 +6,7 @@ pre-trained on subsets of Fashion-MNIST, then measured
   accuracy (sec. 5.3): kNN (k = 20, cosine) top-1 / top-5 on all ten fine classes, features of
   the test split's first 5,000 images as the memory and the other 5,000 as queries;
 * transferred (`train.init_from`, backbone restored, heads fresh) to a detection target,
-  VOC-like canvases of Fashion-MNIST items (configs/canvases/detector.py; 800 steps), and to a
+  VOC-like canvases of Fashion-MNIST items (configs/canvases/detector.py; 500 steps), and to a
   classification target, BCCD cell crops with 20 training crops per class
   (configs/classification/bccd_crops.py:finetune,resnet; 300 steps);
 
@@ -58,7 +58,7 @@ SETTINGS = {
     "scratch": None,  # no pre-training: the targets from random weights
 }
 TARGETS = {
-    "det": ("configs/canvases/detector.py", {"train.total_steps": 800}, ("AP", "AP50")),
+    "det": ("configs/canvases/detector.py", {"train.total_steps": 500}, ("AP", "AP50")),
     "bccd": (
         "configs/classification/bccd_crops.py:finetune,resnet",
         {"train.total_steps": 300, "data.subset.images_per_class": SHOTS},
