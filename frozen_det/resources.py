@@ -104,7 +104,7 @@ def freeze_savings(config, _setup_and_variables=None) -> dict:
         setup = _setup(config)
         _setup_and_variables = setup, _init(*setup[1:4])
     (config, task, model, batch, _, mask), variables = _setup_and_variables
-    backbone = build_backbone(config.model.backbone)
+    backbone = build_backbone(task.backbone_config())
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     # The frozen parts of a backbone run in inference mode inside the train step too.
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"])[0])
@@ -139,7 +139,7 @@ def measure(config) -> dict:
     variables = _init(task, model, batch)
     eval_batch = task.model_batch(task.example_batch(_per_device_batch(config), train=False), train=False)
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, eval_batch).compile()
-    backbone = build_backbone(config.model.backbone)
+    backbone = build_backbone(task.backbone_config())
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     backbone_forward = (
         jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(backbone_vars, batch["image"]).compile()

@@ -284,3 +284,66 @@ def test_coarse_minus_fine_accuracy_equals_a_direct_count():
         fine = np.mean([np.mean(predictions[labels == c] == c) for c in np.flatnonzero(group_of == g)])
         assert got[g] == pytest.approx(coarse - fine)
     assert got[2] == pytest.approx(0.0)  # a group of one class: coarse accuracy is its accuracy
+
+
+def test_classifiers_on_detector_taps_transfer_from_a_detector_run(tmp_path):
+    """A linear classifier on each tap of a detector (Conv5, the whole-image box's ConvProj map,
+    pooled 1/2/4, FC1, FC2): the detector run's leaves restored by path, only the new layer
+    fresh; a linear-probe step changes that layer alone."""
+    from frozen_det.tasks import get_task
+    from frozen_det.training import sharding
+    from frozen_det.training.state import build_state
+    from frozen_det.training.step import make_train_step
+    from frozen_det.training.transfer import init_from_run
+
+    detector_model = d.tiny_two_stage_model(num_classes=4)
+    detector = config_lib.complete(
+        d.ConfigDict(
+            dict(
+                model=detector_model,
+                train=d.train(batch_size=2),
+                data=dict(source="synthetic", canvas=64, max_instances=4),
+            )
+        )
+    )
+    source = _flat(_saved_run(detector, tmp_path / "detector", shift=0.5))
+    expected_dims = {
+        "conv5": 512,
+        "conv_proj": 7 * 7 * 32,
+        "conv_proj_1": 32,
+        "conv_proj_2": 2 * 2 * 32,
+        "conv_proj_4": 4 * 4 * 32,
+        "fc1": 64,
+    }
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    for tap, dims in expected_dims.items():
+        config = config_lib.complete(
+            d.ConfigDict(
+                dict(
+                    model=dict(
+                        type="classifier", num_classes=3, features=tap, detector=detector.model, frozen_features=True
+                    ),
+                    train=d.train(batch_size=2),
+                    data=dict(source="fashion_mnist", image_size=64),
+                )
+            )
+        )
+        model = get_task(config).build_model()
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), {"image": x}), images)
+        assert variables["params"]["tap_classifier"]["kernel"].shape == (dims, 3), tap
+    config.model.features = "fc1"
+    config.train.update(trainable_only=("^tap_classifier/",), weight_decay=0.0)
+    task = get_task(config)
+    model = task.build_model()
+    state, _, optimizer, _ = build_state(config, task, model, sharding.make_mesh(jax.devices()[:1]))
+    state, report = init_from_run(state, str(tmp_path / "detector"))
+    assert report["not_in_source"] == ["params/tap_classifier/bias", "params/tap_classifier/kernel"]
+    assert {p.split("/")[1] for p in report["restored"]} == {"backbone", "neck", "box_heads_0"}
+    before = _flat(jax.device_get(state.variables()))
+    for path in report["restored"]:
+        np.testing.assert_array_equal(before[path], source[path])
+    step = jax.jit(make_train_step(task.loss_fn(model), optimizer))
+    batch = {"image": images, "label": np.array([0, 2], np.int32)}
+    after = _flat(jax.device_get(step(state, batch, jax.random.key(1))[0].variables()))
+    changed = sorted(p for p in before if not np.array_equal(before[p], after[p]))
+    assert changed == ["params/tap_classifier/bias", "params/tap_classifier/kernel"]  # BN statistics too: fixed

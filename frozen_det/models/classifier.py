@@ -1,5 +1,6 @@
 """Image classifiers: any backbone (ResNet / ResNet-RS / EfficientNet, any freeze setting,
-adapters) with its global pooling and linear classifier (the backbone family's own ImageNet
+adapters) with its global pooling and linear classifier, or a linear classifier on a tap of a
+two-stage detector (DetectorTapClassifier) (the backbone family's own ImageNet
 head layout: ResNet pools C5; EfficientNet pools its 1x1 head convolution), trained with a
 softmax or a per-class sigmoid loss and label smoothing.
 
@@ -21,6 +22,7 @@ import ml_collections
 import optax
 
 from frozen_det.models.backbones import build_backbone
+from frozen_det.models.detector import TwoStageDetector
 
 
 class Classifier(nn.Module):
@@ -60,5 +62,76 @@ class Classifier(nn.Module):
         logits = self.logits(batch["image"], True)
         labels = batch["label"].astype(jnp.int32)
         loss = self.loss(logits, labels)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+        return {"total": loss, "classification": loss}, {"accuracy": accuracy}
+
+
+TAPS = ("conv5", "conv_proj", "conv_proj_1", "conv_proj_2", "conv_proj_4", "fc1", "fc2")
+
+
+class DetectorTapClassifier(TwoStageDetector):
+    """A linear classifier on a feature of a two-stage detector (Li et al., "An analysis of
+    pre-training on object detection", sec. 4.3): `tap` is
+      "conv5"          the backbone's last level, average pooled;
+      "conv_proj"      the RoI feature map of the whole-image box (RoIAlign over the FPN, then
+                       the box head's convolutions): the blob the first FC reads, flattened;
+      "conv_proj_K"    the same map average pooled to K x K (K = 1, 2, 4);
+      "fc1", "fc2"     the box head's fully connected layers on that box.
+    `config` is the detector's `config.model` (the run to transfer from); the detector's layers
+    keep their parameter paths (backbone/, neck/, box_heads_0/) so that `train.init_from` of a
+    detector run restores them, and the new layer is `tap_classifier/`. `frozen_features` runs
+    the detector's layers in inference mode (BatchNorm on stored statistics: fixed features for
+    a linear probe)."""
+
+    tap: str = "fc1"
+    num_tap_classes: int = 10
+    loss_kind: str = "softmax"
+    label_smoothing: float = 0.0
+    frozen_features: bool = False
+
+    def setup(self):
+        super().setup()
+        if self.tap not in TAPS:
+            raise ValueError(f"config.model.features={self.tap!r}: choose 'backbone' or one of {TAPS}")
+        self.tap_classifier = nn.Dense(self.num_tap_classes, name="tap_classifier")
+
+    def tap_features(self, images, train: bool):
+        train = train and not self.frozen_features
+        c5 = self.backbone(images, train=train)
+        if self.tap == "conv5":
+            return jnp.mean(c5[max(c5)].astype(jnp.float32), axis=(1, 2))
+        features = self.neck(c5, train=train)
+        h, w = images.shape[1:3]
+        whole = jnp.broadcast_to(jnp.asarray([0.0, 0.0, h, w], jnp.float32), (images.shape[0], 1, 4))
+        crops = self.roi_features(features, whole, self.config.roi.crop_size)
+        taps = self.box_heads[0](crops, train, taps=True)
+        if self.tap not in taps and self.tap.startswith("fc"):
+            raise ValueError(
+                f"config.model.features={self.tap!r}: the detector's box head has "
+                f"{self.config.box_head.num_fcs} fully connected layers"
+            )
+        if self.tap.startswith("fc"):
+            return taps[self.tap][:, 0].astype(jnp.float32)
+        blob = taps["conv_proj"][:, 0].astype(jnp.float32)  # [B, S, S, C]
+        if self.tap != "conv_proj":
+            k = int(self.tap.rsplit("_", 1)[1])
+            blob = jax.image.resize(blob, (blob.shape[0], k, k, blob.shape[-1]), "linear", antialias=True)
+        return blob.reshape(blob.shape[0], -1)
+
+    def __call__(self, batch: Mapping[str, Any], train: bool = False, with_maps: bool = False):
+        features = self.tap_features(batch["image"], train)
+        logits = self.tap_classifier(features).astype(jnp.float32)
+        if not train:
+            probabilities = jax.nn.softmax(logits) if self.loss_kind == "softmax" else jax.nn.sigmoid(logits)
+            out = {"logits": logits, "probabilities": probabilities}
+            if with_maps:  # the tapped features as a 1x1 map, for feature extraction
+                out["pre_pool_map"] = features[:, None, None, :]
+            return out
+        labels = batch["label"].astype(jnp.int32)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_tap_classes), self.label_smoothing)
+        if self.loss_kind == "softmax":
+            loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
+        else:
+            loss = jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1))
         accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
         return {"total": loss, "classification": loss}, {"accuracy": accuracy}

@@ -163,6 +163,13 @@ def classifier_defaults() -> ConfigDict:
     m.loss = "softmax"  # or "sigmoid" (per-class BCE)
     m.label_smoothing = 0.0
     m.backbone = backbone_defaults()
+    # "backbone": the backbone family's own pooling and classifier. A detector's tap instead
+    # (frozen_det.models.classifier.DetectorTapClassifier): "conv5", "conv_proj",
+    # "conv_proj_1|2|4", "fc1", "fc2" of the detector in `model.detector` (its whole
+    # config.model, backbone included; model.backbone is then not used).
+    m.features = "backbone"
+    m.detector = two_stage_defaults()
+    m.frozen_features = False  # taps: the detector's layers in inference mode (a linear probe)
     return m
 
 
@@ -191,7 +198,9 @@ def complete_neck(given) -> ConfigDict:
 
 def complete(given) -> ConfigDict:
     """The full `config.model` (its type's schema with `given`'s fields laid over it)."""
-    model_type = dict(fields(given)).get("type", "two_stage")
+    given = dict(fields(given))
+    model_type = given.get("type", "two_stage")
+    detector = given.pop("detector", None) if model_type == "classifier" else None
     m = merge(
         defaults(model_type),
         given,
@@ -200,6 +209,8 @@ def complete(given) -> ConfigDict:
     )
     with m.ignore_type():
         m.backbone = complete_backbone(m.backbone)
+        if model_type == "classifier":  # the detector whose tap a classifier may read
+            m.detector = complete(dict(fields(detector or {}), type="two_stage"))
     validate(m)
     return m
 
@@ -230,6 +241,8 @@ def validate(m: ConfigDict) -> None:
     """Checks of the model section alone (data- and device-dependent ones: the task's)."""
     if m.type == "classifier":
         choice(m.loss, ("softmax", "sigmoid"), "model.loss")
+        taps = ("backbone", "conv5", "conv_proj", "conv_proj_1", "conv_proj_2", "conv_proj_4", "fc1", "fc2")
+        choice(m.features, taps, "model.features")
         if not 0 <= m.label_smoothing < 1:
             raise ValueError(f"config.model.label_smoothing={m.label_smoothing}: must be in [0, 1).")
         if m.backbone.num_classes is not None and m.backbone.num_classes != m.num_classes:

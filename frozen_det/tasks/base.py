@@ -79,9 +79,13 @@ class Task:
         traces through (initialisation, cost analysis)."""
         raise NotImplementedError
 
+    def backbone_config(self):
+        """The `config.model.backbone` section the model's backbone is built from."""
+        return self.config.model.backbone
+
     def frozen_patterns(self) -> list[str]:
         """Path regexes of parameters the freeze switch freezes (the backbone sits at `backbone/`)."""
-        return backbone_frozen_patterns(self.config.model.backbone, prefix="backbone/")
+        return backbone_frozen_patterns(self.backbone_config(), prefix="backbone/")
 
     def init_rngs(self, rng: jax.Array) -> dict:
         return {"params": rng, "sampling": rng, "dropout": rng}

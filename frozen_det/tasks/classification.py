@@ -42,9 +42,23 @@ class ClassificationTask(Task):
             )
 
     def build_model(self, train_pipeline=None):
-        from frozen_det.models.classifier import Classifier
+        from frozen_det.models.classifier import Classifier, DetectorTapClassifier
 
-        return Classifier(ml_collections.FrozenConfigDict(self.config.model))
+        m = self.config.model
+        if m.features == "backbone":
+            return Classifier(ml_collections.FrozenConfigDict(m))
+        return DetectorTapClassifier(
+            ml_collections.FrozenConfigDict(m.detector),
+            tap=m.features,
+            num_tap_classes=m.num_classes,
+            loss_kind=m.loss,
+            label_smoothing=m.label_smoothing,
+            frozen_features=m.frozen_features,
+        )
+
+    def backbone_config(self):
+        m = self.config.model
+        return m.backbone if m.features == "backbone" else m.detector.backbone
 
     def model_inputs(self, train: bool) -> tuple[str, ...]:
         return ("image", "label") if train else ("image",)

@@ -72,12 +72,12 @@ def trainable_mask(config, task, params) -> dict:
     return partition.trainable_mask(params, frozen=task.frozen_patterns(), trainable_only=only or None)
 
 
-def load_pretrained_backbone(config, variables: dict) -> dict:
-    """`model.backbone.init_checkpoint`'s weights in place of the backbone's random ones. A
+def load_pretrained_backbone(backbone_config, variables: dict) -> dict:
+    """The backbone section's `init_checkpoint` weights in place of the backbone's random ones. A
     backbone with a classifier of its own (a classification model) takes the checkpoint's
     ImageNet head too (head convolution, and the classifier when the class counts agree); a
     classifier of another size keeps its initialisation."""
-    init_checkpoint = config.model.backbone.init_checkpoint
+    init_checkpoint = backbone_config.init_checkpoint
     if not init_checkpoint:
         return variables
     from frozen_det.checkpoints.pretrained import IMAGENET_CLASSES, load_backbone_variables
@@ -85,7 +85,7 @@ def load_pretrained_backbone(config, variables: dict) -> dict:
 
     ours = {c: tree["backbone"] for c, tree in variables.items() if "backbone" in tree}
     has_head = "classifier" in ours.get("params", {})
-    checkpoint_backbone = dict(config.model.backbone.to_dict(), num_classes=IMAGENET_CLASSES if has_head else None)
+    checkpoint_backbone = dict(backbone_config.to_dict(), num_classes=IMAGENET_CLASSES if has_head else None)
     loaded, _ = load_backbone_variables(init_checkpoint, build_backbone(checkpoint_backbone))
     merged, report = overlay(ours, loaded)
     if report["shape_differs"]:
@@ -104,7 +104,7 @@ def initial_variables(config, task, model, rng: jax.Array, train: bool = True) -
     init = lambda b: model.init(task.init_rngs(rng), b, train=train)
     trainable_mask(config, task, jax.eval_shape(init, example)["params"])
     variables = jax.tree.map(np.asarray, dict(jax.jit(init)(example)))
-    return load_pretrained_backbone(config, variables)
+    return load_pretrained_backbone(task.backbone_config(), variables)
 
 
 def build_state(config, task, model, mesh, train: bool = True):

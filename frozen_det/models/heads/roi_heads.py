@@ -135,7 +135,10 @@ class BoxHead(nn.Module):
     norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
-    def __call__(self, roi_features: jax.Array, train: bool):
+    def __call__(self, roi_features: jax.Array, train: bool, taps: bool = False):
+        """`taps=True`: the intermediate features instead of the outputs, {"conv_proj": the RoI
+        feature map the first FC reads [B, N, S, S, C'], "fc1": [B, N, fc_dims], "fc2": ...}
+        (Li et al.'s detection-head taps; no class / box layers are created or run)."""
         act = activation_fn(self.activation)
         batch, num = roi_features.shape[:2]
         x = roi_features.reshape((batch * num,) + roi_features.shape[2:]).astype(self.dtype)
@@ -154,6 +157,7 @@ class BoxHead(nn.Module):
                 name=f"conv{i}",
             )(x)
             x = act(norm(f"conv{i}_bn")(x) if self.use_batch_norm else x)
+        tapped = {"conv_proj": x.reshape((batch, num) + x.shape[1:])}
         x = x.reshape(batch * num, -1)
         for i in range(self.num_fcs):
             x = nn.Dense(
@@ -163,6 +167,9 @@ class BoxHead(nn.Module):
                 name=f"fc{i}",
             )(x)
             x = act(norm(f"fc{i}_bn")(x) if self.use_batch_norm else x)
+            tapped[f"fc{i + 1}"] = x.reshape(batch, num, -1)
+        if taps:
+            return tapped
         logits = nn.Dense(
             self.num_classes,
             dtype=self.dtype,
