@@ -17,7 +17,9 @@ the schemas.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator, Mapping
 
 import ml_collections
 from ml_collections import config_dict
@@ -42,6 +44,22 @@ def fields(section) -> list[tuple[str, Any]]:
     raise ValueError(f"expected a section (ConfigDict or dict), got {type(section).__name__}: {section!r}")
 
 
+_DROPPED: contextvars.ContextVar = contextvars.ContextVar("dropped_fields", default=None)
+
+
+@contextlib.contextmanager
+def dropping_unknown_fields() -> Iterator[list]:
+    """Inside, `merge` drops fields the schemas no longer have instead of failing, and lists
+    them: for configs saved by earlier versions (a run's checkpoint) that only need to rebuild
+    that run's model."""
+    dropped: list = []
+    token = _DROPPED.set(dropped)
+    try:
+        yield dropped
+    finally:
+        _DROPPED.reset(token)
+
+
 def merge(
     defaults: ConfigDict,
     given,
@@ -60,6 +78,9 @@ def merge(
     for key, value in fields(given):
         field = f"{where}.{key}"
         if key not in defaults:
+            if _DROPPED.get() is not None:
+                _DROPPED.get().append(field)
+                continue
             raise ValueError(f"{field}: unknown field; known fields of {where}: {sorted(defaults.keys())}")
         if value is None:  # None: not set, keep the default (a typed placeholder stays overridable)
             continue

@@ -29,6 +29,9 @@ def _load(config_path: str):
 
 
 def main(argv=None) -> None:
+    from frozen_det.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", required=True, help="name=WORKDIR,name=WORKDIR (two runs)")
     ap.add_argument("--config", required=True, help="the data both runs are compared on (a classification config)")

@@ -35,13 +35,19 @@ def run_workdir(directory: str) -> str:
 
 
 def run_config(checkpointer: Checkpointer, step: int) -> ml_collections.ConfigDict:
-    """The complete config a run saved with its checkpoint at `step`."""
+    """The complete config a run saved with its checkpoint at `step` (fields that the schemas
+    have since dropped are ignored and logged)."""
     from frozen_det import config as config_lib
+    from frozen_det.schema import dropping_unknown_fields
 
     saved = checkpointer.meta(step).get("config")
     if not saved:
         raise ValueError(f"the checkpoint at step {step} in {checkpointer.directory} has no saved config")
-    return config_lib.complete(ml_collections.ConfigDict(json.loads(saved)))
+    with dropping_unknown_fields() as dropped:
+        config = config_lib.complete(ml_collections.ConfigDict(json.loads(saved)))
+    if dropped:
+        log.info("%s: fields of an earlier version of the config schemas ignored: %s", checkpointer.directory, dropped)
+    return config
 
 
 def load_run_variables(
