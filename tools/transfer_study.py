@@ -7,7 +7,7 @@
   - a detection target: VOC-like canvases of Fashion-MNIST items (configs/canvases/detector.py,
     data from frozen_det.data.canvases; the items of the validation canvases are Fashion-MNIST
     test images, never seen in pre-training),
-  - a classification target: BCCD cell crops with 20 training crops per class
+  - a classification target: BCCD cell crops with 20 and with 5 training crops per class
     (bccd_crops.py:finetune,resnet; pre-training matters most with little target data),
   each against the same network from random weights, two seeds per row (train.seed and
   data.seed), so that the gap can be set against the run-to-run spread. The Lite0 rows run
@@ -79,14 +79,15 @@ def _rows() -> dict:
                 ("AP", "AP50"),
                 {},
             )
-            rows[f"bccd_resnet_{SHOTS}shot/{init}/s{seed}"] = (
-                f"{crops}:finetune,resnet",
-                seed,
-                source,
-                f"BCCD crops, {SHOTS} per class",
-                crops_metrics,
-                few,
-            )
+            for shots in (SHOTS, 5):
+                rows[f"bccd_resnet_{shots}shot/{init}/s{seed}"] = (
+                    f"{crops}:finetune,resnet",
+                    seed,
+                    source,
+                    f"BCCD crops, {shots} per class",
+                    crops_metrics,
+                    dict(few, **{"data.subset.images_per_class": shots}),
+                )
     return rows
 
 
