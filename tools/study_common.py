@@ -34,10 +34,11 @@ def last_logged_step(workdir: str) -> int:
     return json.loads(lines[-1])["step"] if lines else 0
 
 
-def train_row(name: str, workdir: str, config, cost: bool = False) -> dict:
+def train_row(name: str, workdir: str, config, cost: bool = False, iou_thresholds=None) -> dict:
     """Trains (or resumes) one row and evaluates its final checkpoint with the evaluate entry
-    point's API; appends the session's time to timing.json and (with `cost`) writes cost.json
-    (XLA train-step cost) once. Exits after a preempted session (SIGTERM saves a checkpoint)
+    point's API (detectors: with `iou_thresholds`, AP at each); appends the session's time to
+    timing.json and (with `cost`) writes cost.json (XLA train-step cost) once. Exits after a
+    preempted session (SIGTERM saves a checkpoint)
     without evaluating."""
     from frozen_det.evaluate import evaluate
     from frozen_det.resources import train_step_cost
@@ -58,7 +59,7 @@ def train_row(name: str, workdir: str, config, cost: bool = False) -> dict:
     checkpointer.close()
     if reached is None or reached < total:  # SIGTERM: the loop saved a checkpoint and returned
         raise SystemExit(f"{name} stopped at step {reached} of {total}; run the same command again to resume")
-    result = evaluate(config, workdir)
+    result = evaluate(config, workdir, iou_thresholds=iou_thresholds)
     logging.info("%s: %s", name, {k: v for k, v in result.items() if isinstance(v, float)})
     cost_path = os.path.join(workdir, "cost.json")
     if cost and not os.path.exists(cost_path):

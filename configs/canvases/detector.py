@@ -5,6 +5,10 @@ the offline transfer studies. Everything trains; the backbone starts from random
 from a classification run with --config.train.init_from=RUN (its backbone is restored, the
 neck and heads start fresh).
 
+Argument "lite0": the packaged ImageNet EfficientNet-Lite0 instead, fine-tuned (detection
+pre-training from a classification network, Li et al., "An analysis of pre-training on object
+detection", sec. 3), with a two-FC box head (FC1 and FC2 are taps of sec. 4.3).
+
     python -m frozen_det.data.canvases --mode voc --output /tmp/canvases_voc
     python -m frozen_det.train --config configs/canvases/detector.py --workdir runs/canvas_det \
         --config.data.path=/tmp/canvases_voc [--config.train.init_from=runs/fmnist]
@@ -16,9 +20,20 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.286 * 255, 0.353 * 255
 
 
 def get_config(arg=None):
-    del arg
+    lite0 = d.parse_arg(arg, backbone=("resnet", ("resnet", "lite0")))["backbone"] == "lite0"
     model = d.tiny_two_stage_model(num_classes=11)
-    model.backbone = d.backbone("resnet", 18, freeze="none", width=0.25, bn_momentum=0.9, conv_impl="fast")
+    if lite0:
+        model.backbone = d.backbone(
+            "efficientnet",
+            None,
+            variant="lite0",
+            freeze="none",
+            init_checkpoint="package:efficientnet_lite0",
+            bn_momentum=0.9,
+            conv_impl="fast",
+        )
+    else:
+        model.backbone = d.backbone("resnet", 18, freeze="none", width=0.25, bn_momentum=0.9, conv_impl="fast")
     model.conv_impl = "fast"
     model.rpn.update(
         pre_nms_top_k_train=300,
@@ -29,7 +44,7 @@ def get_config(arg=None):
         num_proposals_test=100,
     )
     model.roi.num_samples = 64
-    model.box_head.update(num_filters=64, fc_dims=128)
+    model.box_head.update(num_filters=64, fc_dims=128, num_fcs=2 if lite0 else 1)
     model.detections.update(max_detections=50, pre_nms_top_k=100)
     config = d.ConfigDict()
     config.model = model
@@ -42,8 +57,9 @@ def get_config(arg=None):
             canvas=128,
             max_instances=8,
             eval_batch_size=40,
-            mean=(FASHION_MNIST_MEAN,) * 3,
-            std=(FASHION_MNIST_STD,) * 3,
+            # The Lite0 weights expect (x - 127) / 128 on [0, 255] RGB.
+            mean=(127.0,) * 3 if lite0 else (FASHION_MNIST_MEAN,) * 3,
+            std=(128.0,) * 3 if lite0 else (FASHION_MNIST_STD,) * 3,
             augment=dict(hflip=True, scale_min=0.75, scale_max=1.25),
         )
     )
