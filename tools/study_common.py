@@ -38,8 +38,7 @@ def train_row(name: str, workdir: str, config, cost: bool = False, iou_threshold
     """Trains (or resumes) one row and evaluates its final checkpoint with the evaluate entry
     point's API (detectors: with `iou_thresholds`, AP at each); appends the session's time to
     timing.json and (with `cost`) writes cost.json (XLA train-step cost) once. Exits after a
-    preempted session (SIGTERM saves a checkpoint)
-    without evaluating."""
+    preempted session (SIGTERM saves a checkpoint) without evaluating."""
     from frozen_det.evaluate import evaluate
     from frozen_det.resources import train_step_cost
     from frozen_det.training.checkpointing import Checkpointer
