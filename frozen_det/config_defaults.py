@@ -249,7 +249,7 @@ def second_stage(
     weighting: str = "effective_number",
     beta: float = 0.999,
 ) -> None:
-    """Turns a first-stage config into the LVIS second stage (paper 002 sec. 4.3, after Ghiasi
+    """Turns a first-stage config into the LVIS second stage (Vasconcelos et al. 2022 sec. 4.3, after Ghiasi
     et al.): restore the first stage (`train.init_from`, its workdir), train only the final
     classification layer(s) with everything else - BatchNorm statistics included - bit-identical,
     class-balanced by `balance`:

@@ -1,5 +1,5 @@
 """Per-class AP of two or more runs against the number of training annotations per class:
-where a transfer strategy gains over a baseline along the long tail (paper 002, Figures 4-5
+where a transfer strategy gains over a baseline along the long tail (Vasconcelos et al. 2022, Figures 4-5
 and Table 5).
 
     python tools/lvis_stratified.py --runs finetune=/tmp/ft,frozen=/tmp/frozen \

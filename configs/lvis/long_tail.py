@@ -1,4 +1,4 @@
-"""The LVIS recipe (paper 002 sec. 4.3) end to end on the generated long-tailed shapes
+"""The LVIS recipe (Vasconcelos et al. 2022 sec. 4.3) end to end on the generated long-tailed shapes
 (frozen_det.data.long_tail: 20 classes, 3 frequent / 5 common / 12 rare), on a CPU in minutes:
 first stage with the ordinary softmax loss, second stage re-training only the classifier's
 final layer class-balanced, LVIS evaluation (federated rules, APr / APc / APf) after each.

@@ -1,5 +1,5 @@
 """Residual adapters (Rebuffi et al. 2017, "Learning multiple visual domains with residual
-adapters"; paper 002, Table 7 and Sec. 4.4).
+adapters"; Vasconcelos et al. 2022, Table 7 and Sec. 4.4).
 
 A parallel adapter is a 1x1 convolution that runs beside a residual block's main branch, from
 the block's input to its output width (with the block's stride), and whose output is added to
