@@ -2,12 +2,12 @@
 detection", secs. 4.3-4.4; frozen_det.evaluation.feature_analysis): k-means co-membership over
 several cluster counts, t-SNE plots, and activation and mask-out maps of a few images.
 
-    python tools/feature_analysis.py --runs cls=RUN_A,det=RUN_B --config configs/classification/fashion_mnist.py \
-        --output /tmp/features [--images 2000 --clusters 5,10,20,40 --maps 4]
+    python tools/feature_analysis.py --runs cls=RUN_A,det=RUN_B --output /tmp/features \
+        [--config configs/classification/fashion_mnist.py --images 2000 --clusters 5,10,20,40 --maps 4]
 
 Each run is a classification run (any backbone, or a detector's tap: model.features); its
 features are the pooled features its classifier reads (ClassificationTask.features_fn), on the
-eval split of the data in --config (the same images for both runs). Writes
+eval split of the data in --config, or of the first run's data (the same images for both runs). Writes
 OUTPUT/co_membership.md / .json, OUTPUT/tsne.png (points coloured by class) and
 OUTPUT/maps.png (per image: the image, each run's activation map of its classifier's input map,
 each run's mask-out map for the true class).
@@ -34,7 +34,11 @@ def main(argv=None) -> None:
     quiet_tensorflow()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", required=True, help="name=WORKDIR,name=WORKDIR (two runs)")
-    ap.add_argument("--config", required=True, help="the data both runs are compared on (a classification config)")
+    ap.add_argument(
+        "--config",
+        default="",
+        help="the data both runs are compared on (a classification config; default: the first run's own data)",
+    )
     ap.add_argument("--output", required=True)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--clusters", default="5,10,20,40")
@@ -55,13 +59,14 @@ def main(argv=None) -> None:
     from frozen_det.training.transfer import load_run_variables, run_config
 
     os.makedirs(args.output, exist_ok=True)
-    data = _load(args.config).data
+    data = _load(args.config).data if args.config else None
     runs = dict(r.split("=", 1) for r in args.runs.split(","))
     features, models = {}, {}
     for name, workdir in runs.items():
         checkpointer = Checkpointer(workdir)
         config = run_config(checkpointer, checkpointer.latest_step())
         checkpointer.close()
+        data = data or config.data
         config.data = data  # the images to compare on, in the run's own task
         task = get_task(config)
         model = task.build_model()
