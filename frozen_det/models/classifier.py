@@ -96,10 +96,13 @@ class DetectorTapClassifier(TwoStageDetector):
         self.tap_classifier = nn.Dense(self.num_tap_classes, name="tap_classifier")
 
     def tap_features(self, images, train: bool):
+        """-> (features [B, D], map [B, H, W, D] whose spatial mean is `features`: C5 itself for
+        the conv5 tap, the features as a 1x1 map for the others)."""
         train = train and not self.frozen_features
         c5 = self.backbone(images, train=train)
         if self.tap == "conv5":
-            return jnp.mean(c5[max(c5)].astype(jnp.float32), axis=(1, 2))
+            top = c5[max(c5)].astype(jnp.float32)
+            return jnp.mean(top, axis=(1, 2)), top
         features = self.neck(c5, train=train)
         h, w = images.shape[1:3]
         whole = jnp.broadcast_to(jnp.asarray([0.0, 0.0, h, w], jnp.float32), (images.shape[0], 1, 4))
@@ -111,21 +114,25 @@ class DetectorTapClassifier(TwoStageDetector):
                 f"{self.config.box_head.num_fcs} fully connected layers"
             )
         if self.tap.startswith("fc"):
-            return taps[self.tap][:, 0].astype(jnp.float32)
+            return self._as_map(taps[self.tap][:, 0].astype(jnp.float32))
         blob = taps["conv_proj"][:, 0].astype(jnp.float32)  # [B, S, S, C]
         if self.tap != "conv_proj":
             k = int(self.tap.rsplit("_", 1)[1])
             blob = jax.image.resize(blob, (blob.shape[0], k, k, blob.shape[-1]), "linear", antialias=True)
-        return blob.reshape(blob.shape[0], -1)
+        return self._as_map(blob.reshape(blob.shape[0], -1))
+
+    @staticmethod
+    def _as_map(features):
+        return features, features[:, None, None, :]
 
     def __call__(self, batch: Mapping[str, Any], train: bool = False, with_maps: bool = False):
-        features = self.tap_features(batch["image"], train)
+        features, feature_map = self.tap_features(batch["image"], train)
         logits = self.tap_classifier(features).astype(jnp.float32)
         if not train:
             probabilities = jax.nn.softmax(logits) if self.loss_kind == "softmax" else jax.nn.sigmoid(logits)
             out = {"logits": logits, "probabilities": probabilities}
-            if with_maps:  # the tapped features as a 1x1 map, for feature extraction
-                out["pre_pool_map"] = features[:, None, None, :]
+            if with_maps:  # for feature extraction and activation maps
+                out["pre_pool_map"] = feature_map
             return out
         labels = batch["label"].astype(jnp.int32)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_tap_classes), self.label_smoothing)
