@@ -43,7 +43,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, train_row, train_seconds, write_json  # noqa: E402
+from study_common import eval_path, read_json, train_row, train_seconds, write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = "det_pretrain"
@@ -317,12 +317,8 @@ def main(argv=None) -> None:
             run(name, args.root, canvases)
     rows = collect(args.root, canvases)
     table = markdown(rows)
-    os.makedirs(args.root, exist_ok=True)
-    with open(os.path.join(args.root, "results.md"), "w") as f:
-        f.write(table)
-    write_json(os.path.join(args.root, "results.json"), rows)
+    write_results(args.root, table, rows)
     figures(args.root)
-    print(table, flush=True)
 
 
 if __name__ == "__main__":

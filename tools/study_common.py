@@ -21,6 +21,15 @@ def write_json(path: str, value) -> None:
         json.dump(value, f, indent=2, sort_keys=True)
 
 
+def write_results(root: str, table: str, rows: list) -> None:
+    """A study's ROOT/results.md (the table) and ROOT/results.json (its rows), and the table on stdout."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "results.md"), "w") as f:
+        f.write(table)
+    write_json(os.path.join(root, "results.json"), rows)
+    print(table, flush=True)
+
+
 def eval_path(workdir: str, split: str, step: int) -> str:
     return os.path.join(workdir, "eval", f"{split}_step{step}.json")
 
