@@ -43,7 +43,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, train_row, train_seconds, write_results  # noqa: E402
+from study_common import eval_path, read_json, set_fields, train_row, train_seconds, write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = "det_pretrain"
@@ -61,15 +61,6 @@ def _config(file: str, arg=None):
     return runpy.run_path(os.path.join(ROOT, file))["get_config"](arg)
 
 
-def _set(config, overrides: dict) -> None:
-    for field, value in overrides.items():
-        section, key = field.rsplit(".", 1)
-        node = config
-        for part in section.split("."):
-            node = node[part]
-        node[key] = value
-
-
 def _complete(config):
     from frozen_det import config as config_lib
 
@@ -78,7 +69,7 @@ def _complete(config):
 
 def pretrain_config(canvases: str):
     config = _config("configs/canvases/detector.py", "lite0")
-    _set(config, {"data.path": canvases, "train.total_steps": PRETRAIN_STEPS, "train.schedule.warmup_steps": 200})
+    set_fields(config, {"data.path": canvases, "train.total_steps": PRETRAIN_STEPS, "train.schedule.warmup_steps": 200})
     return config
 
 
@@ -103,12 +94,14 @@ def classification_config(target: str, tap: str, strategy: str, detector_model):
     if target == "bccd":
         config = _config("configs/classification/bccd_crops.py", strategy.replace("probe", "linear_probe"))
         if strategy == "finetune":
-            _set(config, {"data.subset.images_per_class": 5, "train.total_steps": 300})
+            set_fields(config, {"data.subset.images_per_class": 5, "train.total_steps": 300})
     else:
         config = _config("configs/classification/fashion_mnist.py", "steps=800" if strategy == "probe" else "steps=400")
-        _set(config, {"data.image_size": 64, "data.mean": (127.0,) * 3, "data.std": (128.0,) * 3})
+        set_fields(config, {"data.image_size": 64, "data.mean": (127.0,) * 3, "data.std": (128.0,) * 3})
         if strategy == "finetune":
-            _set(config, {"data.subset.images_per_class": 100, "train.batch_size": 32, "train.schedule.base_lr": 0.05})
+            set_fields(
+                config, {"data.subset.images_per_class": 100, "train.batch_size": 32, "train.schedule.base_lr": 0.05}
+            )
     num_classes = int(config.model.num_classes)
     config.model = dict(
         type="classifier",

@@ -39,7 +39,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, train_row, write_json, write_results  # noqa: E402
+from study_common import eval_path, read_json, set_fields, train_row, write_json, write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
@@ -73,12 +73,7 @@ TARGETS = {
 def _load(path: str, overrides: dict):
     file, _, arg = path.partition(":")
     config = runpy.run_path(os.path.join(ROOT, file))["get_config"](arg or None)
-    for field, value in overrides.items():
-        node, key = config, field
-        while "." in key:
-            head, key = key.split(".", 1)
-            node = node[head]
-        node[key] = value
+    set_fields(config, overrides)
     return config
 
 

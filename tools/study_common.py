@@ -21,6 +21,16 @@ def write_json(path: str, value) -> None:
         json.dump(value, f, indent=2, sort_keys=True)
 
 
+def set_fields(config, overrides: dict) -> None:
+    """Sets dotted fields of a config in place: {"train.schedule.base_lr": 0.05, ...}."""
+    for field, value in overrides.items():
+        section, key = field.rsplit(".", 1)
+        node = config
+        for part in section.split("."):
+            node = node[part]
+        node[key] = value
+
+
 def write_results(root: str, table: str, rows: list) -> None:
     """A study's ROOT/results.md (the table) and ROOT/results.json (its rows), and the table on stdout."""
     os.makedirs(root, exist_ok=True)

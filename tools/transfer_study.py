@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, train_row, train_seconds, write_results  # noqa: E402
+from study_common import eval_path, read_json, set_fields, train_row, train_seconds, write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
@@ -98,12 +98,7 @@ def load_config(name: str, root: str, canvases: str):
     path, seed, init, _, _, overrides = ROWS[name]
     file, _, arg = path.partition(":")
     config = runpy.run_path(os.path.join(ROOT, file))["get_config"](arg or None)
-    for field, value in overrides.items():
-        section, key = field.rsplit(".", 1)
-        node = config
-        for part in section.split("."):
-            node = node[part]
-        node[key] = value
+    set_fields(config, overrides)
     config.train.seed = seed
     config.data.seed = seed
     if init:
