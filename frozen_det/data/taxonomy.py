@@ -214,3 +214,9 @@ def fashion_mnist() -> Taxonomy:
     from frozen_det.data import fashion_mnist as fmnist
 
     return Taxonomy.from_groups(FASHION_MNIST_GROUPS, fmnist.CLASSES)
+
+
+def imagenet1k_class_names() -> list:
+    """ImageNet-1k's class names (WordNet lemma) in TFDS imagenet2012 label order."""
+    with open(IMAGENET1K_TABLE) as f:
+        return [c["name"] for c in json.load(f)["classes"]]

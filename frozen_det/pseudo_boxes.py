@@ -1,0 +1,185 @@
+"""Pseudo-boxes of a folder of images from a classifier's class activation maps (DAP step 2:
+Zhong et al., CVPR 2021, sec. 3.1), written as a COCO-format detection file.
+
+    python -m frozen_det.pseudo_boxes --config CONFIG [--workdir RUN] --images DIR --output FILE.json \\
+        [--labels LABELS.json | --labels folders | --class_id N] [--variant paper|released] \\
+        [--scales 288,576] [--thresholds 0.2,0.3,0.4,0.5] [--nms_iou 0.8] [--noflip]
+
+CONFIG is a classification run's config with its --workdir, or a backbone config with its
+ImageNet head (configs/backbones/efficientnet_lite0_imagenet.py: the packaged ImageNet
+EfficientNet-Lite0). The class of each image: `--labels LABELS.json`, a COCO-format file whose
+`images` have `file_name` (relative to DIR) and `label` (the classifier's class index), as the
+ImageNet-like canvases of `python -m frozen_det.data.canvases --mode imagenet` do (their image
+ids are kept); `--labels folders`, each image's first folder under DIR names its class (the
+ImageFolder layout); `--class_id N` for every image; otherwise the classifier's top-1 class.
+
+FILE.json: `images` (`id`, `file_name` relative to DIR, `width`, `height`, `label`),
+`categories` (every class of the classifier, id = class index + 1), `annotations` (`image_id`,
+`bbox` [x, y, w, h] in the original image's pixels, `category_id`, `score`, `area`), and
+`stats`: boxes per image and mean box width / height per threshold before merging and after
+(DAP's Tables A1 / A2), the options, and the images that could not be read (counted and listed,
+not fatal). The detection pipeline's COCO-folder source reads it:
+`--config.data.source=coco_folder --config.data.path=DIR/.. --config.data.coco_files.train="('FILE.json', 'DIR')"`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image
+
+from frozen_det.localization.pseudo_boxes import PseudoBoxOptions, image_pseudo_boxes
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+log = logging.getLogger("frozen_det.pseudo_boxes")
+
+
+def list_images(images_dir: str, labels: str | None, class_names) -> list[dict]:
+    """[{"id", "file_name", "label" (None: the classifier's top-1)}] of the images to box."""
+    if labels and labels != "folders":
+        with open(labels) as f:
+            entries = json.load(f)["images"]
+        missing = [e.get("file_name") for e in entries if "label" not in e]
+        if missing:
+            raise ValueError(f"--labels {labels}: images without a 'label' field, e.g. {missing[:3]}")
+        return [{"id": int(e["id"]), "file_name": e["file_name"], "label": int(e["label"])} for e in entries]
+    files = sorted(
+        os.path.relpath(os.path.join(root, name), images_dir)
+        for root, _, names in os.walk(images_dir)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTS)
+    )
+    if not files:
+        raise ValueError(f"--images {images_dir}: no image files ({', '.join(IMAGE_EXTS)}) found")
+    index = {name: i for i, name in enumerate(class_names)}
+    out = []
+    for i, file_name in enumerate(files):
+        label = None
+        if labels == "folders":
+            folder = file_name.split(os.sep)[0]
+            if folder not in index:
+                raise ValueError(
+                    f"--labels folders: {file_name!r} is in folder {folder!r}, which is not a class of "
+                    f"the classifier ({len(class_names)} classes, e.g. {list(class_names)[:5]})"
+                )
+            label = index[folder]
+        out.append({"id": i + 1, "file_name": file_name, "label": label})
+    return out
+
+
+def _size_stats(boxes_per_image: list) -> dict:
+    """Boxes per image and mean width / height (DAP Tables A1 / A2) of [N_i, 4] arrays."""
+    boxes = np.concatenate([b.reshape(-1, 4) for b in boxes_per_image]) if boxes_per_image else np.zeros((0, 4))
+    n = max(len(boxes_per_image), 1)
+    return {
+        "boxes_per_image": round(len(boxes) / n, 4),
+        "mean_width": round(float(np.mean(boxes[:, 3] - boxes[:, 1])), 2) if len(boxes) else None,
+        "mean_height": round(float(np.mean(boxes[:, 2] - boxes[:, 0])), 2) if len(boxes) else None,
+    }
+
+
+def write_pseudo_boxes(
+    clf,
+    images_dir: str,
+    output: str,
+    options: PseudoBoxOptions,
+    labels: str | None = None,
+    class_id: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Boxes every image of `images_dir` (see the module docstring) into `output`; returns the
+    file's `stats` block."""
+    from tqdm import tqdm
+
+    entries = list_images(images_dir, labels, clf.class_names)
+    images, annotations, unreadable = [], [], []
+    per_threshold = [[] for _ in options.thresholds]
+    merged = []
+    for entry in tqdm(entries, desc="pseudo-boxes", unit="image", disable=not progress, mininterval=2):
+        path = os.path.join(images_dir, entry["file_name"])
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            unreadable.append({"file_name": entry["file_name"], "error": str(e)})
+            log.warning("cannot read %s: %s (skipped)", path, e)
+            continue
+        label = class_id if class_id is not None else entry["label"]
+        if label is not None and not 0 <= label < clf.num_classes:
+            raise ValueError(f"{entry['file_name']}: class {label} is not one of the classifier's {clf.num_classes}")
+        result, _, label = image_pseudo_boxes(clf, image, options, label)
+        h, w = image.shape[:2]
+        images.append({"id": entry["id"], "file_name": entry["file_name"], "width": w, "height": h, "label": label})
+        for t, boxes in enumerate(result.per_threshold):
+            per_threshold[t].append(boxes)
+        merged.append(result.boxes)
+        for (y1, x1, y2, x2), score in zip(result.boxes.tolist(), result.scores.tolist()):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": entry["id"],
+                    "category_id": label + 1,
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "area": round((x2 - x1) * (y2 - y1), 2),
+                    "score": round(score, 5),
+                    "iscrowd": 0,
+                }
+            )
+    stats = {
+        "images": len(images),
+        "per_threshold": {str(t): _size_stats(b) for t, b in zip(options.thresholds, per_threshold)},
+        "merged": _size_stats(merged),
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(options).items()},
+        "unreadable": unreadable,
+        "num_unreadable": len(unreadable),
+    }
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(clf.class_names)]
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        json.dump({"images": images, "categories": categories, "annotations": annotations, "stats": stats}, f)
+    return stats
+
+
+def _floats(text: str) -> tuple:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def main(argv):
+    from frozen_det.localization.cam import load_cam_classifier
+
+    del argv
+    F = flags.FLAGS
+    options = PseudoBoxOptions(
+        variant=F.variant,
+        scales=tuple(int(v) for v in _floats(F.scales)),
+        flip=F.flip,
+        thresholds=_floats(F.thresholds),
+        nms_iou=F.nms_iou,
+    )
+    clf = load_cam_classifier(_CONFIG.value, F.workdir)
+    stats = write_pseudo_boxes(clf, F.images, F.output, options, F.labels, F.class_id)
+    print(json.dumps({k: v for k, v in stats.items() if k != "unreadable"}), flush=True)
+
+
+if __name__ == "__main__":
+    from frozen_det.runtime import quiet_tensorflow
+
+    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Classifier config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "The classification run (omit for a backbone config with packaged weights).")
+    flags.DEFINE_string("images", None, "Folder of images (searched recursively).")
+    flags.DEFINE_string("output", None, "COCO-format JSON to write.")
+    flags.DEFINE_string("labels", None, "COCO JSON with images[].label, or 'folders'.")
+    flags.DEFINE_integer("class_id", None, "One class for every image.")
+    flags.DEFINE_enum("variant", "paper", ["paper", "released"], "The paper's text or the authors' code.")
+    flags.DEFINE_string("scales", "288,576", "Shorter sides of the CAM inputs.")
+    flags.DEFINE_string("thresholds", "0.2,0.3,0.4,0.5", "CAM thresholds tau.")
+    flags.DEFINE_float("nms_iou", 0.8, "IoU of the NMS that merges the thresholds' boxes (1: none).")
+    flags.DEFINE_bool("flip", True, "Average with the flipped image's CAM.")
+    flags.mark_flags_as_required(["config", "images", "output"])
+    app.run(main)
