@@ -3,17 +3,19 @@ Zhong et al., CVPR 2021, sec. 3.1), written as a COCO-format detection file.
 
     python -m frozen_det.pseudo_boxes --config CONFIG [--workdir RUN] --images DIR --output FILE.json \\
         [--labels LABELS.json | --labels folders | --class_id N] [--variant paper|released] \\
-        [--scales 288,576] [--thresholds 0.2,0.3,0.4,0.5] [--nms_iou 0.8] [--noflip]
+        [--scales 288,576] [--thresholds 0.2,0.3,0.4,0.5] [--nms_iou 0.8] [--noflip] [--max_images N]
 
 CONFIG is a classification run's config with its --workdir, or a backbone config with its
 ImageNet head (configs/backbones/efficientnet_lite0_imagenet.py: the packaged ImageNet
 EfficientNet-Lite0). The class of each image: `--labels LABELS.json`, a COCO-format file whose
-`images` have `file_name` (relative to DIR) and `label` (the classifier's class index), as the
-ImageNet-like canvases of `python -m frozen_det.data.canvases --mode imagenet` do (their image
-ids are kept); `--labels folders`, each image's first folder under DIR names its class (the
+`images` have `file_name` (relative to DIR) and `label`, the id of one of its `categories` (the
+k-th category by id is the classifier's class k), as the ImageNet-like canvases of
+`python -m frozen_det.data.canvases --mode imagenet` do (their image ids are kept);
+`--labels folders`, each image's first folder under DIR names its class (the
 ImageFolder layout); `--class_id N` for every image; otherwise the classifier's top-1 class.
 
-FILE.json: `images` (`id`, `file_name` relative to DIR, `width`, `height`, `label`),
+FILE.json: `images` (`id`, `file_name` relative to DIR, `width`, `height`, `label`: the category
+id of the class boxed),
 `categories` (every class of the classifier, id = class index + 1), `annotations` (`image_id`,
 `bbox` [x, y, w, h] in the original image's pixels, `category_id`, `score`, `area`), and
 `stats`: boxes per image and mean box width / height per threshold before merging and after
@@ -43,11 +45,17 @@ def list_images(images_dir: str, labels: str | None, class_names) -> list[dict]:
     """[{"id", "file_name", "label" (None: the classifier's top-1)}] of the images to box."""
     if labels and labels != "folders":
         with open(labels) as f:
-            entries = json.load(f)["images"]
-        missing = [e.get("file_name") for e in entries if "label" not in e]
-        if missing:
-            raise ValueError(f"--labels {labels}: images without a 'label' field, e.g. {missing[:3]}")
-        return [{"id": int(e["id"]), "file_name": e["file_name"], "label": int(e["label"])} for e in entries]
+            data = json.load(f)
+        index = {c["id"]: i for i, c in enumerate(sorted(data.get("categories", []), key=lambda c: c["id"]))}
+        out = []
+        for e in data["images"]:
+            if e.get("label") not in index:
+                raise ValueError(
+                    f"--labels {labels}: image {e.get('file_name')!r} has no 'label' that is one of the "
+                    f"file's category ids ({len(index)} categories)"
+                )
+            out.append({"id": int(e["id"]), "file_name": e["file_name"], "label": index[e["label"]]})
+        return out
     files = sorted(
         os.path.relpath(os.path.join(root, name), images_dir)
         for root, _, names in os.walk(images_dir)
@@ -91,12 +99,14 @@ def write_pseudo_boxes(
     labels: str | None = None,
     class_id: int | None = None,
     progress: bool = True,
+    max_images: int = 0,
 ) -> dict:
-    """Boxes every image of `images_dir` (see the module docstring) into `output`; returns the
-    file's `stats` block."""
+    """Boxes every image of `images_dir` (the first `max_images` if > 0; see the module
+    docstring) into `output`; returns the file's `stats` block."""
     from tqdm import tqdm
 
     entries = list_images(images_dir, labels, clf.class_names)
+    entries = entries[:max_images] if max_images > 0 else entries
     images, annotations, unreadable = [], [], []
     per_threshold = [[] for _ in options.thresholds]
     merged = []
@@ -114,7 +124,7 @@ def write_pseudo_boxes(
             raise ValueError(f"{entry['file_name']}: class {label} is not one of the classifier's {clf.num_classes}")
         result, _, label = image_pseudo_boxes(clf, image, options, label)
         h, w = image.shape[:2]
-        images.append({"id": entry["id"], "file_name": entry["file_name"], "width": w, "height": h, "label": label})
+        images.append({"id": entry["id"], "file_name": entry["file_name"], "width": w, "height": h, "label": label + 1})
         for t, boxes in enumerate(result.per_threshold):
             per_threshold[t].append(boxes)
         merged.append(result.boxes)
@@ -162,7 +172,7 @@ def main(argv):
         nms_iou=F.nms_iou,
     )
     clf = load_cam_classifier(_CONFIG.value, F.workdir)
-    stats = write_pseudo_boxes(clf, F.images, F.output, options, F.labels, F.class_id)
+    stats = write_pseudo_boxes(clf, F.images, F.output, options, F.labels, F.class_id, max_images=F.max_images)
     print(json.dumps({k: v for k, v in stats.items() if k != "unreadable"}), flush=True)
 
 
@@ -181,5 +191,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("thresholds", "0.2,0.3,0.4,0.5", "CAM thresholds tau.")
     flags.DEFINE_float("nms_iou", 0.8, "IoU of the NMS that merges the thresholds' boxes (1: none).")
     flags.DEFINE_bool("flip", True, "Average with the flipped image's CAM.")
+    flags.DEFINE_integer("max_images", 0, "Box only the first N images (0: all).")
     flags.mark_flags_as_required(["config", "images", "output"])
     app.run(main)

@@ -81,3 +81,19 @@ def test_canvases_are_deterministic_coco_folders(tmp_path, mode):
         "Bag",
         "Ankle boot",
     ]
+    if mode == "imagenet":  # the public image labels as a classification set ("coco_labels")
+        from frozen_det.data import classification
+
+        cls_cfg = dict(
+            source="coco_labels",
+            path=str(first),
+            train_split="train",
+            eval_split="val",
+            image_size=32,
+            batch_size=4,
+            eval_batch_size=6,
+        )
+        train = classification.build_train_pipeline(cls_cfg, process_index=0, process_count=1)
+        assert train.source.info.class_names == source.info.class_names[1:]
+        np.testing.assert_array_equal(train.source.labels("train"), [im["label"] - 1 for im in gt["images"]])
+        assert next(train)["image"].shape == (4, 32, 32, 3)

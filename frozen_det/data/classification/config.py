@@ -7,6 +7,8 @@ Sources (`data.source`):
   the Debian package `dataset-fashion-mnist`, /usr/share/datasets/fashion-mnist), splits
   "train" (60k) and "test" (10k);
 * "image_folder": `path/<split>/<class name>/<image>` (one sub-folder per class);
+* "coco_labels": a COCO-format folder whose images carry an image-level `label` (a category
+  id), e.g. the ImageNet-like canvases of frozen_det.data.canvases;
 * "detection_crops": the objects of a detection source (`data.detection`, a detection data
   section: a VOC / COCO folder, TFDS, ...) cropped out and labelled with their class, e.g.
   BCCD's 4.9k blood-cell crops;
@@ -24,7 +26,7 @@ from frozen_det.data.config import IMAGENET_MEAN, IMAGENET_STD
 from frozen_det.data.config import complete as complete_detection_data
 from frozen_det.schema import ConfigDict, choice, merge
 
-SOURCES = ("fashion_mnist", "image_folder", "detection_crops", "tfds")
+SOURCES = ("fashion_mnist", "image_folder", "coco_labels", "detection_crops", "tfds")
 
 
 def defaults() -> ConfigDict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -152,6 +153,82 @@ class ImageFolderSource(ClassificationSource):
     def labels(self, split):
         self._index(split)
         return self._labels[split]
+
+    def _tables(self, split):
+        self._index(split)
+        return {"path": tf.constant(self._paths[split]), "label": tf.constant(self._labels[split])}
+
+    def decode(self, record, with_masks=False):
+        return {
+            "image": decode_image(tf.io.read_file(record["path"])),
+            "label": record["label"],
+            "image_id": record["image_id"],
+        }
+
+    def describe_record(self, split, index):
+        self._index(split)
+        return self._paths[split][index]
+
+
+class CocoImageLabelsSource(ClassificationSource):
+    """A COCO-format folder whose `images` carry an image-level `label` (a category id), read as
+    a classification set: `path/annotations/instances_<split>.json` and `path/<split>/` (the
+    ImageNet-like canvases of frozen_det.data.canvases, or pseudo-box files). The k-th category
+    by id is class k; the boxes are ignored. Images without a label are counted and skipped."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        from frozen_det.data.sources.coco_folder import default_files
+
+        self.root = os.path.abspath(os.path.expanduser(path))
+        self._files = default_files
+        self._paths = {}
+        self._info = None
+
+    @property
+    def info(self) -> ClassInfo:
+        """The classes (categories by id) of the first split's file."""
+        if self._info is None:
+            folder = os.path.join(self.root, "annotations")
+            found = sorted(f for f in os.listdir(folder) if f.startswith("instances_")) if os.path.isdir(folder) else []
+            if not found:
+                raise DataError(f"COCO labels: no annotations/instances_<split>.json in data.path={self.root}")
+            self._index(found[0][len("instances_") : -len(".json")])
+        return self._info
+
+    def _index(self, split):
+        if split in self._paths:
+            return
+        annotations, images = (os.path.join(self.root, p) for p in self._files(split))
+        if not os.path.isfile(annotations):
+            raise DataError(f"COCO labels: {annotations} is missing (data.path={self.root}, split {split!r})")
+        with open(annotations) as f:
+            data = json.load(f)
+        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+        names = [c["name"] for c in categories]
+        if self._info is None:
+            self._info = ClassInfo(f"coco_labels:{os.path.basename(self.root)}", names)
+        elif self._info.class_names != names:
+            raise DataError(f"COCO labels: {annotations} has other categories than the split read first")
+        index = {c["id"]: i for i, c in enumerate(categories)}
+        paths, labels = [], []
+        for image in data.get("images", []):
+            if image.get("label") not in index:
+                count(self._skipped, "images_without_label")
+                continue
+            paths.append(os.path.join(images, image["file_name"]))
+            labels.append(index[image["label"]])
+        if not paths:
+            raise DataError(f"COCO labels: no image of {annotations} has a 'label' that is a category id")
+        self._paths[split] = paths
+        self._labels[split] = np.asarray(labels, np.int32)
+
+    def labels(self, split):
+        self._index(split)
+        return self._labels[split]
+
+    def _split_labels(self, split):
+        return self.labels(split)
 
     def _tables(self, split):
         self._index(split)
@@ -336,6 +413,8 @@ def build_source(cfg) -> Source:
         return FashionMnistSource(cfg.path or fashion_mnist.DEBIAN_DIR)
     if cfg.source == "image_folder":
         return ImageFolderSource(cfg.path, cfg.class_names)
+    if cfg.source == "coco_labels":
+        return CocoImageLabelsSource(cfg.path)
     if cfg.source == "detection_crops":
         from frozen_det.data import config as detection_config
         from frozen_det.data.sources import build_source as build_detection_source

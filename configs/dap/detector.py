@@ -1,0 +1,76 @@
+"""DAP steps 3-4 in miniature (Zhong et al., "DAP: Detection-Aware Pre-training with Weak
+Supervision", CVPR 2021, sec. 3.1): the Faster R-CNN + FPN of configs/canvases/detector.py
+(narrow ResNet-18) pre-trained on CAM pseudo-boxes, then fine-tuned on a target.
+
+Argument tokens:
+  pretrain      (the default) step 3: the detector on the pseudo-boxes of the ImageNet-like canvases
+                (`python -m frozen_det.pseudo_boxes`), its backbone from the classifier
+                (--config.train.init_from=CLASSIFIER_RUN; FPN, RPN and heads fresh), scale jitter
+                0.5-1.5 (the paper's multi-scale training); evaluated against the canvases' true
+                boxes. Set --config.data.path=CANVASES and
+                --config.data.coco_files.train="('PSEUDO.json', 'train')" (relative to the folder).
+  freeze        with pretrain: "DAP-Freeze" (Table 3), the backbone frozen during pre-training.
+  voc           step 4 on the VOC-like canvases (--config.data.path=CANVASES_VOC; 10 classes);
+  bccd          step 4 on BCCD (3 cell classes; BCCD_DIR or --config.data.path) at 256 x 256.
+Step 4 starts from any run: --config.train.init_from=RUN restores what has the same path and
+shape, except the class-specific layers (box classifier and class-specific box regression,
+which the paper re-initialises); a classifier run gives the CLS row (backbone only), a DAP run
+the DAP rows (backbone, FPN, RPN, box head). k-shot targets: --config.data.kshot=K. Learning
+curves (Fig. 5): AP every `train.eval_every` steps (WORKDIR/eval/<split>_step<N>.json).
+
+    python -m frozen_det.train --config configs/dap/detector.py:pretrain --workdir runs/dap \\
+        --config.data.path=/tmp/canvases_imagenet --config.train.init_from=runs/dap_cls \\
+        --config.data.coco_files.train="('pseudo_boxes.json', 'train')"
+    python -m frozen_det.train --config configs/dap/detector.py:voc --workdir runs/voc_5shot_dap \\
+        --config.data.path=/tmp/canvases_voc --config.data.kshot=5 --config.train.init_from=runs/dap
+"""
+
+import os
+import runpy
+
+from frozen_det import config_defaults as d
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_DETECTOR = runpy.run_path(os.path.join(_HERE, "..", "canvases", "detector.py"))
+_BCCD = runpy.run_path(os.path.join(_HERE, "..", "data", "bccd.py"))
+# The layers whose shape depends on the classes (DAP sec. 3.1 step 4: not transferred).
+CLASS_SPECIFIC = (r"/(class_logits|box_deltas)/",)
+
+
+def get_config(arg=None):
+    tokens = set(filter(None, (arg or "pretrain").split(",")))
+    stages = tokens & {"pretrain", "voc", "bccd"}
+    if (
+        len(stages) != 1
+        or tokens - {"pretrain", "voc", "bccd", "freeze"}
+        or ("freeze" in tokens and stages != {"pretrain"})
+    ):
+        raise ValueError(f"configs/dap/detector.py argument {arg!r}: one of pretrain[,freeze] (default) / voc / bccd")
+    (stage,) = stages
+    config = _DETECTOR["get_config"]()
+    if stage == "pretrain":
+        config.data.update(path="", eval_split="val")
+        config.data.augment.update(scale_min=0.5, scale_max=1.5)
+        config.train.update(total_steps=1500, eval_every=500)
+        if "freeze" in tokens:
+            config.model.backbone.freeze = "all"
+        return d.complete(config)
+    # Step 4: a short low-data schedule, evaluated along the way for the learning curves.
+    config.train.update(total_steps=400, eval_every=100, checkpoint_every=400, init_exclude=CLASS_SPECIFIC)
+    config.train.schedule.update(warmup_steps=50)
+    if stage == "bccd":
+        bccd = _BCCD["get_config"]().data
+        config.model.num_classes = 4
+        config.data.update(
+            source="voc_folder",
+            path=bccd.path,
+            train_split=bccd.train_split,
+            eval_split=bccd.eval_split,
+            class_names=bccd.class_names,
+            canvas=256,
+            max_instances=64,
+            eval_batch_size=24,
+            with_masks=False,
+        )
+        config.data.augment.update(scale_min=0.5, scale_max=1.5)
+    return d.complete(config)
