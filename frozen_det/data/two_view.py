@@ -171,7 +171,7 @@ def _min_image_side(crops) -> Tuple[float, float]:
 
 def eligible_candidates(candidates: np.ndarray, crop1: Crop, crop2: Crop, min_view_size: float) -> np.ndarray:
     """``[N]`` bool: candidates fully inside both crops and at least ``min_view_size`` pixels high
-    and wide in both views."""
+    and wide in both views (so zero padding rows of a fixed-size proposal array are never eligible)."""
     candidates = np.asarray(candidates, np.float64).reshape(-1, 4)
     region = intersection(crop1, crop2)
     inside = np.all(candidates[:, :2] >= region[:2], axis=1) & np.all(candidates[:, 2:] <= region[2:], axis=1)

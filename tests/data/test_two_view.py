@@ -141,6 +141,23 @@ def test_deterministic_and_photometric():
     np.testing.assert_array_equal(plain["boxes1"], a["boxes1"])
 
 
+def test_cached_region_proposals_as_candidates(tmp_path):
+    R = pytest.importorskip("frozen_det.data.region_proposals")
+    pytest.importorskip("skimage")
+    image = smooth_image()
+    path = str(tmp_path / "proposals.npz")
+    R.cache_proposals(path, [("img0", image)], max_boxes=200)  # offline, once
+    candidates = R.load_proposals(path)["img0"]
+    candidates = np.concatenate([candidates, np.zeros((8, 4), np.float32)])  # fixed-size padding rows
+    cfg = dataclasses.replace(NO_PHOTO, scale=(0.6, 1.0))
+    out = T.make_two_views(image, np.random.default_rng(0), cfg, candidates)
+    valid, index = out["query_valid"], out["candidate_index"]
+    assert valid.sum() > 0 and (index[valid] < len(candidates) - 8).all()
+    for k in "12":
+        back = T.view_to_image(out["boxes" + k], out["crop" + k])
+        np.testing.assert_allclose(back[valid], candidates[index[valid]], atol=1e-3)
+
+
 @pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32)])
 def test_rejects_bad_images(bad):
     with pytest.raises(ValueError, match="uint8"):
