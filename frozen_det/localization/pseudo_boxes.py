@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 from scipy import ndimage
 
 from frozen_det.localization import cam as cam_lib
+from frozen_det.ops.nms import non_max_suppression_padded
 
 VARIANTS = ("paper", "released")
 
@@ -138,8 +140,6 @@ def merge_boxes(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> 
     descending score order; IoU >= 1 keeps everything."""
     if len(boxes) == 0 or iou_threshold >= 1.0:
         return np.argsort(-np.asarray(scores), kind="stable")
-    from frozen_det.ops.nms import non_max_suppression_padded
-
     # Pad to a power of two so that a handful of compiled shapes serve every image.
     size = max(16, 1 << (len(boxes) - 1).bit_length())
     padded = np.zeros((size, 4), np.float32)
@@ -147,8 +147,14 @@ def merge_boxes(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> 
     padded_scores = np.zeros((size,), np.float32)
     padded_scores[: len(boxes)] = scores
     valid = np.arange(size) < len(boxes)
-    result = non_max_suppression_padded(padded, padded_scores, size, iou_threshold, valid=valid)
-    return np.asarray(result.indices)[np.asarray(result.valid)]
+    indices, kept = _padded_nms(padded, padded_scores, valid, np.float32(iou_threshold))
+    return np.asarray(indices)[np.asarray(kept)]
+
+
+@jax.jit
+def _padded_nms(boxes, scores, valid, iou_threshold):
+    result = non_max_suppression_padded(boxes, scores, boxes.shape[0], iou_threshold, valid=valid)
+    return result.indices, result.valid
 
 
 def pseudo_boxes_from_cam(cam: np.ndarray, options: PseudoBoxOptions, image_hw=None, cell_pixels=None) -> PseudoBoxes:
