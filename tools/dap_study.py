@@ -49,7 +49,8 @@ LITE0_IMAGES = 200  # validation canvases boxed by the ImageNet Lite0
 
 
 def _config(file: str, arg=None):
-    return runpy.run_path(os.path.join(ROOT, file))["get_config"](arg)
+    get_config = runpy.run_path(os.path.join(ROOT, file))["get_config"]
+    return get_config() if arg is None else get_config(arg)
 
 
 def paths(root: str) -> dict:
