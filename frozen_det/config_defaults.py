@@ -102,6 +102,22 @@ def tiny_two_stage_model(
     return m
 
 
+def predet_model(detector: ConfigDict, **predet) -> ConfigDict:
+    """`config.model` of PreDet pre-training (frozen_det.models.predet) for the layers of
+    `detector` (a two-stage `config.model`): every detector section is copied, so the shared
+    layers have the detector's paths and shapes and the run transfers into it by
+    `train.init_from`; `predet` fields (num_queries, switches, ...) by keyword."""
+    m = model_config.predet_defaults()
+    for key, value in detector.items():
+        if key != "type":
+            with m.ignore_type():
+                m[key] = value.copy_and_resolve_references() if isinstance(value, ConfigDict) else value
+    m.mask.enabled = False
+    m.cascade.enabled = False
+    m.predet.update(predet)
+    return m
+
+
 def torchvision_faster_rcnn_r50_fpn(
     num_classes=91, freeze="none", conv_impl="xla", pre_nms=2000, post_nms=2000, rois=512, detections=100
 ) -> ConfigDict:

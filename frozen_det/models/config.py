@@ -2,7 +2,8 @@
 the model section.
 
 `model.type` picks the schema (the task, frozen_det.tasks): "two_stage" (Faster / Mask /
-Cascade R-CNN). Defaults are the reference's (docs/reference.md, sections in comments), so an
+Cascade R-CNN), "classifier", "predet" (PreDet's pretext task on a two-stage detector's
+layers). Defaults are the reference's (docs/reference.md, sections in comments), so an
 experiment states only what it changes. `complete(model)` returns the full section, unknown
 fields rejected with their name; `validate(model)` checks values that would otherwise fail deep
 inside jit.
@@ -173,7 +174,51 @@ def classifier_defaults() -> ConfigDict:
     return m
 
 
-SCHEMAS = {"two_stage": two_stage_defaults, "classifier": classifier_defaults}
+def predet_defaults() -> ConfigDict:
+    """`config.model` of PreDet pre-training (frozen_det.models.predet; Ramanathan et al., "PreDet:
+    Large-scale weakly supervised pre-training for detection", ICCV 2021, sec. 3-4).
+
+    Every section of a two-stage detector is kept with its defaults (backbone, neck, anchors,
+    rpn, roi, box_head, ...) so that the layers PreDet shares with Faster R-CNN are built by the
+    same code with the same parameter paths and shapes, and a PreDet run transfers into a
+    detector with `train.init_from`. `predet` holds what the pretext task adds. The switches
+    (`crpn`, `croi`, `croi_regression`, `multilabel`) make the paper's Table 1 ablation a set of
+    configs; `multilabel` needs image labels in the data (`num_labels` > 0)."""
+    m = two_stage_defaults()
+    m.type = "predet"
+    m.predet = ConfigDict(
+        dict(
+            num_queries=16,  # Q, sec. 4.1
+            num_negatives=512,  # |P_neg|, sec. 4.1
+            temperature=0.07,  # tau of InfoNCE, sec. 3.2.2
+            crpn_dims=64,  # D of the CRPN's per-anchor features f_I^cls / f_q^cls
+            embedding_dims=128,  # the CROI head's FC projection before the cosine similarity
+            regression_dims=128,  # D of the CROI regression's 1 x D / 4 x D projections
+            crpn_positive_above=0.7,
+            crpn_negative_below=0.3,
+            crpn_batch_size_per_image=256,  # 128 positives + 128 negatives, sec. 3.2.1
+            crpn_positive_fraction=0.5,
+            crpn_huber_beta=1.0 / 9,
+            croi_iou=0.5,  # positive > 0.5, negatives < 0.5 with every query, sec. 3.2.2
+            croi_huber_beta=1.0,
+            random_positive=False,  # the positive proposal: highest IoU (False) or random above 0.5
+            add_queries_to_proposals=True,  # detectron2's "GT boxes among the proposals"
+            # Proposals without the CRPN (crpn=False, Table 1): this many random boxes per image
+            # plus one jittered copy of each query ("we randomly sampled positive and negative
+            # boxes for each query box", sec. 5.1).
+            num_random_proposals=256,
+            num_labels=0,  # classes of the image labels (multi-label loss); 0: no labels
+            # Loss switches (Table 1): L_crpn, L_info, L_croi-reg, L_cls.
+            crpn=True,
+            croi=True,
+            croi_regression=True,
+            multilabel=False,
+        )
+    )
+    return m
+
+
+SCHEMAS = {"two_stage": two_stage_defaults, "classifier": classifier_defaults, "predet": predet_defaults}
 
 
 def defaults(model_type: str) -> ConfigDict:
@@ -205,7 +250,7 @@ def complete(given) -> ConfigDict:
         defaults(model_type),
         given,
         "config.model",
-        typed={"neck": neck_defaults} if model_type == "two_stage" else None,
+        typed={"neck": neck_defaults} if model_type in ("two_stage", "predet") else None,
     )
     with m.ignore_type():
         m.backbone = complete_backbone(m.backbone)
@@ -251,6 +296,8 @@ def validate(m: ConfigDict) -> None:
                 f"model.num_classes={m.num_classes} outputs; leave backbone.num_classes unset."
             )
         return
+    if m.type == "predet":
+        validate_predet(m)
     choice(m.dtype, DTYPES, "model.dtype")
     choice(m.conv_impl, CONV_IMPLS, "model.conv_impl")
     choice(m.box_head.class_loss, CLASS_LOSSES, "model.box_head.class_loss")
@@ -270,3 +317,26 @@ def validate(m: ConfigDict) -> None:
         )
     if m.neck.min_level > m.neck.max_level:
         raise ValueError(f"config.model.neck: min_level={m.neck.min_level} > max_level={m.neck.max_level}.")
+
+
+def validate_predet(m: ConfigDict) -> None:
+    p = m.predet
+    if m.mask.enabled or m.cascade.enabled:
+        raise ValueError(
+            "config.model.mask.enabled / cascade.enabled: PreDet pre-trains the layers of a Faster R-CNN "
+            "(backbone, neck, RPN convs, box head); set both to False."
+        )
+    if not (p.crpn or p.croi or p.croi_regression or p.multilabel):
+        raise ValueError("config.model.predet: every loss switch (crpn, croi, croi_regression, multilabel) is off.")
+    if p.croi_regression and not p.croi:
+        raise ValueError("config.model.predet.croi_regression=True needs croi=True (it regresses the CROI positives).")
+    if p.multilabel and p.num_labels <= 0:
+        raise ValueError(
+            "config.model.predet.multilabel=True needs image labels: set model.predet.num_labels to the "
+            "number of classes of the data's labels, or multilabel=False."
+        )
+    for field in ("num_queries", "num_negatives", "crpn_dims", "embedding_dims", "regression_dims"):
+        if p[field] <= 0:
+            raise ValueError(f"config.model.predet.{field}={p[field]}: must be positive.")
+    if p.temperature <= 0:
+        raise ValueError(f"config.model.predet.temperature={p.temperature}: must be positive.")

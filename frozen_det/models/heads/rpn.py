@@ -19,7 +19,9 @@ class RPNHead(nn.Module):
     activation, then 1x1 objectness (A logits) and box (4A deltas) convs shared across levels.
 
     Initialisers (docs/reference.md §2.5): shared convs N(0, 0.01); outputs N(0, 1e-5); biases 0.
-    Returns ({level: [B, H, W, A]}, {level: [B, H, W, 4A]}).
+    Returns ({level: [B, H, W, A]}, {level: [B, H, W, 4A]}); with `taps=True` the shared convs'
+    output {level: [B, H, W, num_filters]} instead, the objectness and box convs neither created
+    nor run (heads that score anchors their own way on the same features, e.g. PreDet's CRPN).
     """
 
     num_anchors: int
@@ -32,7 +34,7 @@ class RPNHead(nn.Module):
     norm: ModuleDef = DEFAULT_NORM
 
     @nn.compact
-    def __call__(self, features: Mapping[int, jax.Array], train: bool):
+    def __call__(self, features: Mapping[int, jax.Array], train: bool, taps: bool = False):
         act = activation_fn(self.activation)
         conv_cls = self.conv
         convs = [
@@ -52,7 +54,7 @@ class RPNHead(nn.Module):
         boxes_conv = conv_cls(
             4 * self.num_anchors, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.normal(1e-5), name="boxes"
         )
-        scores, deltas = {}, {}
+        scores, deltas, tapped = {}, {}, {}
         for level in sorted(features):
             x = features[level]
             for i, conv in enumerate(convs):
@@ -60,9 +62,12 @@ class RPNHead(nn.Module):
                 if self.use_batch_norm:
                     x = self.norm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}_l{level}")(x)
                 x = act(x)
+            if taps:
+                tapped[level] = x
+                continue
             scores[level] = scores_conv(x).astype(jnp.float32)
             deltas[level] = boxes_conv(x).astype(jnp.float32)
-        return scores, deltas
+        return tapped if taps else (scores, deltas)
 
 
 def generate_proposals(
