@@ -13,6 +13,7 @@ from frozen_det.tasks.base import Task
 TASKS = {
     "two_stage": "frozen_det.tasks.detection:DetectionTask",
     "classifier": "frozen_det.tasks.classification:ClassificationTask",
+    "predet": "frozen_det.tasks.predet:PreDetTask",
 }
 
 

@@ -1,0 +1,63 @@
+"""PreDet pre-training (Ramanathan et al., "PreDet: Large-scale weakly supervised pre-training for
+detection", ICCV 2021) of a tiny Faster R-CNN's layers on a folder of unlabelled images, then
+transfer into a detector with the same layers (configs/tiny/two_stage.py-like):
+
+    python -m frozen_det.train --config configs/predet/pretrain.py --workdir /tmp/predet \\
+        --config.data.path=IMAGE_FOLDER
+    python -m frozen_det.train --config configs/tiny/two_stage.py --workdir /tmp/det \\
+        --config.train.init_from=/tmp/predet
+
+Argument: the losses switched on, comma-separated tokens of "crpn" (L_crpn), "croi" (L_info),
+"reg" (L_croi-reg), "mlc" (L_cls, the multi-label classification loss); the paper's Table 1 rows
+are e.g. "mlc", "crpn,croi,reg", "mlc,croi", "mlc,croi,reg", "mlc,crpn,croi,reg". Default
+"crpn,croi,reg" (image folders have no labels). "mlc" needs image labels: it switches the data to
+a COCO folder with `data.labels=True` and `model.predet.num_labels=80` (override both for another
+dataset). Add "proposals" to draw the queries from cached region proposals
+(`--config.data.proposals_file=cache.npz`, frozen_det.data.region_proposals) instead of random
+boxes.
+
+Tiny CPU defaults: ResNet-18 at width 0.25, 32-channel FPN P2-P5 and heads, 64x64 views, 8 queries,
+64 negatives; a few hundred steps take minutes on a 2-core CPU. The paper: ResNeXt-101 FPN, 480x480
+views, 16 queries, |P_neg| 512, batch 1024, 540k iterations.
+"""
+
+from frozen_det import config_defaults as d
+
+LOSSES = {"crpn": "crpn", "croi": "croi", "reg": "croi_regression", "mlc": "multilabel"}
+
+
+def get_config(arg=None):
+    tokens = [t for t in (arg or "crpn,croi,reg").split(",") if t]
+    unknown = sorted(set(tokens) - set(LOSSES) - {"proposals"})
+    if unknown:
+        raise ValueError(f"config argument {unknown}: tokens are {sorted(LOSSES)} and 'proposals'")
+    switches = {field: token in tokens for token, field in LOSSES.items()}
+
+    detector = d.tiny_two_stage_model(num_classes=4)
+    detector.backbone.width = 0.25
+    detector.neck.max_level = 5
+    config = d.ConfigDict()
+    config.model = d.predet_model(
+        detector,
+        num_queries=8,
+        num_negatives=64,
+        crpn_dims=16,
+        embedding_dims=64,
+        regression_dims=32,
+        crpn_batch_size_per_image=64,
+        num_random_proposals=64,
+        num_labels=80 if switches["multilabel"] else 0,
+        **switches,
+    )
+    config.data = d.ConfigDict(
+        dict(
+            source="coco_folder" if switches["multilabel"] else "image_folder",
+            labels=switches["multilabel"],
+            image_size=64,
+            eval_batch_size=8,
+            num_eval_examples=64,
+            queries="proposals" if "proposals" in tokens else "random",
+        )
+    )
+    config.train = d.train(batch_size=8, total_steps=300, boundaries=(240,), base_lr=0.02, warmup_steps=20)
+    return d.complete(config)

@@ -1,0 +1,94 @@
+"""`config.data` of PreDet pre-training (`model.type="predet"`): two augmented views of unlabelled
+images with query boxes (frozen_det.data.two_view_pipeline). Defaults, merging, validation.
+
+Sources (`data.source`): "image_folder" (every image under `path/<split>/`, or under `path` when
+that folder does not exist; no labels), "coco_folder" and "voc_folder" (the detection sources'
+folders, frozen_det.data.sources: their images, and with `labels=True` each image's classes as
+multi-hot image labels for PreDet's multi-label loss).
+
+Queries (`data.queries`): "random" boxes inside the two crops' overlap, or "proposals": cached
+unsupervised region proposals (frozen_det.data.region_proposals' ``.npz``, `proposals_file`)
+keyed by the image id (detection folders) or the image's path relative to its split folder
+(image folders).
+"""
+
+from __future__ import annotations
+
+from frozen_det.data.config import IMAGENET_MEAN, IMAGENET_STD
+from frozen_det.schema import ConfigDict, choice, merge
+
+SOURCES = ("image_folder", "coco_folder", "voc_folder")
+
+
+def defaults() -> ConfigDict:
+    return ConfigDict(
+        dict(
+            source="image_folder",  # one of SOURCES
+            path="",
+            train_split="train",
+            eval_split="validation",
+            coco_files=ConfigDict(dict()),  # coco_folder: split -> (annotation json, image dir)
+            class_names=(),  # voc_folder: the class order
+            voc_difficult="crowd",
+            image_size=224,  # each view is image_size x image_size (the paper: 480)
+            batch_size=0,  # global train batch (images, two views each); 0 = config.train.batch_size
+            eval_batch_size=8,
+            num_eval_examples=0,  # the held-out set: the first n images of eval_split (0: all)
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            seed=0,
+            queries="random",  # "random" | "proposals"
+            proposals_file="",  # queries="proposals": the region_proposals .npz cache
+            labels=False,  # detection folders: emit `image_labels` (multi-hot of the image's classes)
+            # MoCo v2 views (frozen_det.data.two_view.TwoViewConfig).
+            augment=ConfigDict(
+                dict(
+                    scale=(0.2, 1.0),
+                    ratio=(3 / 4, 4 / 3),
+                    flip_prob=0.5,
+                    photometric=True,
+                    min_view_size=8.0,
+                    min_queries=1,
+                    max_attempts=10,
+                )
+            ),
+        )
+    )
+
+
+def complete(given) -> ConfigDict:
+    cfg = merge(defaults(), given or {}, "config.data", free_form=("coco_files",))
+    validate(cfg)
+    return cfg
+
+
+def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
+    """A complete copy of `config.data` (or of a whole config's `.data`), batch size resolved and
+    the fields a run needs (path, proposals file) checked."""
+    if data_config is not None and "data" in data_config and "source" not in data_config:
+        if train_batch_size is None and "train" in data_config:
+            train_batch_size = data_config.train.batch_size
+        data_config = data_config.data
+    cfg = complete(data_config)
+    if not cfg.batch_size:
+        cfg.batch_size = int(train_batch_size or 8)
+    if not cfg.path:
+        raise ValueError(f"config.data.path: the {cfg.source} source needs its folder (--config.data.path=DIR)")
+    if cfg.queries == "proposals" and not cfg.proposals_file:
+        raise ValueError(
+            "config.data.proposals_file: queries='proposals' reads cached region proposals; give the .npz "
+            "(frozen_det.data.region_proposals.cache_proposals writes it) or use queries='random'."
+        )
+    return cfg
+
+
+def validate(cfg: ConfigDict) -> None:
+    choice(cfg.source, SOURCES, "data.source")
+    choice(cfg.queries, ("random", "proposals"), "data.queries")
+    choice(cfg.voc_difficult, ("crowd", "keep", "drop"), "data.voc_difficult")
+    if cfg.image_size <= 0 or cfg.image_size % 8:
+        raise ValueError(f"config.data.image_size={cfg.image_size}: a positive multiple of 8 (of 2^max_level).")
+    if cfg.labels and cfg.source == "image_folder":
+        raise ValueError("config.data.labels=True: an image_folder has no labels; use a coco_folder / voc_folder.")
+    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+        raise ValueError("config.data.mean / std: 3 values each, std > 0.")

@@ -1,0 +1,302 @@
+"""Seeded, sharded, resumable iterators of PreDet's two-view batches (no labels needed).
+
+    train = build_train_pipeline(config, num_queries=16)   # infinite; state() / restore()
+    held_out = build_eval_pipeline(config, num_queries=16) # the same batches on every pass
+
+Batch contract (per process; B = global batch // process count, S = data.image_size,
+Q = num_queries, K = the labels' classes):
+
+==============  =================  ==========================================================
+view1, view2    float32 [B,S,S,3]  two MoCo v2 views (frozen_det.data.two_view), normalised
+                                   by data.mean / data.std on [0, 255]
+query_boxes1/2  float32 [B,Q,4]    the same queries in each view's pixels (yxyx); row i is
+                                   the same region in both; padding rows 0
+query_valid     bool [B,Q]
+image_id        int64 [B]          dataset id (detection folders) or record index (image
+                                   folders); -1 for eval padding
+image_labels    float32 [B,K]      only with data.labels: multi-hot of the image's classes
+example_valid   bool [B]           False for eval padding examples
+==============  =================  ==========================================================
+
+How it mirrors frozen_det.data.pipeline, as simply as possible: records are a list known up
+front (image folders and the local detection folders are random-access); process p of P reads
+records ``p::P``; the order of epoch e is a permutation seeded by (seed, e, p); example at
+position k of epoch e draws every random number from a ``numpy.random.Generator`` seeded by
+(seed, p, e, k). So ``state() = {epoch, offset}`` is the whole position and ``restore`` skips
+to it without decoding anything. Decoding and augmentation run in Python (Pillow + numpy: the
+views are made by make_two_views, which is numpy); an image that cannot be read is counted in
+``stats["examples_skipped"]`` and logged, never crashes the run. The held-out set is the first
+``data.num_eval_examples`` images of the eval split with views drawn from a fixed seed, so every
+evaluation measures the same pretext batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+
+import numpy as np
+from PIL import Image
+
+from frozen_det.data import two_view_config as config_lib
+from frozen_det.data.sources.base import DataError
+from frozen_det.data.two_view import TwoViewConfig, make_two_views
+
+log = logging.getLogger("frozen_det.data")
+
+STATE_VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    path: str
+    image_id: int
+    proposal_key: object  # the region-proposal cache's key of this image
+    classes: tuple = ()  # 1..C (detection folders)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoViewInfo:
+    """What the examples' labels are (the trainer checks the model against it)."""
+
+    name: str
+    num_labels: int  # 0: no labels
+    class_names: tuple = ()
+
+
+def _image_folder_records(root: str, split: str) -> list:
+    folder = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
+    if not os.path.isdir(folder):
+        raise DataError(f"config.data.path={root}: no folder {folder} of split {split!r}")
+    paths = sorted(
+        os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not paths:
+        raise DataError(f"config.data.path={root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    return [ImageRecord(p, i, os.path.relpath(p, folder)) for i, p in enumerate(paths)]
+
+
+def _detection_source(cfg):
+    from frozen_det.data import config as detection_config
+    from frozen_det.data.sources import build_source
+
+    fields = dict(
+        source=cfg.source,
+        path=cfg.path,
+        train_split=cfg.train_split,
+        eval_split=cfg.eval_split,
+        coco_files=cfg.coco_files.to_dict(),
+        class_names=tuple(cfg.class_names),
+        voc_difficult=cfg.voc_difficult,
+    )
+    return build_source(detection_config.complete(fields))
+
+
+class _Images:
+    """The records of one split and how to read them (a source of images for two views)."""
+
+    def __init__(self, cfg, split: str):
+        if cfg.source == "image_folder":
+            self.records = _image_folder_records(cfg.path, split)
+            self.info = TwoViewInfo(name=cfg.path, num_labels=0)
+        else:
+            source = _detection_source(cfg)
+            self.records = [
+                ImageRecord(r.image_path, int(r.image_id), int(r.image_id), tuple(int(c) for c in r.classes))
+                for r in source.split_records(split)
+            ]
+            names = tuple(source.info.class_names)
+            self.info = TwoViewInfo(source.info.name, source.info.num_classes if cfg.labels else 0, names)
+        if not self.records:
+            raise DataError(f"split {split!r} of {cfg.path} has no images")
+        self.proposals = None
+        if cfg.queries == "proposals":
+            from frozen_det.data.region_proposals import load_proposals
+
+            if not os.path.isfile(cfg.proposals_file):
+                raise DataError(
+                    f"config.data.proposals_file={cfg.proposals_file}: not found; write it with "
+                    "frozen_det.data.region_proposals.cache_proposals or use data.queries='random'"
+                )
+            self.proposals = load_proposals(cfg.proposals_file)
+
+
+class _Base:
+    def __init__(self, config, num_queries, split, train, process_index, process_count, batch_size):
+        self.config = cfg = config_lib.resolve(config)
+        self.train = train
+        self.split = split or (cfg.train_split if train else cfg.eval_split)
+        if process_index is None or process_count is None:
+            import jax  # only for the process layout
+
+            process_index, process_count = jax.process_index(), jax.process_count()
+        self.process_index, self.process_count = process_index, process_count
+        global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
+        if global_batch % process_count:
+            raise ValueError(f"config.data batch {global_batch} is not divisible by the {process_count} processes")
+        self.batch_size = global_batch // process_count
+        self.images = _Images(cfg, self.split)
+        self.views = TwoViewConfig(size=int(cfg.image_size), num_queries=int(num_queries), **cfg.augment.to_dict())
+        self.mean = np.asarray(cfg.mean, np.float32)
+        self.std = np.asarray(cfg.std, np.float32)
+        self.stats = {"examples": 0, "examples_skipped": 0, "missing_proposals": 0, "no_query": 0}
+
+    @property
+    def info(self) -> TwoViewInfo:
+        return self.images.info
+
+    def report(self) -> dict:
+        return dict(self.stats)
+
+    def _shard(self) -> np.ndarray:
+        return np.arange(len(self.images.records))[self.process_index :: self.process_count]
+
+    def _example(self, index: int, seed) -> dict | None:
+        """The two-view example of record ``index`` with the generator seeded by ``seed``; None
+        (counted, logged) if its image cannot be read."""
+        record = self.images.records[index]
+        try:
+            with Image.open(record.path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            self.stats["examples_skipped"] += 1
+            log.warning("skipped %s (image id %s): %s", record.path, record.image_id, e)
+            return None
+        candidates = None
+        if self.images.proposals is not None:
+            candidates = self.images.proposals.get(record.proposal_key)
+            if candidates is None:
+                self.stats["missing_proposals"] += 1
+                candidates = np.zeros((0, 4), np.float32)
+        ex = make_two_views(image, np.random.default_rng(seed), self.views, candidates)
+        self.stats["examples"] += 1
+        self.stats["no_query"] += int(not ex["query_valid"].any())
+        out = dict(
+            view1=(ex["view1"].astype(np.float32) - self.mean) / self.std,
+            view2=(ex["view2"].astype(np.float32) - self.mean) / self.std,
+            query_boxes1=ex["boxes1"],
+            query_boxes2=ex["boxes2"],
+            query_valid=ex["query_valid"],
+            image_id=np.int64(record.image_id),
+            example_valid=np.bool_(True),
+        )
+        if self.info.num_labels:
+            labels = np.zeros(self.info.num_labels, np.float32)
+            labels[[c - 1 for c in record.classes if 1 <= c <= self.info.num_labels]] = 1.0
+            out["image_labels"] = labels
+        return out
+
+    @staticmethod
+    def _stack(examples):
+        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class TwoViewTrainPipeline(_Base):
+    """Infinite iterator of per-process train batches; ``state()`` / ``restore(state)``."""
+
+    def __init__(self, config, num_queries=16, split=None, process_index=None, process_count=None, batch_size=None):
+        super().__init__(config, num_queries, split, True, process_index, process_count, batch_size)
+        self._epoch, self._offset = 0, 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        shard = self._shard()
+        rng = np.random.default_rng([self.config.seed, epoch, self.process_index])
+        return shard[rng.permutation(len(shard))]
+
+    def state(self) -> dict:
+        return {
+            "version": STATE_VERSION,
+            "epoch": self._epoch,
+            "offset": self._offset,
+            "seed": int(self.config.seed),
+            "split": self.split,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+            "stats": dict(self.stats),
+        }
+
+    def restore(self, state: dict) -> None:
+        for key, mine in (
+            ("seed", int(self.config.seed)),
+            ("split", self.split),
+            ("process_index", self.process_index),
+            ("process_count", self.process_count),
+        ):
+            if key in state and state[key] != mine:
+                raise ValueError(
+                    f"pipeline state was saved with {key}={state[key]!r}, this pipeline has {mine!r}: "
+                    "restore with the same data config and process layout"
+                )
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"two-view pipeline state version {state.get('version')} != {STATE_VERSION}")
+        self._epoch, self._offset = int(state["epoch"]), int(state["offset"])
+        self.stats.update(state.get("stats", {}))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        batch, failures = [], 0
+        while len(batch) < self.batch_size:
+            order = self._order(self._epoch)
+            if self._offset >= len(order):
+                self._epoch, self._offset = self._epoch + 1, 0
+                continue
+            position = self._offset
+            seed = [self.config.seed, self.process_index, self._epoch, position]
+            ex = self._example(int(order[position]), seed)
+            self._offset = position + 1
+            if ex is None:
+                failures += 1
+                if failures > len(order):
+                    raise DataError(f"split {self.split!r}: no image of this process's shard could be read")
+                continue
+            ex.pop("example_valid")
+            batch.append(ex)
+        return self._stack(batch)
+
+
+class TwoViewEvalPipeline(_Base):
+    """The held-out pretext batches: the first `num_eval_examples` images of the split (this
+    process's share), views from a fixed seed, the last batch padded (``example_valid`` False);
+    every process yields ``num_batches`` batches."""
+
+    def __init__(self, config, num_queries=16, split=None, process_index=None, process_count=None, batch_size=None):
+        super().__init__(config, num_queries, split, False, process_index, process_count, batch_size)
+        n = len(self.images.records)
+        self.num_examples = min(n, self.config.num_eval_examples or n)
+        self.num_batches = max(1, math.ceil(math.ceil(self.num_examples / self.process_count) / self.batch_size))
+
+    def __iter__(self):
+        indices = np.arange(self.num_examples)[self.process_index :: self.process_count]
+        batch, produced, template = [], 0, None
+        for index in indices:
+            ex = self._example(int(index), [self.config.seed, 1_000_003, int(index)])
+            if ex is None:
+                continue
+            template = template or ex
+            batch.append(ex)
+            if len(batch) == self.batch_size:
+                yield self._stack(batch)
+                produced, batch = produced + 1, []
+        if template is None:
+            raise DataError(f"eval split {self.split!r}: no image of this process's share could be read")
+        padding = {k: np.zeros_like(v) for k, v in template.items()}
+        padding["image_id"], padding["example_valid"] = np.int64(-1), np.bool_(False)
+        while produced < self.num_batches:
+            batch += [padding] * (self.batch_size - len(batch))
+            yield self._stack(batch)
+            produced, batch = produced + 1, []
+
+
+def build_train_pipeline(config, **kw) -> TwoViewTrainPipeline:
+    """Keywords: num_queries (Q, the model's `predet.num_queries`), split, process_index,
+    process_count (default: JAX's), batch_size (global)."""
+    return TwoViewTrainPipeline(config, **kw)
+
+
+def build_eval_pipeline(config, **kw) -> TwoViewEvalPipeline:
+    return TwoViewEvalPipeline(config, **kw)
