@@ -138,6 +138,29 @@ def test_queries_from_cached_region_proposals(image_folder, tmp_path):
     assert train.stats["missing_proposals"] == 0
 
 
+def test_labelled_detection_folders_give_image_labels(voc_folder, image_folder):
+    from frozen_det.data.two_view_pipeline import build_train_pipeline
+    from frozen_det.tasks import get_task
+
+    config = _predet_config(voc_folder, multilabel=True, num_labels=2)
+    config.data.update(source="voc_folder", labels=True, train_split="trainval", eval_split="test")
+    train = build_train_pipeline(config, num_queries=Q, process_index=0, process_count=1)
+    assert train.info.num_labels == 4  # bird, cat, dog, person (the folder's sorted names)
+    with pytest.raises(ValueError, match=r"model.predet.num_labels=4"):
+        get_task(config).validate(train.info)
+    records = train.images.records
+    by_id = {r.image_id: r for r in records}
+    batch = next(train)
+    assert batch["image_labels"].shape == (2, 4) and batch["image_labels"].sum() > 0
+    for image_id, labels in zip(batch["image_id"], batch["image_labels"]):
+        expected = np.zeros(4, np.float32)
+        expected[[c - 1 for c in by_id[int(image_id)].classes]] = 1
+        np.testing.assert_array_equal(labels, expected)
+    # An image folder has no labels, and says so.
+    with pytest.raises(ValueError, match="config.data.labels=True: an image_folder has no labels"):
+        config_lib.complete(d.ConfigDict(dict(_predet_config(image_folder).to_dict(), data=dict(labels=True))))
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 

@@ -17,8 +17,11 @@ dataset). Add "proposals" to draw the queries from cached region proposals
 boxes.
 
 Tiny CPU defaults: ResNet-18 at width 0.25, 32-channel FPN P2-P5 and heads, 64x64 views, 8 queries,
-64 negatives; a few hundred steps take minutes on a 2-core CPU. The paper: ResNeXt-101 FPN, 480x480
-views, 16 queries, |P_neg| 512, batch 1024, 540k iterations.
+64 negatives, batch 8. On a shared 2-core CPU: ~40 s to compile, 1.3 steps/s; on 16 generated
+images of coloured rectangles, 150 steps took the CRPN loss from 0.68 to 0.23, its query recall
+(IoU > 0.5) from 0.45 to 0.72 and InfoNCE from 4.5 to 3.3 (held-out retrieval top-1 0.23, chance
+0.05). The paper: ResNeXt-101 FPN, 480x480 views, 16 queries, |P_neg| 512, batch 1024, 540k
+iterations.
 """
 
 from frozen_det import config_defaults as d

@@ -55,7 +55,7 @@ class ImageRecord:
     path: str
     image_id: int
     proposal_key: object  # the region-proposal cache's key of this image
-    classes: tuple = ()  # 1..C (detection folders)
+    classes: tuple = ()  # 1..C of the non-crowd objects (detection folders), as detection's image_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,9 @@ class _Images:
         else:
             source = _detection_source(cfg)
             self.records = [
-                ImageRecord(r.image_path, int(r.image_id), int(r.image_id), tuple(int(c) for c in r.classes))
+                ImageRecord(
+                    r.image_path, int(r.image_id), int(r.image_id), tuple(int(c) for c in r.classes[~r.is_crowd])
+                )
                 for r in source.split_records(split)
             ]
             names = tuple(source.info.class_names)

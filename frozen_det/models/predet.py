@@ -117,16 +117,19 @@ class PreDet(TwoStageDetector):
         p = self.config.predet
         a = self.num_anchors_per_location
         dtype = jnp.dtype(self.config.dtype)
+        # Bilinear scores (a dot product of two projections): the query side starts at the usual
+        # LeCun scale and the image / proposal side small, so the scores start near 0 (as the RPN's
+        # N(0, 1e-5) outputs) while the gradient of the small side is not itself vanishing.
         small = nn.initializers.normal(0.01)
         if p.crpn:
             self.crpn_scores = nn.Conv(a * p.crpn_dims, (1, 1), dtype=dtype, kernel_init=small)
             self.crpn_boxes = nn.Conv(4 * a * p.crpn_dims, (1, 1), dtype=dtype, kernel_init=small)
-            self.crpn_query_scores = nn.Dense(a * p.crpn_dims, dtype=dtype, kernel_init=small)
-            self.crpn_query_boxes = nn.Dense(4 * a * p.crpn_dims, dtype=dtype, kernel_init=small)
+            self.crpn_query_scores = nn.Dense(a * p.crpn_dims, dtype=dtype)
+            self.crpn_query_boxes = nn.Dense(4 * a * p.crpn_dims, dtype=dtype)
         if p.croi:
             self.croi_embedding = nn.Dense(p.embedding_dims, dtype=dtype)
         if p.croi_regression:
-            self.croi_query_regression = nn.Dense(4 * p.regression_dims, dtype=dtype, kernel_init=small)
+            self.croi_query_regression = nn.Dense(4 * p.regression_dims, dtype=dtype)
             self.croi_proposal_regression = nn.Dense(p.regression_dims, dtype=dtype, kernel_init=small)
         if p.multilabel:
             self.multilabel_classifier = nn.Dense(p.num_labels, dtype=dtype, kernel_init=small)
