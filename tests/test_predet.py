@@ -126,7 +126,7 @@ def test_queries_from_cached_region_proposals(image_folder, tmp_path):
     # One candidate per image, a large box: every valid query is that box seen in each view.
     box = np.array([[10.0, 12.0, 60.0, 80.0]], np.float32)
     folder = os.path.join(image_folder, "validation")
-    keys = [os.path.relpath(os.path.join(dp, f), folder) for dp, _, fs in os.walk(folder) for f in fs]
+    keys = [os.path.relpath(os.path.join(dp, f), image_folder) for dp, _, fs in os.walk(folder) for f in fs]
     save_proposals(str(tmp_path / "p.npz"), {k: box for k in keys})
     config = _predet_config(image_folder)
     config.data.update(queries="proposals", proposals_file=str(tmp_path / "p.npz"), train_split="validation")
@@ -136,6 +136,25 @@ def test_queries_from_cached_region_proposals(image_folder, tmp_path):
     assert batch["query_valid"].sum(axis=1).max() <= 1  # one candidate, at most one query
     assert batch["query_valid"][:, 1:].sum() == 0 and batch["query_valid"].any()
     assert train.stats["missing_proposals"] == 0
+
+
+def test_cached_proposals_of_a_run_are_its_queries(image_folder, tmp_path):
+    from frozen_det.data.cache_proposals import cache_run_proposals
+    from frozen_det.data.region_proposals import load_proposals
+    from frozen_det.data.two_view_pipeline import build_train_pipeline
+
+    config = _predet_config(image_folder)
+    config.data.update(queries="proposals", proposals_file=str(tmp_path / "cache.npz"))
+    report = cache_run_proposals(config, max_boxes=30, max_side=96)
+    assert report["images"] == 10 and [os.path.basename(p) for p in report["unreadable"]] == ["broken.jpg"]
+    cache = load_proposals(str(tmp_path / "cache.npz"))
+    assert "train/sub/1.png" in cache and "validation/sub/1.png" in cache
+    assert all(0 < len(v) <= 30 for v in cache.values())
+    train = build_train_pipeline(config, num_queries=Q, process_index=0, process_count=1)
+    batches = [next(train) for _ in range(3)]
+    assert train.stats["missing_proposals"] == 0
+    # Queries must lie inside both random crops: most images still find some among 30 proposals.
+    assert np.mean([b["query_valid"].any(axis=1).mean() for b in batches]) > 0.5
 
 
 def test_labelled_detection_folders_give_image_labels(voc_folder, image_folder):

@@ -8,7 +8,7 @@ multi-hot image labels for PreDet's multi-label loss).
 
 Queries (`data.queries`): "random" boxes inside the two crops' overlap, or "proposals": cached
 unsupervised region proposals (frozen_det.data.region_proposals' ``.npz``, `proposals_file`)
-keyed by the image id (detection folders) or the image's path relative to its split folder
+keyed by the image id (detection folders) or the image's path relative to `data.path`
 (image folders).
 """
 

@@ -76,7 +76,7 @@ def _image_folder_records(root: str, split: str) -> list:
     )
     if not paths:
         raise DataError(f"config.data.path={root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
-    return [ImageRecord(p, i, os.path.relpath(p, folder)) for i, p in enumerate(paths)]
+    return [ImageRecord(p, i, os.path.relpath(p, root)) for i, p in enumerate(paths)]
 
 
 def _detection_source(cfg):
@@ -95,23 +95,24 @@ def _detection_source(cfg):
     return build_source(detection_config.complete(fields))
 
 
+def read_split(cfg, split: str) -> tuple[list, TwoViewInfo]:
+    """The records of one split of a (complete) two-view data section and what its labels are."""
+    if cfg.source == "image_folder":
+        return _image_folder_records(cfg.path, split), TwoViewInfo(name=cfg.path, num_labels=0)
+    source = _detection_source(cfg)
+    records = [
+        ImageRecord(r.image_path, int(r.image_id), int(r.image_id), tuple(int(c) for c in r.classes[~r.is_crowd]))
+        for r in source.split_records(split)
+    ]
+    names = tuple(source.info.class_names)
+    return records, TwoViewInfo(source.info.name, source.info.num_classes if cfg.labels else 0, names)
+
+
 class _Images:
-    """The records of one split and how to read them (a source of images for two views)."""
+    """The records of one split, what their labels are, and the cached proposals (if queried)."""
 
     def __init__(self, cfg, split: str):
-        if cfg.source == "image_folder":
-            self.records = _image_folder_records(cfg.path, split)
-            self.info = TwoViewInfo(name=cfg.path, num_labels=0)
-        else:
-            source = _detection_source(cfg)
-            self.records = [
-                ImageRecord(
-                    r.image_path, int(r.image_id), int(r.image_id), tuple(int(c) for c in r.classes[~r.is_crowd])
-                )
-                for r in source.split_records(split)
-            ]
-            names = tuple(source.info.class_names)
-            self.info = TwoViewInfo(source.info.name, source.info.num_classes if cfg.labels else 0, names)
+        self.records, self.info = read_split(cfg, split)
         if not self.records:
             raise DataError(f"split {split!r} of {cfg.path} has no images")
         self.proposals = None
@@ -121,7 +122,7 @@ class _Images:
             if not os.path.isfile(cfg.proposals_file):
                 raise DataError(
                     f"config.data.proposals_file={cfg.proposals_file}: not found; write it with "
-                    "frozen_det.data.region_proposals.cache_proposals or use data.queries='random'"
+                    "`python -m frozen_det.data.cache_proposals` or use data.queries='random'"
                 )
             self.proposals = load_proposals(cfg.proposals_file)
 

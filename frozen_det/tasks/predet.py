@@ -127,3 +127,9 @@ class PreDetTask(Task):
         if "crpn_covered" in totals:
             result["crpn_query_recall"] = ratio("crpn_covered", "queries")
         return result
+
+    def predict(self, model, variables, images: list, **kwargs) -> list[dict]:
+        raise SystemExit(
+            "model.type='predet' is a pre-training pretext task without predictions: evaluate it "
+            "(python -m frozen_det.evaluate) or transfer it into a detector (--config.train.init_from=RUN)."
+        )
