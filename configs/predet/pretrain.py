@@ -9,8 +9,8 @@ transfer into a detector with the same layers (configs/tiny/two_stage.py-like):
 
 Argument: the losses switched on, comma-separated tokens of "crpn" (L_crpn), "croi" (L_info),
 "reg" (L_croi-reg), "mlc" (L_cls, the multi-label classification loss); the paper's Table 1 rows
-are e.g. "mlc", "crpn,croi,reg", "mlc,croi", "mlc,croi,reg", "mlc,crpn,croi,reg". Default
-"crpn,croi,reg" (image folders have no labels). "mlc" needs image labels: it switches the data to
+are e.g. "mlc", "crpn,croi,reg", "mlc,croi", "mlc,croi,reg", "mlc,crpn,croi,reg". Without a loss
+token: "crpn,croi,reg" (image folders have no labels). "mlc" needs image labels: it switches the data to
 a COCO folder with `data.labels=True` and `model.predet.num_labels=80` (override both for another
 dataset). Add "proposals" to draw the queries from cached region proposals
 (`--config.data.proposals_file=cache.npz`, frozen_det.data.region_proposals) instead of random
@@ -30,11 +30,12 @@ LOSSES = {"crpn": "crpn", "croi": "croi", "reg": "croi_regression", "mlc": "mult
 
 
 def get_config(arg=None):
-    tokens = [t for t in (arg or "crpn,croi,reg").split(",") if t]
+    tokens = [t for t in (arg or "").split(",") if t]
     unknown = sorted(set(tokens) - set(LOSSES) - {"proposals"})
     if unknown:
         raise ValueError(f"config argument {unknown}: tokens are {sorted(LOSSES)} and 'proposals'")
-    switches = {field: token in tokens for token, field in LOSSES.items()}
+    losses = [t for t in tokens if t in LOSSES] or ["crpn", "croi", "reg"]
+    switches = {field: token in losses for token, field in LOSSES.items()}
 
     detector = d.tiny_two_stage_model(num_classes=4)
     detector.backbone.width = 0.25
