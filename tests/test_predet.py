@@ -106,6 +106,13 @@ def test_two_view_batches_are_fixed_shape_seeded_and_resumable(image_folder):
         boxes = b[key]
         assert (boxes[..., :2] >= -1e-3).all() and (boxes[..., 2:] <= SIZE + 1e-3).all()
         assert (boxes[..., 2:] > boxes[..., :2]).all()
+    # Worker threads make the same batches as the calling thread.
+    inline = build_train_pipeline(config.copy_and_resolve_references(), **kw)
+    inline.config.num_workers = 0
+    for expected in first:
+        got = next(inline)
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
     # Two processes read disjoint shards.
     shards = [
         build_train_pipeline(config, num_queries=Q, process_index=p, process_count=2, batch_size=2) for p in (0, 1)

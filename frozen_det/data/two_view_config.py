@@ -40,6 +40,7 @@ def defaults() -> ConfigDict:
             queries="random",  # "random" | "proposals"
             proposals_file="",  # queries="proposals": the region_proposals .npz cache
             labels=False,  # detection folders: emit `image_labels` (multi-hot of the image's classes)
+            num_workers=4,  # threads making a batch's examples (0: in the calling thread); same batches
             # MoCo v2 views (frozen_det.data.two_view.TwoViewConfig).
             augment=ConfigDict(
                 dict(
@@ -90,5 +91,7 @@ def validate(cfg: ConfigDict) -> None:
         raise ValueError(f"config.data.image_size={cfg.image_size}: a positive multiple of 8 (of 2^max_level).")
     if cfg.labels and cfg.source == "image_folder":
         raise ValueError("config.data.labels=True: an image_folder has no labels; use a coco_folder / voc_folder.")
+    if cfg.num_workers < 0:
+        raise ValueError(f"config.data.num_workers={cfg.num_workers}: 0 (in-line) or more threads.")
     if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
         raise ValueError("config.data.mean / std: 3 values each, std > 0.")

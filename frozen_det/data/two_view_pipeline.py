@@ -25,7 +25,9 @@ position k of epoch e draws every random number from a ``numpy.random.Generator`
 (seed, p, e, k). So ``state() = {epoch, offset}`` is the whole position and ``restore`` skips
 to it without decoding anything. Decoding and augmentation run in Python (Pillow + numpy: the
 views are made by make_two_views, which is numpy); an image that cannot be read is counted in
-``stats["examples_skipped"]`` and logged, never crashes the run. The held-out set is the first
+``stats["examples_skipped"]`` and logged, never crashes the run. With ``data.num_workers`` > 0
+the examples of a batch are made by that many threads (Pillow and numpy release the GIL for
+most of the work); the seeds make the batches identical to the in-line ones. The held-out set is the first
 ``data.num_eval_examples`` images of the eval split with views drawn from a fixed seed, so every
 evaluation measures the same pretext batches.
 """
@@ -36,6 +38,7 @@ import dataclasses
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -146,6 +149,7 @@ class _Base:
         self.mean = np.asarray(cfg.mean, np.float32)
         self.std = np.asarray(cfg.std, np.float32)
         self.stats = {"examples": 0, "examples_skipped": 0, "missing_proposals": 0, "no_query": 0}
+        self._pool = None
 
     @property
     def info(self) -> TwoViewInfo:
@@ -157,26 +161,26 @@ class _Base:
     def _shard(self) -> np.ndarray:
         return np.arange(len(self.images.records))[self.process_index :: self.process_count]
 
-    def _example(self, index: int, seed) -> dict | None:
-        """The two-view example of record ``index`` with the generator seeded by ``seed``; None
-        (counted, logged) if its image cannot be read."""
+    def _example(self, index: int, seed) -> tuple[dict | None, dict]:
+        """The two-view example of record ``index`` with the generator seeded by ``seed`` (None if
+        its image cannot be read: logged) and its counters. No shared state is touched, so
+        examples can be made in worker threads."""
         record = self.images.records[index]
         try:
             with Image.open(record.path) as im:
                 image = np.asarray(im.convert("RGB"))
         except (OSError, ValueError) as e:
-            self.stats["examples_skipped"] += 1
             log.warning("skipped %s (image id %s): %s", record.path, record.image_id, e)
-            return None
+            return None, {"examples_skipped": 1}
+        counts = {"examples": 1}
         candidates = None
         if self.images.proposals is not None:
             candidates = self.images.proposals.get(record.proposal_key)
             if candidates is None:
-                self.stats["missing_proposals"] += 1
+                counts["missing_proposals"] = 1
                 candidates = np.zeros((0, 4), np.float32)
         ex = make_two_views(image, np.random.default_rng(seed), self.views, candidates)
-        self.stats["examples"] += 1
-        self.stats["no_query"] += int(not ex["query_valid"].any())
+        counts["no_query"] = int(not ex["query_valid"].any())
         out = dict(
             view1=(ex["view1"].astype(np.float32) - self.mean) / self.std,
             view2=(ex["view2"].astype(np.float32) - self.mean) / self.std,
@@ -190,7 +194,23 @@ class _Base:
             labels = np.zeros(self.info.num_labels, np.float32)
             labels[[c - 1 for c in record.classes if 1 <= c <= self.info.num_labels]] = 1.0
             out["image_labels"] = labels
-        return out
+        return out, counts
+
+    def _examples(self, jobs):
+        """``[(record index, seed)]`` -> their examples in order (worker threads when
+        ``data.num_workers`` > 0: the seeds make the result independent of the scheduling);
+        counters accounted here."""
+        run = lambda job: self._example(*job)
+        if self.config.num_workers > 0:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.config.num_workers, thread_name_prefix="two_view")
+            results = list(self._pool.map(run, jobs))
+        else:
+            results = [run(job) for job in jobs]
+        for _, counts in results:
+            for key, n in counts.items():
+                self.stats[key] += n
+        return [ex for ex, _ in results]
 
     @staticmethod
     def _stack(examples):
@@ -205,9 +225,11 @@ class TwoViewTrainPipeline(_Base):
         self._epoch, self._offset = 0, 0
 
     def _order(self, epoch: int) -> np.ndarray:
-        shard = self._shard()
-        rng = np.random.default_rng([self.config.seed, epoch, self.process_index])
-        return shard[rng.permutation(len(shard))]
+        if getattr(self, "_order_of", (None,))[0] != epoch:
+            shard = self._shard()
+            rng = np.random.default_rng([self.config.seed, epoch, self.process_index])
+            self._order_of = (epoch, shard[rng.permutation(len(shard))])
+        return self._order_of[1]
 
     def state(self) -> dict:
         return {
@@ -244,21 +266,23 @@ class TwoViewTrainPipeline(_Base):
     def __next__(self) -> dict:
         batch, failures = [], 0
         while len(batch) < self.batch_size:
-            order = self._order(self._epoch)
-            if self._offset >= len(order):
-                self._epoch, self._offset = self._epoch + 1, 0
-                continue
-            position = self._offset
-            seed = [self.config.seed, self.process_index, self._epoch, position]
-            ex = self._example(int(order[position]), seed)
-            self._offset = position + 1
-            if ex is None:
-                failures += 1
-                if failures > len(order):
-                    raise DataError(f"split {self.split!r}: no image of this process's shard could be read")
-                continue
-            ex.pop("example_valid")
-            batch.append(ex)
+            positions, epoch, offset = [], self._epoch, self._offset
+            while len(positions) < self.batch_size - len(batch):  # the next positions, across epochs
+                if offset >= len(self._order(epoch)):
+                    epoch, offset = epoch + 1, 0
+                    continue
+                positions.append((epoch, offset))
+                offset += 1
+            jobs = [(int(self._order(e)[k]), [self.config.seed, self.process_index, e, k]) for e, k in positions]
+            for (e, k), ex in zip(positions, self._examples(jobs)):
+                self._epoch, self._offset = e, k + 1
+                if ex is None:
+                    failures += 1
+                    if failures > len(self._order(e)):
+                        raise DataError(f"split {self.split!r}: no image of this process's shard could be read")
+                    continue
+                ex.pop("example_valid")
+                batch.append(ex)
         return self._stack(batch)
 
 
@@ -276,15 +300,16 @@ class TwoViewEvalPipeline(_Base):
     def __iter__(self):
         indices = np.arange(self.num_examples)[self.process_index :: self.process_count]
         batch, produced, template = [], 0, None
-        for index in indices:
-            ex = self._example(int(index), [self.config.seed, 1_000_003, int(index)])
-            if ex is None:
-                continue
-            template = template or ex
-            batch.append(ex)
-            if len(batch) == self.batch_size:
-                yield self._stack(batch)
-                produced, batch = produced + 1, []
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start : start + self.batch_size]
+            for ex in self._examples([(int(i), [self.config.seed, 1_000_003, int(i)]) for i in chunk]):
+                if ex is None:
+                    continue
+                template = template or ex
+                batch.append(ex)
+                if len(batch) == self.batch_size:
+                    yield self._stack(batch)
+                    produced, batch = produced + 1, []
         if template is None:
             raise DataError(f"eval split {self.split!r}: no image of this process's share could be read")
         padding = {k: np.zeros_like(v) for k, v in template.items()}
