@@ -201,7 +201,10 @@ def predet_defaults() -> ConfigDict:
             crpn_huber_beta=1.0 / 9,
             croi_iou=0.5,  # positive > 0.5, negatives < 0.5 with every query, sec. 3.2.2
             croi_huber_beta=1.0,
-            random_positive=False,  # the positive proposal: highest IoU (False) or random above 0.5
+            # The positive proposal of a query: random among those above croi_iou ("sample one",
+            # sec. 3.2.2), or the highest-IoU one (False: with the queries among the proposals,
+            # always the query's own box).
+            random_positive=True,
             add_queries_to_proposals=True,  # detectron2's "GT boxes among the proposals"
             # Proposals without the CRPN (crpn=False, Table 1): this many random boxes per image
             # plus one jittered copy of each query ("we randomly sampled positive and negative

@@ -44,6 +44,10 @@ Choices the paper leaves open, made here:
   `predet.num_random_proposals` uniformly random boxes plus one jittered copy of each query
   (random positives and negatives per query, sec. 5.1); the CRPN's layers are then not built.
 * The multi-label loss reads both views (the image's labels hold for both).
+* Initialisation of the bilinear heads (a score is the dot product of two learned projections):
+  the query side at the usual LeCun scale, the image / proposal side N(0, 0.01), so scores and
+  deltas start near 0 (as the RPN's outputs do) without the vanishing gradients of two small
+  sides (both small: the CRPN score loss stayed at log 2 for the first 20 tiny steps).
 
 Train mode returns ``((losses, metrics), ...)`` as every task's model (`losses["total"]` the sum of
 the switched-on terms: `crpn_score`, `crpn_box`, `croi_info_nce`, `croi_box`, `multilabel`);
@@ -51,8 +55,8 @@ metrics: `retrieval_top1` (InfoNCE top-1 among positive + negatives), `retrieval
 (1 / (1 + valid negatives)), `crpn_query_recall` (fraction of valid queries covered by a CRPN
 proposal at IoU > `croi_iou`), `crpn_sampled_positives`, `queries_per_image`. Inference mode
 (``train=False``, BatchNorm statistics, a fixed sampling key) returns the same diagnostics per
-image as counts (`retrieval_hits`, `retrieval_queries`, `negatives`, `crpn_covered`,
-`crpn_queries`) for an exact average over a held-out set.
+image as counts (`queries`, `retrieval_hits`, `retrieval_queries`, `negatives`, `crpn_covered`,
+`crpn_positives`) for an exact average over a held-out set.
 """
 
 from __future__ import annotations
