@@ -1,11 +1,13 @@
 """PreDet pre-training (Ramanathan et al., "PreDet: Large-scale weakly supervised pre-training for
 detection", ICCV 2021) of a tiny Faster R-CNN's layers on a folder of unlabelled images, then
-transfer into a detector with the same layers (configs/tiny/two_stage.py-like):
+transfer into the detector of configs/tiny/two_stage.py (same layers; the backbone's width set
+to this file's), which restores the backbone, FPN, RPN convolution and box head (162 leaves) and
+leaves the RPN's and box head's output layers fresh:
 
     python -m frozen_det.train --config configs/predet/pretrain.py --workdir /tmp/predet \\
         --config.data.path=IMAGE_FOLDER
     python -m frozen_det.train --config configs/tiny/two_stage.py --workdir /tmp/det \\
-        --config.train.init_from=/tmp/predet
+        --config.model.backbone.width=0.25 --config.train.init_from=/tmp/predet
 
 Argument: the losses switched on, comma-separated tokens of "crpn" (L_crpn), "croi" (L_info),
 "reg" (L_croi-reg), "mlc" (L_cls, the multi-label classification loss); the paper's Table 1 rows
