@@ -108,9 +108,10 @@ def freeze_savings(config, _setup_and_variables=None) -> dict:
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     # The frozen parts of a backbone run in inference mode inside the train step too.
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"])[0])
-    compiled_backbone = backbone_forward.lower(backbone_vars, batch["image"]).compile()
+    images = batch[task.backbone_input]
+    compiled_backbone = backbone_forward.lower(backbone_vars, images).compile()
     features = jax.tree.map(
-        lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(backbone_forward, backbone_vars, batch["image"])
+        lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(backbone_forward, backbone_vars, images)
     )
     compiled_step = _train_step(task, model, variables, mask, batch)
     head_step = _train_step(task, model, variables, mask, batch, features)
@@ -141,9 +142,8 @@ def measure(config) -> dict:
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, eval_batch).compile()
     backbone = build_backbone(task.backbone_config())
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
-    backbone_forward = (
-        jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(backbone_vars, batch["image"]).compile()
-    )
+    images = batch[task.backbone_input]
+    backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(backbone_vars, images).compile()
     return {
         **_counts(abstract, mask),
         "forward_gflops": round(compiled_cost(forward)["gflops"], 3),
@@ -153,7 +153,7 @@ def measure(config) -> dict:
             if task.heads_take_backbone_features
             else train_step_cost(config)
         ),
-        "canvas": int(config.data.canvas),
+        "canvas": int(images.shape[1]),
         "per_device_batch": _per_device_batch(config),
     }
 

@@ -71,7 +71,10 @@ class TwoViewInfo:
 
 
 def _image_folder_records(root: str, split: str) -> list:
-    folder = os.path.join(root, split) if os.path.isdir(os.path.join(root, split)) else root
+    folder = os.path.join(root, split)
+    if not os.path.isdir(folder):
+        log.warning("%s has no folder %r: every split reads all its images (no held-out set)", root, split)
+        folder = root
     if not os.path.isdir(folder):
         raise DataError(f"config.data.path={root}: no folder {folder} of split {split!r}")
     paths = sorted(

@@ -43,6 +43,8 @@ class Task:
     # Whether the model's train call takes `backbone_features` (the heads' own cost without the
     # backbone, frozen_det.resources).
     heads_take_backbone_features: bool = True
+    # The batch key of the images the backbone reads (frozen_det.resources measures it alone).
+    backbone_input: str = "image"
 
     def __init__(self, config):
         self.config = config

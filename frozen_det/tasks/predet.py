@@ -27,6 +27,7 @@ class PreDetTask(Task):
     name = "predet"
     headline_metrics = ("retrieval_top1", "retrieval_chance", "crpn_query_recall")
     heads_take_backbone_features = False
+    backbone_input = "view1"  # (both views go through it: the backbone's cost is twice this)
 
     @property
     def num_queries(self) -> int:
