@@ -12,6 +12,9 @@ Argument tokens:
   freeze        with pretrain: "DAP-Freeze" (Table 3), the backbone frozen during pre-training.
   voc           step 4 on the VOC-like canvases (--config.data.path=CANVASES_VOC; 10 classes);
   bccd          step 4 on BCCD (3 cell classes; BCCD_DIR or --config.data.path) at 256 x 256.
+  lite0         with voc / bccd: the detector of configs/canvases/detector.py:lite0 (the packaged
+                ImageNet EfficientNet-Lite0 backbone, two-FC box head) instead of the narrow
+                ResNet-18 (the target of tools/predet_study.py).
 Step 4 starts from any run: --config.train.init_from=RUN restores what has the same path and
 shape, except the class-specific layers (box classifier and class-specific box regression,
 which the paper re-initialises); a classifier run gives the CLS row (backbone only), a DAP run
@@ -42,12 +45,15 @@ def get_config(arg=None):
     stages = tokens & {"pretrain", "voc", "bccd"}
     if (
         len(stages) != 1
-        or tokens - {"pretrain", "voc", "bccd", "freeze"}
+        or tokens - {"pretrain", "voc", "bccd", "freeze", "lite0"}
         or ("freeze" in tokens and stages != {"pretrain"})
+        or ("lite0" in tokens and stages == {"pretrain"})
     ):
-        raise ValueError(f"configs/dap/detector.py argument {arg!r}: one of pretrain[,freeze] (default) / voc / bccd")
+        raise ValueError(
+            f"configs/dap/detector.py argument {arg!r}: one of pretrain[,freeze] (default) / voc[,lite0] / bccd[,lite0]"
+        )
     (stage,) = stages
-    config = _DETECTOR["get_config"]()
+    config = _DETECTOR["get_config"]("lite0" if "lite0" in tokens else None)
     if stage == "pretrain":
         config.data.update(path="", eval_split="val")
         config.data.augment.update(scale_min=0.5, scale_max=1.5)

@@ -14,7 +14,11 @@ Argument: the losses switched on, comma-separated tokens of "crpn" (L_crpn), "cr
 are e.g. "mlc", "crpn,croi,reg", "mlc,croi", "mlc,croi,reg", "mlc,crpn,croi,reg". Without a loss
 token: "crpn,croi,reg" (image folders have no labels). "mlc" needs image labels: it switches the data to
 a COCO folder with `data.labels=True` and `model.predet.num_labels=80` (override both for another
-dataset). Add "proposals" to draw the queries from cached region proposals
+dataset). Add "lite0" to pre-train the layers of configs/canvases/detector.py:lite0 instead (the packaged
+ImageNet EfficientNet-Lite0 backbone, 32-channel FPN P2-P5, 64-filter box head with two 128-wide
+FCs) on 128 x 128 views with the Lite0's mean 127 / std 128: the PreDet rows of
+tools/predet_study.py, which transfer into configs/dap/detector.py:voc,lite0 / bccd,lite0 and
+restore every shared leaf there. Add "proposals" to draw the queries from cached region proposals
 (`--config.data.proposals_file=cache.npz`, frozen_det.data.region_proposals) instead of random
 boxes.
 
@@ -26,22 +30,32 @@ images of coloured rectangles, 150 steps took the CRPN loss from 0.68 to 0.23, i
 iterations.
 """
 
+import os
+import runpy
+
 from frozen_det import config_defaults as d
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 LOSSES = {"crpn": "crpn", "croi": "croi", "reg": "croi_regression", "mlc": "multilabel"}
 
 
 def get_config(arg=None):
     tokens = [t for t in (arg or "").split(",") if t]
-    unknown = sorted(set(tokens) - set(LOSSES) - {"proposals"})
+    unknown = sorted(set(tokens) - set(LOSSES) - {"proposals", "lite0"})
     if unknown:
-        raise ValueError(f"config argument {unknown}: tokens are {sorted(LOSSES)} and 'proposals'")
+        raise ValueError(f"config argument {unknown}: tokens are {sorted(LOSSES)}, 'proposals' and 'lite0'")
     losses = [t for t in tokens if t in LOSSES] or ["crpn", "croi", "reg"]
     switches = {field: token in losses for token, field in LOSSES.items()}
 
-    detector = d.tiny_two_stage_model(num_classes=4)
-    detector.backbone.width = 0.25
-    detector.neck.max_level = 5
+    lite0 = "lite0" in tokens
+    if lite0:
+        canvases = runpy.run_path(os.path.join(_HERE, "..", "canvases", "detector.py"))["get_config"]("lite0")
+        detector = canvases.model
+    else:
+        detector = d.tiny_two_stage_model(num_classes=4)
+        detector.backbone.width = 0.25
+        detector.neck.max_level = 5
     config = d.ConfigDict()
     config.model = d.predet_model(
         detector,
@@ -59,11 +73,13 @@ def get_config(arg=None):
         dict(
             source="coco_folder" if switches["multilabel"] else "image_folder",
             labels=switches["multilabel"],
-            image_size=64,
+            image_size=128 if lite0 else 64,
             eval_batch_size=8,
             num_eval_examples=64,
             queries="proposals" if "proposals" in tokens else "random",
         )
     )
+    if lite0:  # the Lite0 weights expect (x - 127) / 128 on [0, 255] RGB
+        config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3)
     config.train = d.train(batch_size=8, total_steps=300, boundaries=(240,), base_lr=0.02, warmup_steps=20)
     return d.complete(config)
