@@ -40,8 +40,17 @@ detection", ICCV 2021) in miniature on offline data, on 2 CPU cores:
 Each step writes into ROOT and is skipped when its result exists (a stopped row resumes from its
 checkpoint). BCCD comes from BCCD_DIR or datasets/bccd (configs/data/bccd.py).
 
-Step rates measured on the shared 2-core CPU (another CPU-heavy job running), batch 8:
-PREDET_STEPS pre-training steps per row (see PRETRAIN_RATE), 400 fine-tuning steps per row.
+Step rates, measured with the --smoke run (batch 8, steps after the first; `nice -n 10` on the
+shared 2-core CPU while another CPU-heavy job held ~1.3 cores, so this run had ~0.7 of a core):
+PreDet "crpn,croi,reg" 0.29 steps/s (the CRPN is most of the cost), "croi,reg" 1.1 steps/s; the
+Lite0 Faster R-CNN at 128 (VOC-like canvases) 1.6 steps/s, at 256 (BCCD) 0.49 steps/s. With both
+cores free, roughly 2.5x faster (CPU time per step x 2 cores at ~80% efficiency, not measured):
+~0.7 steps/s for the full PreDet row, so PREDET_STEPS = 200 takes ~5 min a row there (~12 min
+on the loaded machine; the rows without the CRPN ~1.5 / ~3.5 min; every row gets the same steps
+so the ablation compares equal schedules). The whole study: ~3.5 h on the loaded machine
+(PreDet ~30 min, 8 VOC rows ~7 min each, 8 BCCD rows ~16 min each, Fig. 5b ~2 min), ~1.5 h
+with both cores. The --smoke run (every row at 10 steps, 100 + 40 canvases) took ~35 min on the
+loaded machine, nearly all of it compilation.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ FINETUNE_STEPS = 400
 SMOKE_STEPS = 10
 HELD_OUT = 32  # per source, in the pretext diagnostics' folder
 SIMILARITY_RUNS = ("imagenet", "full", "no_crpn")
+MODULES = ("backbone", "neck", "rpn_head", "box_heads_0")  # the shared layers, counted in the report
 
 
 def _config(file: str, arg=None):
@@ -269,6 +279,9 @@ def collect(root: str, smoke: bool) -> dict:
             row["curve"] = learning_curve(workdir, config.data.eval_split)
             report = read_json(os.path.join(workdir, "init_from.json")) or {}
             row["restored_leaves"] = len(report.get("restored", []))
+            row["restored_by_module"] = {
+                m: sum(1 for path in report.get("restored", []) if path.split("/")[1] == m) for m in MODULES
+            }
             row["fresh_leaves"] = len(report.get("not_in_source", [])) + len(report.get("excluded", []))
         rows.append(row)
     return {
@@ -330,12 +343,15 @@ def markdown(results: dict) -> str:
             cells.append(f"{ap} / {ap50}")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines += ["", "Leaves restored from the PreDet run (init_from.json; fresh: not in the source or excluded):", ""]
-    lines += ["| row | restored | fresh | train min |", "|---|---|---|---|"]
+    lines += ["| row | restored | " + " | ".join(MODULES) + " | fresh | train min |", "|---" * (len(MODULES) + 4) + "|"]
     for r in rows:
         if r["status"] == "done":
-            restored = r["restored_leaves"] if r["init"] != "imagenet" else "- (no init_from)"
-            fresh = r["fresh_leaves"] if r["init"] != "imagenet" else "-"
-            lines.append(f"| {r['row']} | {restored} | {fresh} | {_minutes(r['train_seconds'])} |")
+            if r["init"] == "imagenet":
+                cells = ["- (no init_from)"] + ["-"] * (len(MODULES) + 1)
+            else:
+                by_module = [str(r["restored_by_module"][m]) for m in MODULES]
+                cells = [str(r["restored_leaves"])] + by_module + [str(r["fresh_leaves"])]
+            lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {_minutes(r['train_seconds'])} |")
     sim = results["box_similarity"]
     if sim:
         lines += ["", f"### Fig. 5b: RoI feature similarity vs IoU ({sim['images']})", ""]
