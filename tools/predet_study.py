@@ -50,7 +50,7 @@ on the loaded machine; the rows without the CRPN ~1.5 / ~3.5 min; every row gets
 so the ablation compares equal schedules). The whole study: ~3.5 h on the loaded machine
 (PreDet ~30 min, 8 VOC rows ~7 min each, 8 BCCD rows ~16 min each, Fig. 5b ~2 min), ~1.5 h
 with both cores. The --smoke run (every row at 10 steps, 100 + 40 canvases) took ~35 min on the
-loaded machine (32.5 min for 17 of its 20 steps), nearly all of it compilation.
+loaded machine (the last 15 of its 20 rows in 32.5 min), nearly all of it compilation.
 """
 
 from __future__ import annotations
