@@ -361,9 +361,10 @@ def plot_learning_curves(results: dict, output: str) -> None:
     rows = [r for r in results["finetune"] if r["status"] == "done"]
     if not rows:
         return
-    fig, axes = plt.subplots(len(TARGETS), len(KSHOTS), figsize=(9, 6.5), squeeze=False)
+    shots = sorted({r["k"] for r in rows})  # panels of the k that have finished rows
+    fig, axes = plt.subplots(len(TARGETS), len(shots), figsize=(4.5 * len(shots), 6.5), squeeze=False)
     for i, (target, title) in enumerate(TARGETS.items()):
-        for j, k in enumerate(KSHOTS):
+        for j, k in enumerate(shots):
             ax = axes[i][j]
             for init, label in INITS.items():
                 curves = [r["curve"] for r in rows if r["target"] == target and r["k"] == k and r["init"] == init]
