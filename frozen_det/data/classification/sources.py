@@ -105,7 +105,41 @@ class FashionMnistSource(ClassificationSource):
         return f"Fashion-MNIST {split} image {index}"
 
 
-class ImageFolderSource(ClassificationSource):
+class ImageFileSource(ClassificationSource):
+    """Base of the sources whose records are image files: `_index(split)` fills `self._paths[split]`
+    (file paths) and `self._labels[split]`; decoding reads the file."""
+
+    def __init__(self):
+        super().__init__()
+        self._paths = {}
+
+    def _index(self, split):
+        raise NotImplementedError
+
+    def _split_labels(self, split):
+        return self.labels(split)
+
+    def labels(self, split):
+        self._index(split)
+        return self._labels[split]
+
+    def _tables(self, split):
+        self._index(split)
+        return {"path": tf.constant(self._paths[split]), "label": tf.constant(self._labels[split])}
+
+    def decode(self, record, with_masks=False):
+        return {
+            "image": decode_image(tf.io.read_file(record["path"])),
+            "label": record["label"],
+            "image_id": record["image_id"],
+        }
+
+    def describe_record(self, split, index):
+        self._index(split)
+        return self._paths[split][index]
+
+
+class ImageFolderSource(ImageFileSource):
     """`root/<split>/<class name>/<image file>`: one sub-folder per class (torchvision's
     ImageFolder layout). Files that are not images are counted and skipped."""
 
@@ -115,7 +149,6 @@ class ImageFolderSource(ClassificationSource):
         if not os.path.isdir(self.root):
             raise DataError(f"image folder {self.root} does not exist (data.path); expected <path>/<split>/<class>/*")
         self._class_names = list(class_names)
-        self._paths = {}
         self.info = ClassInfo(f"image_folder:{os.path.basename(self.root)}", self._class_names)
 
     def _index(self, split):
@@ -146,31 +179,8 @@ class ImageFolderSource(ClassificationSource):
         self._paths[split] = paths
         self._labels[split] = np.asarray(labels, np.int32)
 
-    def _split_labels(self, split):
-        self._index(split)
-        return self._labels[split]
 
-    def labels(self, split):
-        self._index(split)
-        return self._labels[split]
-
-    def _tables(self, split):
-        self._index(split)
-        return {"path": tf.constant(self._paths[split]), "label": tf.constant(self._labels[split])}
-
-    def decode(self, record, with_masks=False):
-        return {
-            "image": decode_image(tf.io.read_file(record["path"])),
-            "label": record["label"],
-            "image_id": record["image_id"],
-        }
-
-    def describe_record(self, split, index):
-        self._index(split)
-        return self._paths[split][index]
-
-
-class CocoImageLabelsSource(ClassificationSource):
+class CocoImageLabelsSource(ImageFileSource):
     """A COCO-format folder whose `images` carry an image-level `label` (a category id), read as
     a classification set: `path/annotations/instances_<split>.json` and `path/<split>/` (the
     ImageNet-like canvases of frozen_det.data.canvases, or pseudo-box files). The k-th category
@@ -182,7 +192,6 @@ class CocoImageLabelsSource(ClassificationSource):
 
         self.root = os.path.abspath(os.path.expanduser(path))
         self._files = default_files
-        self._paths = {}
         self._info = None
 
     @property
@@ -222,28 +231,6 @@ class CocoImageLabelsSource(ClassificationSource):
             raise DataError(f"COCO labels: no image of {annotations} has a 'label' that is a category id")
         self._paths[split] = paths
         self._labels[split] = np.asarray(labels, np.int32)
-
-    def labels(self, split):
-        self._index(split)
-        return self._labels[split]
-
-    def _split_labels(self, split):
-        return self.labels(split)
-
-    def _tables(self, split):
-        self._index(split)
-        return {"path": tf.constant(self._paths[split]), "label": tf.constant(self._labels[split])}
-
-    def decode(self, record, with_masks=False):
-        return {
-            "image": decode_image(tf.io.read_file(record["path"])),
-            "label": record["label"],
-            "image_id": record["image_id"],
-        }
-
-    def describe_record(self, split, index):
-        self._index(split)
-        return self._paths[split][index]
 
 
 class DetectionCropsSource(ClassificationSource):
