@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
 import json
 import logging
 import os
@@ -38,7 +37,17 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, set_fields, train_row, train_seconds, write_json, write_results  # noqa: E402
+from study_common import (  # noqa: E402
+    eval_path,
+    learning_curve,
+    read_json,
+    seed_cell,
+    set_fields,
+    train_row,
+    train_seconds,
+    write_json,
+    write_results,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
@@ -242,17 +251,6 @@ def run_finetune(root: str, name: str) -> None:
     train_row(name, workdir, config)
 
 
-def learning_curve(workdir: str, split: str) -> list:
-    """[(step, AP, AP50)] of every evaluation a run wrote."""
-    out = []
-    for path in glob.glob(os.path.join(workdir, "eval", f"{split}_step*.json")):
-        stem = os.path.basename(path)[len(split) + len("_step") : -len(".json")]
-        if stem.isdigit():
-            result = read_json(path)
-            out.append((int(stem), result["AP"], result["AP50"]))
-    return sorted(out)
-
-
 # --- tables and figure -------------------------------------------------------------------------
 
 
@@ -297,15 +295,6 @@ def _minutes(seconds) -> str:
     return f"{seconds / 60:.1f}" if seconds else "-"
 
 
-def _cell(values: list, expected: int) -> str:
-    if not values:
-        return "pending"
-    text = f"{np.mean(values):.3f}"
-    if len(values) > 1:
-        text += f" ± {np.std(values, ddof=1):.3f}"
-    return text + (f" ({len(values)}/{expected} seeds)" if len(values) < expected else "")
-
-
 def markdown(results: dict) -> str:
     lines = ["### Pseudo-boxes of the training canvases (Lite0: 200 validation canvases, its top-1 class)", ""]
     lines += [
@@ -344,7 +333,7 @@ def markdown(results: dict) -> str:
             for init in INITS:
                 members = [r for r in rows if r["target"] == target and r["k"] == k and r["init"] == init]
                 done = [r for r in members if r["status"] == "done"]
-                ap, ap50 = _cell([r["AP"] for r in done], len(members)), _cell([r["AP50"] for r in done], len(members))
+                ap, ap50 = (seed_cell([r[m] for r in done], len(members)) for m in ("AP", "AP50"))
                 cells.append(f"{ap} / {ap50}")
                 means[init] = np.mean([r["AP"] for r in done]) if done else None
             delta = f"{means['dap'] - means['cls']:+.3f}" if None not in (means["dap"], means["cls"]) else "pending"

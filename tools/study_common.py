@@ -3,10 +3,13 @@ training one row of a study into its own workdir with the library's API, timed."
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import time
+
+import numpy as np
 
 
 def read_json(path: str):
@@ -42,6 +45,27 @@ def write_results(root: str, table: str, rows: list) -> None:
 
 def eval_path(workdir: str, split: str, step: int) -> str:
     return os.path.join(workdir, "eval", f"{split}_step{step}.json")
+
+
+def learning_curve(workdir: str, split: str) -> list:
+    """[(step, AP, AP50)] of every evaluation a detection run wrote (WORKDIR/eval/<split>_step<N>.json)."""
+    out = []
+    for path in glob.glob(os.path.join(workdir, "eval", f"{split}_step*.json")):
+        stem = os.path.basename(path)[len(split) + len("_step") : -len(".json")]
+        if stem.isdigit():
+            result = read_json(path)
+            out.append((int(stem), result["AP"], result["AP50"]))
+    return sorted(out)
+
+
+def seed_cell(values: list, expected: int) -> str:
+    """A table cell: mean ± sample std over the seeds that finished ("pending" for none)."""
+    if not values:
+        return "pending"
+    text = f"{np.mean(values):.3f}"
+    if len(values) > 1:
+        text += f" ± {np.std(values, ddof=1):.3f}"
+    return text + (f" ({len(values)}/{expected} seeds)" if len(values) < expected else "")
 
 
 def last_logged_step(workdir: str) -> int:
