@@ -139,19 +139,21 @@ class TwoStageDetector(nn.Module):
             aligned=self.config.roi.aligned,
         )
 
-    def proposals(self, features, image_shape, train: bool):
-        scores, deltas = self.rpn_head(features, train)
+    def proposal_limits(self, train: bool) -> dict:
+        """`generate_proposals`' top-k / NMS settings of `config.rpn` for training or inference."""
         r = self.config.rpn
-        anchors = self.anchors(image_shape)
-        boxes, probs, valid = generate_proposals(
-            scores,
-            deltas,
-            anchors.per_level,
-            image_shape,
+        return dict(
             pre_nms_top_k=r.pre_nms_top_k_train if train else r.pre_nms_top_k_test,
             post_nms_top_k=r.post_nms_top_k_train if train else r.post_nms_top_k_test,
             num_proposals=r.num_proposals_train if train else r.num_proposals_test,
             nms_iou=r.nms_iou,
+        )
+
+    def proposals(self, features, image_shape, train: bool):
+        scores, deltas = self.rpn_head(features, train)
+        anchors = self.anchors(image_shape)
+        boxes, probs, valid = generate_proposals(
+            scores, deltas, anchors.per_level, image_shape, **self.proposal_limits(train)
         )
         return scores, deltas, anchors, boxes, probs, valid
 

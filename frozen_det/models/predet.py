@@ -167,16 +167,8 @@ class PreDet(TwoStageDetector):
         best_deltas = jnp.take_along_axis(deltas, best_query[..., None, None], axis=2)[:, :, 0]
         score_levels = anchors.split_levels(best_score, axis=1)
         delta_levels = {l: v.reshape(v.shape[:3] + (-1,)) for l, v in anchors.split_levels(best_deltas, axis=1).items()}
-        r = self.config.rpn
         boxes, _, valid = generate_proposals(
-            score_levels,
-            delta_levels,
-            anchors.per_level,
-            image_shape,
-            pre_nms_top_k=r.pre_nms_top_k_train if train else r.pre_nms_top_k_test,
-            post_nms_top_k=r.post_nms_top_k_train if train else r.post_nms_top_k_test,
-            num_proposals=r.num_proposals_train if train else r.num_proposals_test,
-            nms_iou=r.nms_iou,
+            score_levels, delta_levels, anchors.per_level, image_shape, **self.proposal_limits(train)
         )
         return jax.lax.stop_gradient(boxes), valid
 
