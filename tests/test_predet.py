@@ -119,6 +119,8 @@ def test_two_view_batches_are_fixed_shape_seeded_and_resumable(image_folder):
     ]
     ids = [set(np.concatenate([next(s)["image_id"] for _ in range(2)]).tolist()) for s in shards]
     assert not ids[0] & ids[1]
+    with pytest.raises(ValueError, match="saved with process_count=1"):  # another layout reads other examples
+        shards[0].restore(state)
     # The held-out set: identical on every pass, padded to whole batches.
     held_out = build_eval_pipeline(config, **kw)
     passes = [list(held_out), list(held_out)]

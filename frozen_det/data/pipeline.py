@@ -41,22 +41,11 @@ from frozen_det.data import config as config_lib
 from frozen_det.data.class_stats import class_statistics, epoch_repeats, repeat_factors
 from frozen_det.data.example import make_eval_fn, make_train_fn
 from frozen_det.data.kshot import kshot_select
+from frozen_det.data.position import ResumablePosition, padding_like, per_process_batch, process_layout, stack_examples
 from frozen_det.data.sources import build_source
 from frozen_det.data.sources.base import DataError, log
 
-STATE_VERSION = 1
 _INTERNAL = ("_position",)
-
-
-def _process_layout(process_index, process_count):
-    if process_index is None or process_count is None:
-        import jax  # only for the process layout; the data package never touches devices
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
-    return process_index, process_count
 
 
 _SOURCES: dict = {}
@@ -155,16 +144,12 @@ class _Base:
         cfg = self.config
         self.train = train
         self.split = split or (cfg.train_split if train else cfg.eval_split)
-        self.process_index, self.process_count = _process_layout(process_index, process_count)
+        self.process_index, self.process_count = process_layout(process_index, process_count)
         self.source = source or cached_source(cfg, kind)
         kind.check(cfg, self.source)
         global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
-        if global_batch % self.process_count:
-            raise ValueError(
-                f"config.data.{'batch_size' if train else 'eval_batch_size'}="
-                f"{global_batch} is not divisible by the {self.process_count} processes"
-            )
-        self.batch_size = global_batch // self.process_count
+        field = f"config.data.{'batch_size' if train else 'eval_batch_size'}"
+        self.batch_size = per_process_batch(global_batch, self.process_count, field)
         if self.source.random_access:
             self.source.num_records(self.split)  # a missing split fails here, with its name
         self.stats = {"examples": 0, "examples_skipped": 0, **{key: 0 for _, key in kind.counters}}
@@ -283,10 +268,6 @@ class _Base:
         for field, key in self.kind.counters:
             self.stats[key] += int(ex[field])
 
-    @staticmethod
-    def _stack(examples):
-        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
     @property
     def info(self):
         """What the examples' labels are: the source's classes (detection), or the run's label
@@ -298,7 +279,7 @@ class _Base:
         return dict(self.stats, **{f"source_{k}": v for k, v in self.source.skipped_report().items()})
 
 
-class TrainPipeline(_Base):
+class TrainPipeline(ResumablePosition, _Base):
     """Infinite iterator of per-process train batches. ``state()`` / ``restore(state)``
     save and restore the position (module docstring)."""
 
@@ -332,37 +313,7 @@ class TrainPipeline(_Base):
         )
         return factors
 
-    def state(self) -> dict:
-        """A small JSON-able dict; save it with the training checkpoint."""
-        return {
-            "version": STATE_VERSION,
-            "epoch": self._epoch,
-            "offset": self._offset,
-            "seed": int(self.config.seed),
-            "split": self.split,
-            "process_index": self.process_index,
-            "process_count": self.process_count,
-            "batch_size": self.batch_size,
-            "stats": dict(self.stats),
-        }
-
-    def restore(self, state: dict) -> None:
-        """Continues from ``state`` (from ``state()`` of a pipeline with the same config)."""
-        for key, mine in (
-            ("seed", int(self.config.seed)),
-            ("split", self.split),
-            ("process_count", self.process_count),
-            ("process_index", self.process_index),
-        ):
-            if key in state and state[key] != mine:
-                raise ValueError(
-                    f"pipeline state was saved with {key}={state[key]!r}, this pipeline "
-                    f"has {mine!r}: restore with the same data config and process layout"
-                )
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"pipeline state version {state.get('version')} != {STATE_VERSION}")
-        self._epoch, self._offset = int(state["epoch"]), int(state["offset"])
-        self.stats.update(state.get("stats", {}))
+    def _restored(self) -> None:
         self._gen = None
 
     def _stream(self):
@@ -394,7 +345,7 @@ class TrainPipeline(_Base):
             self._account(ex)
             batch.append(ex)
             self._epoch, self._offset = epoch, pos + 1
-        return self._stack(batch)
+        return stack_examples(batch)
 
 
 class EvalPipeline(_Base):
@@ -421,7 +372,7 @@ class EvalPipeline(_Base):
             template = template or ex
             batch.append(ex)
             if len(batch) == self.batch_size:
-                yield self._stack(batch)
+                yield stack_examples(batch)
                 produced += 1
                 batch = []
         if template is None:
@@ -431,19 +382,10 @@ class EvalPipeline(_Base):
             )
         while produced < self.num_batches:
             while len(batch) < self.batch_size:
-                batch.append(_padding_like(template))
-            yield self._stack(batch)
+                batch.append(padding_like(template))
+            yield stack_examples(batch)
             produced += 1
             batch = []
-
-
-def _padding_like(ex):
-    out = {k: np.zeros_like(v) for k, v in ex.items()}
-    out["image_id"] = np.int64(-1)
-    out["example_valid"] = np.bool_(False)
-    if "image_info" in ex:
-        out["image_info"] = ex["image_info"].copy()
-    return out
 
 
 def build_train_pipeline(config, **kw) -> TrainPipeline:

@@ -44,12 +44,12 @@ import numpy as np
 from PIL import Image
 
 from frozen_det.data import two_view_config as config_lib
+from frozen_det.data.position import ResumablePosition, padding_like, per_process_batch, process_layout, stack_examples
 from frozen_det.data.sources.base import DataError
 from frozen_det.data.two_view import TwoViewConfig, make_two_views
 
 log = logging.getLogger("frozen_det.data")
 
-STATE_VERSION = 1
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -138,15 +138,10 @@ class _Base:
         self.config = cfg = config_lib.resolve(config)
         self.train = train
         self.split = split or (cfg.train_split if train else cfg.eval_split)
-        if process_index is None or process_count is None:
-            import jax  # only for the process layout
-
-            process_index, process_count = jax.process_index(), jax.process_count()
-        self.process_index, self.process_count = process_index, process_count
+        self.process_index, self.process_count = process_layout(process_index, process_count)
         global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
-        if global_batch % process_count:
-            raise ValueError(f"config.data batch {global_batch} is not divisible by the {process_count} processes")
-        self.batch_size = global_batch // process_count
+        field = f"config.data.{'batch_size' if train else 'eval_batch_size'}"
+        self.batch_size = per_process_batch(global_batch, self.process_count, field)
         self.images = _Images(cfg, self.split)
         self.views = TwoViewConfig(size=int(cfg.image_size), num_queries=int(num_queries), **cfg.augment.to_dict())
         self.mean = np.asarray(cfg.mean, np.float32)
@@ -215,13 +210,11 @@ class _Base:
                 self.stats[key] += n
         return [ex for ex, _ in results]
 
-    @staticmethod
-    def _stack(examples):
-        return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
-
-class TwoViewTrainPipeline(_Base):
+class TwoViewTrainPipeline(ResumablePosition, _Base):
     """Infinite iterator of per-process train batches; ``state()`` / ``restore(state)``."""
+
+    STATE_NAME = "two-view pipeline"
 
     def __init__(self, config, num_queries=16, split=None, process_index=None, process_count=None, batch_size=None):
         super().__init__(config, num_queries, split, True, process_index, process_count, batch_size)
@@ -233,35 +226,6 @@ class TwoViewTrainPipeline(_Base):
             rng = np.random.default_rng([self.config.seed, epoch, self.process_index])
             self._order_of = (epoch, shard[rng.permutation(len(shard))])
         return self._order_of[1]
-
-    def state(self) -> dict:
-        return {
-            "version": STATE_VERSION,
-            "epoch": self._epoch,
-            "offset": self._offset,
-            "seed": int(self.config.seed),
-            "split": self.split,
-            "process_index": self.process_index,
-            "process_count": self.process_count,
-            "stats": dict(self.stats),
-        }
-
-    def restore(self, state: dict) -> None:
-        for key, mine in (
-            ("seed", int(self.config.seed)),
-            ("split", self.split),
-            ("process_index", self.process_index),
-            ("process_count", self.process_count),
-        ):
-            if key in state and state[key] != mine:
-                raise ValueError(
-                    f"pipeline state was saved with {key}={state[key]!r}, this pipeline has {mine!r}: "
-                    "restore with the same data config and process layout"
-                )
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"two-view pipeline state version {state.get('version')} != {STATE_VERSION}")
-        self._epoch, self._offset = int(state["epoch"]), int(state["offset"])
-        self.stats.update(state.get("stats", {}))
 
     def __iter__(self):
         return self
@@ -286,7 +250,7 @@ class TwoViewTrainPipeline(_Base):
                     continue
                 ex.pop("example_valid")
                 batch.append(ex)
-        return self._stack(batch)
+        return stack_examples(batch)
 
 
 class TwoViewEvalPipeline(_Base):
@@ -311,15 +275,14 @@ class TwoViewEvalPipeline(_Base):
                 template = template or ex
                 batch.append(ex)
                 if len(batch) == self.batch_size:
-                    yield self._stack(batch)
+                    yield stack_examples(batch)
                     produced, batch = produced + 1, []
         if template is None:
             raise DataError(f"eval split {self.split!r}: no image of this process's share could be read")
-        padding = {k: np.zeros_like(v) for k, v in template.items()}
-        padding["image_id"], padding["example_valid"] = np.int64(-1), np.bool_(False)
+        padding = padding_like(template)
         while produced < self.num_batches:
             batch += [padding] * (self.batch_size - len(batch))
-            yield self._stack(batch)
+            yield stack_examples(batch)
             produced, batch = produced + 1, []
 
 
