@@ -121,7 +121,10 @@ def test_table_from_fake_eval_jsons(tmp_path):
 
 
 def test_rows_argument():
-    assert bccd_study.parse_rows("") == list(bccd_study.ALL_ROWS)
-    assert bccd_study.parse_rows("frozen:fpn,finetune:cascade") == ["frozen:fpn", "finetune:cascade"]
+    assert bccd_study.chosen_rows("", bccd_study.ALL_ROWS) == list(bccd_study.ALL_ROWS)
+    assert bccd_study.chosen_rows("frozen:fpn, finetune:cascade", bccd_study.ALL_ROWS) == [
+        "frozen:fpn",
+        "finetune:cascade",
+    ]
     with pytest.raises(SystemExit, match="frozen:nasfpn"):
-        bccd_study.parse_rows("frozen:nasfpn")
+        bccd_study.chosen_rows("frozen:nasfpn", bccd_study.ALL_ROWS)

@@ -21,37 +21,33 @@ Writes ROOT/results.md and ROOT/results.json.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import runpy
 import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, last_logged_step, read_json, train_row, train_seconds, write_json  # noqa: E402
+from study_common import (  # noqa: E402
+    chosen_rows,
+    eval_path,
+    last_logged_step,
+    read_json,
+    repo_config,
+    study_arguments,
+    train_row,
+    train_seconds,
+    write_json,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "configs", "bccd")
 STRATEGIES = ("frozen", "adapters", "finetune", "scratch")  # cheapest first
 HEADS = ("fpn", "cascade")
 ALL_ROWS = tuple(f"{s}:{h}" for s in STRATEGIES for h in HEADS)
 CLASSES = ("Platelets", "RBC", "WBC")
 
 
-def parse_rows(spec: str | None) -> list[str]:
-    if not spec:
-        return list(ALL_ROWS)
-    rows = [r.strip() for r in spec.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ALL_ROWS]
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ALL_ROWS)}")
-    return rows
-
-
 def load_config(row: str, total_steps: int | None = None):
     strategy, head = row.split(":")
-    config = runpy.run_path(os.path.join(CONFIG_DIR, f"{strategy}.py"))["get_config"](head)
+    config = repo_config(f"configs/bccd/{strategy}.py:{head}")
     if total_steps:
         config.train.total_steps = total_steps
     return config
@@ -149,11 +145,8 @@ def write_table(rows: list[dict], root: str, note: str = "") -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="", help=f"comma-separated rows (default all): {','.join(ALL_ROWS)}")
-    parser.add_argument("--root", default="/tmp/bccd_study", help="one workdir per row under this directory")
-    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows even if finished")
-    parser.add_argument("--table_only", action="store_true", help="only assemble the table from the workdirs")
+    rows_help = f"comma-separated rows (default all): {','.join(ALL_ROWS)}"
+    parser = study_arguments(__doc__, "/tmp/bccd_study", rows_help)
     parser.add_argument(
         "--total_steps",
         type=int,
@@ -162,7 +155,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    chosen = [] if args.table_only else parse_rows(args.rows)
+    chosen = [] if args.table_only else chosen_rows(args.rows, ALL_ROWS)
     configs = {row: load_config(row, args.total_steps) for row in ALL_ROWS}
 
     def table_rows():

@@ -23,15 +23,13 @@ import argparse
 import glob
 import json
 import os
-import runpy
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import write_json  # noqa: E402
+from study_common import repo_config, write_json  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -56,7 +54,7 @@ def load_images(spec: str, canvas: int = 128, max_images: int = 64, seed: int = 
     if spec == "bccd":
         import xml.etree.ElementTree as ET
 
-        data = runpy.run_path(os.path.join(ROOT, "configs", "data", "bccd.py"))["get_config"]().data
+        data = repo_config("configs/data/bccd.py").data
         with open(os.path.join(data.path, "ImageSets", "Main", f"{data.eval_split}.txt")) as f:
             ids = f.read().split()[:max_images]
         for image_id in ids:
@@ -110,7 +108,7 @@ def feature_fn(spec: str):
     from frozen_det.evaluation.box_similarity import roi_feature_fn
 
     if spec == "lite0":
-        config = runpy.run_path(os.path.join(ROOT, "configs", "canvases", "detector.py"))["get_config"]("lite0")
+        config = repo_config("configs/canvases/detector.py:lite0")
         return roi_feature_fn(config, None)
     if not os.path.isdir(spec):
         raise SystemExit(f"--runs: {spec!r} is neither 'lite0' nor a run's workdir")

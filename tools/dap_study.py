@@ -25,7 +25,6 @@ Debian package dataset-fashion-mnist.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
@@ -38,29 +37,28 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_common import (  # noqa: E402
-    eval_path,
+    REPO,
+    chosen_rows,
+    ensure_canvases,
+    final_eval,
     learning_curve,
     read_json,
+    repo_config,
     seed_cell,
     set_fields,
+    study_arguments,
     train_row,
     train_seconds,
     write_json,
     write_results,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
 KSHOTS = (5, 20)
 TARGETS = {"voc": "VOC-like canvases", "bccd": "BCCD"}
 INITS = {"cls": "CLS", "dap": "DAP", "dap_freeze": "DAP-Freeze"}
 VARIANTS = ("paper", "released")
 LITE0_IMAGES = 200  # validation canvases boxed by the ImageNet Lite0
-
-
-def _config(file: str, arg=None):
-    get_config = runpy.run_path(os.path.join(ROOT, file))["get_config"]
-    return get_config() if arg is None else get_config(arg)
 
 
 def paths(root: str) -> dict:
@@ -72,21 +70,10 @@ def paths(root: str) -> dict:
     }
 
 
-def ensure_canvases(root: str) -> None:
-    from frozen_det.data.canvases import write_canvases
-
+def ensure_study_canvases(root: str) -> None:
     p = paths(root)
-    for mode, path, num_train, num_val, seed in (
-        ("imagenet", p["imagenet"], 3000, 500, 0),
-        ("voc", p["voc"], 2000, 300, 1),
-    ):
-        if not os.path.exists(os.path.join(path, "annotations", "instances_val.json")):
-            logging.info("writing %s-like canvases to %s", mode, path)
-            write_canvases(path, mode, num_train=num_train, num_val=num_val, image_size=128, seed=seed)
-
-
-def final_eval(workdir: str, config) -> dict | None:
-    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
+    ensure_canvases(p["imagenet"], "imagenet", num_train=3000, num_val=500, seed=0)
+    ensure_canvases(p["voc"], "voc", num_train=2000, num_val=300, seed=1)
 
 
 def train_once(name: str, workdir: str, config) -> dict:
@@ -97,7 +84,7 @@ def train_once(name: str, workdir: str, config) -> dict:
 
 
 def classifier_config(root: str):
-    config = _config("configs/dap/classifier.py")
+    config = repo_config("configs/dap/classifier.py")
     config.data.path = paths(root)["imagenet"]
     return config
 
@@ -116,7 +103,7 @@ def ensure_pseudo_boxes(root: str, variant: str) -> str:
         config = classifier_config(root)
         train_once("cls", paths(root)["cls"], config)
         clf = load_cam_classifier(config, paths(root)["cls"])
-        scales = runpy.run_path(os.path.join(ROOT, "configs/dap/classifier.py"))["CAM_SCALES"]
+        scales = runpy.run_path(os.path.join(REPO, "configs/dap/classifier.py"))["CAM_SCALES"]
         images = paths(root)["imagenet"]
         labels = os.path.join(images, "annotations", "instances_train.json")
         write_pseudo_boxes(
@@ -133,7 +120,7 @@ def ensure_lite0_boxes(root: str) -> str:
 
     out = os.path.join(paths(root)["pseudo"], "lite0_val.json")
     if not os.path.exists(out):
-        clf = load_cam_classifier(_config("configs/backbones/efficientnet_lite0_imagenet.py"))
+        clf = load_cam_classifier(repo_config("configs/backbones/efficientnet_lite0_imagenet.py"))
         images = os.path.join(paths(root)["imagenet"], "val")
         write_pseudo_boxes(clf, images, out, PseudoBoxOptions(), max_images=LITE0_IMAGES)
     return out
@@ -173,7 +160,7 @@ def pretrain_name(variant: str, freeze: bool) -> str:
 
 
 def pretrain_config(root: str, variant: str, freeze: bool):
-    config = _config("configs/dap/detector.py", "pretrain,freeze" if freeze else "pretrain")
+    config = repo_config("configs/dap/detector.py:" + ("pretrain,freeze" if freeze else "pretrain"))
     pseudo = pseudo_box_file(root, variant)
     set_fields(
         config,
@@ -226,7 +213,7 @@ def finetune_rows() -> list[str]:
 
 def finetune_config(root: str, name: str):
     target, kshot, init, seed = name.split("/")
-    config = _config("configs/dap/detector.py", target)
+    config = repo_config(f"configs/dap/detector.py:{target}")
     overrides = {"data.kshot": int(kshot[: -len("shot")]), "train.seed": int(seed[1:]), "data.seed": int(seed[1:])}
     overrides["data.kshot_seed"] = int(seed[1:])
     overrides["train.init_from"] = (
@@ -379,24 +366,15 @@ def plot_learning_curves(results: dict, output: str) -> None:
 def main(argv=None) -> None:
     steps = ["pseudo/paper", "pseudo/released", "pseudo/lite0", "dap/paper", "dap_freeze/paper", "dap/released"]
     all_rows = steps[:5] + finetune_rows()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--rows", default="", help=f"comma-separated (default: {','.join(all_rows)}; also dap/released)"
-    )
-    parser.add_argument("--root", default="/tmp/dap_study")
-    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen fine-tuning rows")
-    parser.add_argument("--table_only", action="store_true")
-    args = parser.parse_args(argv)
+    rows_help = f"comma-separated (default: {','.join(all_rows)}; also dap/released)"
+    args = study_arguments(__doc__, "/tmp/dap_study", rows_help).parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     from frozen_det.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    chosen = [r for r in args.rows.split(",") if r] or all_rows
-    unknown = [r for r in chosen if r not in steps + finetune_rows()]
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(steps + finetune_rows())}")
+    chosen = chosen_rows(args.rows, steps + finetune_rows(), default=all_rows)
     if not args.table_only:
-        ensure_canvases(args.root)
+        ensure_study_canvases(args.root)
         for name in chosen:
             if name.startswith("pseudo/"):
                 variant = name.split("/")[1]

@@ -33,19 +33,28 @@ ROOT/drift.png (tools/weight_drift.py). BCCD comes from BCCD_DIR or datasets/bcc
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import runpy
 import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, set_fields, train_row, train_seconds, write_results  # noqa: E402
+from study_common import (  # noqa: E402
+    chosen_rows,
+    ensure_canvases,
+    final_eval,
+    read_json,
+    repo_config,
+    seed_cell,
+    set_fields,
+    study_arguments,
+    train_row,
+    train_seconds,
+    write_results,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = "det_pretrain"
 LITE0 = "package:efficientnet_lite0"
 SEEDS = (0, 1)
@@ -57,10 +66,6 @@ HEADS = (r"^\w+/(?!backbone/)",)
 PRETRAIN_STEPS = 3000  # batch 8: four epochs of the 6,000 training canvases
 
 
-def _config(file: str, arg=None):
-    return runpy.run_path(os.path.join(ROOT, file))["get_config"](arg)
-
-
 def _complete(config):
     from frozen_det import config as config_lib
 
@@ -68,7 +73,7 @@ def _complete(config):
 
 
 def pretrain_config(canvases: str):
-    config = _config("configs/canvases/detector.py", "lite0")
+    config = repo_config("configs/canvases/detector.py:lite0")
     set_fields(config, {"data.path": canvases, "train.total_steps": PRETRAIN_STEPS, "train.schedule.warmup_steps": 200})
     return config
 
@@ -78,8 +83,8 @@ def bccd_detection_config(strategy: str):
     (`cls`, `det`) or frozen with adapters (`adapters`); checkpoints every 100 steps for the drift."""
     from frozen_det import config_defaults as d
 
-    bccd = _config("configs/data/bccd.py").data.path
-    config = _config("configs/quickstart.py", f"voc={bccd},classes=Platelets/RBC/WBC,canvas=256")
+    bccd = repo_config("configs/data/bccd.py").data.path
+    config = repo_config(f"configs/quickstart.py:voc={bccd},classes=Platelets/RBC/WBC,canvas=256")
     d.apply_strategy(config.model, "adapters" if strategy == "adapters" else "finetune", LITE0)
     # A trained backbone's BatchNorm must track the target's statistics within 700 steps.
     config.model.backbone.bn_momentum = 0.9
@@ -92,11 +97,13 @@ def classification_config(target: str, tap: str, strategy: str, detector_model):
     backbone): a linear probe (`probe`: frozen features, only the new layer trains) or fine-tuning
     (`finetune`: everything trains), on BCCD crops or Fashion-MNIST at 64 x 64."""
     if target == "bccd":
-        config = _config("configs/classification/bccd_crops.py", strategy.replace("probe", "linear_probe"))
+        config = repo_config("configs/classification/bccd_crops.py:" + strategy.replace("probe", "linear_probe"))
         if strategy == "finetune":
             set_fields(config, {"data.subset.images_per_class": 5, "train.total_steps": 300})
     else:
-        config = _config("configs/classification/fashion_mnist.py", "steps=800" if strategy == "probe" else "steps=400")
+        config = repo_config(
+            "configs/classification/fashion_mnist.py:" + ("steps=800" if strategy == "probe" else "steps=400")
+        )
         set_fields(config, {"data.image_size": 64, "data.mean": (127.0,) * 3, "data.std": (128.0,) * 3})
         if strategy == "finetune":
             set_fields(
@@ -174,10 +181,6 @@ def load_config(name: str, root: str, canvases: str):
     return config
 
 
-def final_eval(workdir: str, config) -> dict | None:
-    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
-
-
 def run(name: str, root: str, canvases: str) -> None:
     workdir = os.path.join(root, name)
     config = load_config(name, root, canvases)
@@ -187,14 +190,6 @@ def run(name: str, root: str, canvases: str) -> None:
         run(PRETRAIN, root, canvases)
     detection = config.model.type == "two_stage"
     train_row(name, workdir, config, iou_thresholds=THRESHOLDS if detection else None)
-
-
-def ensure_canvases(path: str) -> None:
-    if not os.path.exists(os.path.join(path, "annotations", "instances_val.json")):
-        from frozen_det.data.canvases import write_canvases
-
-        logging.info("writing VOC-like canvases to %s", path)
-        write_canvases(path, "voc", num_train=6000, num_val=500, image_size=128, seed=1)
 
 
 # --- the tables -----------------------------------------------------------------------------
@@ -218,15 +213,6 @@ def collect(root: str, canvases: str) -> list[dict]:
     return out
 
 
-def _cell(values: list[float], expected: int) -> str:
-    if not values:
-        return "pending"
-    text = f"{np.mean(values):.3f}"
-    if len(values) > 1:
-        text += f" ± {np.std(values, ddof=1):.3f}"
-    return text + (f" ({len(values)} of {expected} seeds)" if len(values) < expected else "")
-
-
 def _settings(rows: list[dict]) -> dict:
     groups: dict = {}
     for r in rows:
@@ -242,9 +228,9 @@ def markdown(rows: list[dict]) -> str:
     for setting in ("bccd/cls", "bccd/det", "bccd/adapters"):
         members = groups.get(setting, [])
         done = [m for m in members if m["status"] == "done" and "ap_vs_iou" in m]
-        cells = [_cell([m["ap_vs_iou"]["coco_AP"][i] for m in done], len(members)) for i in range(len(THRESHOLDS))]
+        cells = [seed_cell([m["ap_vs_iou"]["coco_AP"][i] for m in done], len(members)) for i in range(len(THRESHOLDS))]
         minutes = np.mean([m["train_seconds"] or 0 for m in done]) / 60 if done else 0
-        ap = _cell([m["AP"] for m in done], len(members))
+        ap = seed_cell([m["AP"] for m in done], len(members))
         lines.append(f"| {setting.split('/')[1]} | " + " | ".join(cells) + f" | {ap} | {minutes:.1f} |")
     pre = groups[PRETRAIN][0]
     if pre["status"] == "done":
@@ -259,13 +245,13 @@ def markdown(rows: list[dict]) -> str:
         cells = []
         for target, metric in (("bccd", "mean_per_class_accuracy"), ("fmnist", "top1")):
             members = groups.get(f"probe/{target}/{key}", [])
-            cells.append(_cell([m[metric] for m in members if m["status"] == "done"], len(members)))
+            cells.append(seed_cell([m[metric] for m in members if m["status"] == "done"], len(members)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for init in ("cls", "det"):
         cells = []
         for target, metric in (("bccd", "mean_per_class_accuracy"), ("fmnist", "top1")):
             members = groups.get(f"finetune/{target}/{init}", [])
-            cells.append(_cell([m[metric] for m in members if m["status"] == "done"], len(members)))
+            cells.append(seed_cell([m[metric] for m in members if m["status"] == "done"], len(members)))
         lines.append(f"| {init.upper()}, fine-tuned | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -286,24 +272,16 @@ def figures(root: str) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="", help=f"comma-separated rows (default all): {','.join(ROWS)}")
-    parser.add_argument("--root", default="/tmp/detection_pretraining_study")
-    parser.add_argument("--canvases", default="", help="the VOC-like canvases (default ROOT/canvases_voc)")
-    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows")
-    parser.add_argument("--table_only", action="store_true")
-    args = parser.parse_args(argv)
+    rows_help = f"comma-separated rows (default all): {','.join(ROWS)}"
+    args = study_arguments(__doc__, "/tmp/detection_pretraining_study", rows_help, canvases=True).parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     from frozen_det.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     canvases = args.canvases or os.path.join(args.root, "canvases_voc")
-    chosen = [r for r in args.rows.split(",") if r] or list(ROWS)
-    unknown = [r for r in chosen if r not in ROWS]
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    chosen = chosen_rows(args.rows, list(ROWS))
     if not args.table_only:
-        ensure_canvases(canvases)
+        ensure_canvases(canvases, "voc", num_train=6000, num_val=500, seed=1)
         for name in chosen:
             if args.force:
                 shutil.rmtree(os.path.join(args.root, name), ignore_errors=True)

@@ -55,12 +55,10 @@ loaded machine (the last 15 of its 20 rows in 32.5 min), nearly all of it compil
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import logging
 import os
-import runpy
 import shutil
 import sys
 
@@ -68,18 +66,21 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_common import (  # noqa: E402
-    eval_path,
+    chosen_rows,
+    ensure_canvases,
+    final_eval,
     learning_curve,
     read_json,
+    repo_config,
     seed_cell,
     set_fields,
+    study_arguments,
     train_row,
     train_seconds,
     write_json,
     write_results,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
 KSHOT = 5
 TARGETS = {"voc": "VOC-like canvases", "bccd": "BCCD"}
@@ -93,28 +94,19 @@ SIMILARITY_RUNS = ("imagenet", "full", "no_crpn")
 MODULES = ("backbone", "neck", "rpn_head", "box_heads_0")  # the shared layers, counted in the report
 
 
-def _config(file: str, arg=None):
-    get_config = runpy.run_path(os.path.join(ROOT, file))["get_config"]
-    return get_config() if arg is None else get_config(arg)
-
-
 def paths(root: str) -> dict:
     return {"voc": os.path.join(root, "canvases_voc"), "images": os.path.join(root, "pretrain_images")}
 
 
 def bccd_path() -> str:
-    return _config("configs/data/bccd.py").data.path
+    return repo_config("configs/data/bccd.py").data.path
 
 
 def ensure_data(root: str, smoke: bool) -> None:
     """The VOC-like canvases and the pre-training image folder (symbolic links)."""
-    from frozen_det.data.canvases import write_canvases
-
     p = paths(root)
-    if not os.path.exists(os.path.join(p["voc"], "annotations", "instances_val.json")):
-        logging.info("writing VOC-like canvases to %s", p["voc"])
-        num_train, num_val = (100, 40) if smoke else (2000, 300)
-        write_canvases(p["voc"], "voc", num_train=num_train, num_val=num_val, image_size=128, seed=1)
+    num_train, num_val = (100, 40) if smoke else (2000, 300)
+    ensure_canvases(p["voc"], "voc", num_train=num_train, num_val=num_val, seed=1)
     done = os.path.join(p["images"], "done.json")
     if os.path.exists(done):
         return
@@ -143,15 +135,11 @@ def ensure_data(root: str, smoke: bool) -> None:
     write_json(done, counts)
 
 
-def final_eval(workdir: str, config) -> dict | None:
-    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
-
-
 # --- (b) PreDet pre-training -------------------------------------------------------------------
 
 
 def pretrain_config(root: str, name: str, smoke: bool):
-    config = _config("configs/predet/pretrain.py", f"lite0,{PRETRAIN[name]}")
+    config = repo_config(f"configs/predet/pretrain.py:lite0,{PRETRAIN[name]}")
     steps = SMOKE_STEPS if smoke else PREDET_STEPS
     set_fields(
         config,
@@ -186,7 +174,7 @@ def finetune_rows() -> list[str]:
 
 def finetune_config(root: str, name: str, smoke: bool):
     target, kshot, init, seed = name.split("/")
-    config = _config("configs/dap/detector.py", f"{target},lite0")
+    config = repo_config(f"configs/dap/detector.py:{target},lite0")
     s = int(seed[1:])
     overrides = {"data.kshot": int(kshot[: -len("shot")]), "train.seed": s, "data.seed": s, "data.kshot_seed": s}
     overrides["train.init_from"] = "" if init == "imagenet" else os.path.join(root, "predet", init)
@@ -388,22 +376,16 @@ def plot_learning_curves(results: dict, output: str) -> None:
 def main(argv=None) -> None:
     steps = [f"predet/{name}" for name in PRETRAIN] + ["similarity"]
     all_rows = steps + finetune_rows()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="", help=f"comma-separated (default: {','.join(all_rows)})")
-    parser.add_argument("--root", default="", help="default /tmp/predet_study (--smoke: /tmp/predet_study_smoke)")
+    # --root default: /tmp/predet_study, or /tmp/predet_study_smoke with --smoke
+    parser = study_arguments(__doc__, "", f"comma-separated (default: {','.join(all_rows)})")
     parser.add_argument("--smoke", action="store_true", help=f"every row at {SMOKE_STEPS} steps, small canvases")
-    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen fine-tuning rows")
-    parser.add_argument("--table_only", action="store_true")
     args = parser.parse_args(argv)
     root = args.root or ("/tmp/predet_study_smoke" if args.smoke else "/tmp/predet_study")
     logging.basicConfig(level=logging.INFO)
     from frozen_det.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    chosen = [r for r in args.rows.split(",") if r] or all_rows
-    unknown = [r for r in chosen if r not in all_rows]
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(all_rows)}")
+    chosen = chosen_rows(args.rows, all_rows)
     if not args.table_only:
         ensure_data(root, args.smoke)
         for name in chosen:

@@ -29,19 +29,25 @@ Writes ROOT/results.md and ROOT/results.json.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import runpy
 import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, set_fields, train_row, write_json, write_results  # noqa: E402
+from study_common import (  # noqa: E402
+    ensure_canvases,
+    final_eval,
+    read_json,
+    repo_config,
+    study_arguments,
+    train_row,
+    write_json,
+    write_results,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
 SHOTS = 5  # BCCD training crops per class (with 20 every start reaches ~0.99: no signal)
 # setting -> data.subset / data.labels overrides of the Fashion-MNIST pre-training
@@ -70,16 +76,9 @@ TARGETS = {
 }
 
 
-def _load(path: str, overrides: dict):
-    file, _, arg = path.partition(":")
-    config = runpy.run_path(os.path.join(ROOT, file))["get_config"](arg or None)
-    set_fields(config, overrides)
-    return config
-
-
 def pretrain_config(setting: str, seed: int):
     overrides = {f"data.{k}": v for k, v in SETTINGS[setting].items()}
-    config = _load("configs/classification/fashion_mnist.py", overrides)
+    config = repo_config("configs/classification/fashion_mnist.py", overrides)
     config.train.seed, config.data.seed, config.data.subset.seed = seed, seed, seed
     if config.data.labels != "fine" or config.data.subset.num_classes:
         from frozen_det.data import fashion_mnist
@@ -91,7 +90,7 @@ def pretrain_config(setting: str, seed: int):
 
 def target_config(target: str, setting: str, seed: int, root: str, canvases: str):
     path, overrides, _ = TARGETS[target]
-    config = _load(path, overrides)
+    config = repo_config(path, overrides)
     config.train.seed, config.data.seed = seed, seed
     if target == "det":
         config.data.path = canvases
@@ -106,10 +105,6 @@ def pretrain_dir(root, setting, seed):
 
 def target_dir(root, target, setting, seed):
     return os.path.join(root, target, setting, f"s{seed}")
-
-
-def _done(workdir, config) -> dict | None:
-    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
 
 
 def source_measures(root: str, setting: str, seed: int) -> dict:
@@ -159,13 +154,13 @@ def run(setting: str, seed: int, targets: list, root: str, canvases: str) -> Non
     if setting != "scratch":
         workdir = pretrain_dir(root, setting, seed)
         config = pretrain_config(setting, seed)
-        if _done(workdir, config) is None:
+        if final_eval(workdir, config) is None:
             train_row(f"pretrain/{setting}/s{seed}", workdir, config)
         source_measures(root, setting, seed)
     for target in targets:
         workdir = target_dir(root, target, setting, seed)
         config = target_config(target, setting, seed, root, canvases)
-        if _done(workdir, config) is None:
+        if final_eval(workdir, config) is None:
             train_row(f"{target}/{setting}/s{seed}", workdir, config)
 
 
@@ -175,12 +170,12 @@ def collect(root: str, canvases: str) -> list[dict]:
         for seed in SEEDS:
             row = {"setting": setting, "seed": seed}
             if setting != "scratch":
-                result = _done(pretrain_dir(root, setting, seed), pretrain_config(setting, seed))
+                result = final_eval(pretrain_dir(root, setting, seed), pretrain_config(setting, seed))
                 if result is not None:
                     row["source_top1"] = result["top1"]
                     row.update(read_json(os.path.join(pretrain_dir(root, setting, seed), "source_measures.json")) or {})
             for target, (_, _, metrics) in TARGETS.items():
-                result = _done(
+                result = final_eval(
                     target_dir(root, target, setting, seed), target_config(target, setting, seed, root, canvases)
                 )
                 for metric in metrics:
@@ -226,23 +221,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="", help="SETTING/sSEED,... (default: DEFAULT_ROWS)")
+    parser = study_arguments(__doc__, "/tmp/pretraining_data_study", "SETTING/sSEED,... (default: DEFAULT_ROWS)", True)
     parser.add_argument("--targets", default="det,bccd5")
-    parser.add_argument("--root", default="/tmp/pretraining_data_study")
-    parser.add_argument("--canvases", default="", help="VOC-like canvases (default ROOT/canvases_voc)")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--table_only", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     canvases = args.canvases or os.path.join(args.root, "canvases_voc")
     targets = [t for t in args.targets.split(",") if t]
     chosen = [r for r in args.rows.split(",") if r] or DEFAULT_ROWS
     if not args.table_only:
-        if not os.path.exists(os.path.join(canvases, "annotations", "instances_val.json")):
-            from frozen_det.data.canvases import write_canvases
-
-            write_canvases(canvases, "voc", num_train=2000, num_val=400, image_size=128, seed=0)
+        ensure_canvases(canvases, "voc", num_train=2000, num_val=400, seed=0)
         for row in chosen:
             setting, seed = row.rsplit("/s", 1)
             if args.force:

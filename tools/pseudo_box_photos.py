@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import runpy
+import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_common import repo_config  # noqa: E402
+
 # (x1, y1, x2, y2) drawn by eye around the object of the class the Lite0 gives.
 EYE_BOXES = {
     "chelsea": (0, 0, 395, 300),  # Egyptian cat: the cat's head and chest
@@ -44,7 +46,7 @@ def main(argv=None) -> None:
     from frozen_det.localization.cam import load_cam_classifier, resize_map
     from frozen_det.localization.pseudo_boxes import PseudoBoxOptions, image_pseudo_boxes
 
-    config = runpy.run_path(os.path.join(ROOT, "configs/backbones/efficientnet_lite0_imagenet.py"))["get_config"]()
+    config = repo_config("configs/backbones/efficientnet_lite0_imagenet.py")
     clf = load_cam_classifier(config)
     options = PseudoBoxOptions(variant=args.variant)
     fig, axes = plt.subplots(1, len(EYE_BOXES), figsize=(4.2 * len(EYE_BOXES), 3.6))

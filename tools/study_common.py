@@ -1,15 +1,61 @@
-"""What the resumable study tools (tools/*_study.py) share: JSON files, evaluation paths, and
-training one row of a study into its own workdir with the library's API, timed."""
+"""What the resumable study tools (tools/*_study.py) share: their command line, the repository's
+configs, the canvases, JSON files, evaluation paths, and training one row of a study into its own
+workdir with the library's API, timed."""
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import logging
 import os
+import runpy
 import time
 
 import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def study_arguments(doc: str, default_root: str, rows_help: str, canvases: bool = False) -> argparse.ArgumentParser:
+    """The options every study takes: --rows, --root, --force (delete and rerun the chosen rows),
+    --table_only, and (``canvases``) --canvases; a tool adds its own."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--rows", default="", help=rows_help)
+    parser.add_argument("--root", default=default_root)
+    if canvases:
+        parser.add_argument("--canvases", default="", help="the VOC-like canvases (default ROOT/canvases_voc)")
+    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows")
+    parser.add_argument("--table_only", action="store_true")
+    return parser
+
+
+def chosen_rows(text: str, known, default=None) -> list[str]:
+    """The comma-separated ``--rows`` (``default``, else every known row, when empty); an unknown
+    name exits with the choices."""
+    chosen = [r.strip() for r in text.split(",") if r.strip()] or list(default if default is not None else known)
+    unknown = [r for r in chosen if r not in known]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(known)}")
+    return chosen
+
+
+def repo_config(spec: str, overrides: dict | None = None):
+    """The config of ``configs/FILE.py[:ARG]`` (a path in the repository), dotted overrides set."""
+    file, _, arg = spec.partition(":")
+    get_config = runpy.run_path(os.path.join(REPO, file))["get_config"]
+    config = get_config(arg) if arg else get_config()
+    set_fields(config, overrides or {})
+    return config
+
+
+def ensure_canvases(path: str, mode: str, num_train: int, num_val: int, seed: int) -> None:
+    """Writes 128 x 128 canvases (frozen_det.data.canvases) to ``path`` unless they are there."""
+    if not os.path.exists(os.path.join(path, "annotations", "instances_val.json")):
+        from frozen_det.data.canvases import write_canvases
+
+        logging.info("writing %s-like canvases to %s", mode, path)
+        write_canvases(path, mode, num_train=num_train, num_val=num_val, image_size=128, seed=seed)
 
 
 def read_json(path: str):
@@ -45,6 +91,11 @@ def write_results(root: str, table: str, rows: list) -> None:
 
 def eval_path(workdir: str, split: str, step: int) -> str:
     return os.path.join(workdir, "eval", f"{split}_step{step}.json")
+
+
+def final_eval(workdir: str, config) -> dict | None:
+    """The evaluation of a row's last step; None until the row is done."""
+    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
 
 
 def learning_curve(workdir: str, split: str) -> list:

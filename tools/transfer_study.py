@@ -26,19 +26,25 @@ ROOT/results.md and ROOT/results.json. BCCD comes from BCCD_DIR or datasets/bccd
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import runpy
 import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import eval_path, read_json, set_fields, train_row, train_seconds, write_results  # noqa: E402
+from study_common import (  # noqa: E402
+    chosen_rows,
+    ensure_canvases,
+    final_eval,
+    repo_config,
+    study_arguments,
+    train_row,
+    train_seconds,
+    write_results,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = (0, 1)
 PRETRAIN = "fmnist"
 SHOTS = 20  # training crops per class of the few-shot BCCD rows (pre-training matters most with few)
@@ -96,9 +102,7 @@ ROWS = _rows()
 
 def load_config(name: str, root: str, canvases: str):
     path, seed, init, _, _, overrides = ROWS[name]
-    file, _, arg = path.partition(":")
-    config = runpy.run_path(os.path.join(ROOT, file))["get_config"](arg or None)
-    set_fields(config, overrides)
+    config = repo_config(path, overrides)
     config.train.seed = seed
     config.data.seed = seed
     if init:
@@ -108,14 +112,10 @@ def load_config(name: str, root: str, canvases: str):
     return config
 
 
-def final_eval(name: str, workdir: str, config) -> dict | None:
-    return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
-
-
 def run(name: str, root: str, canvases: str) -> None:
     workdir = os.path.join(root, name)
     config = load_config(name, root, canvases)
-    if final_eval(name, workdir, config) is not None:
+    if final_eval(workdir, config) is not None:
         return
     init = ROWS[name][2]
     if init:
@@ -123,20 +123,12 @@ def run(name: str, root: str, canvases: str) -> None:
     train_row(name, workdir, config)
 
 
-def ensure_canvases(path: str) -> None:
-    if not os.path.exists(os.path.join(path, "annotations", "instances_val.json")):
-        from frozen_det.data.canvases import write_canvases
-
-        logging.info("writing VOC-like canvases to %s", path)
-        write_canvases(path, "voc", num_train=2000, num_val=400, image_size=128, seed=0)
-
-
 def collect(root: str, canvases: str) -> list[dict]:
     out = []
     for name, (_, seed, init, target, metrics, _) in ROWS.items():
         workdir = os.path.join(root, name)
         config = load_config(name, root, canvases)
-        result = final_eval(name, workdir, config)
+        result = final_eval(workdir, config)
         row = {"row": name, "target": target, "seed": seed, "init": init or "", "status": "pending"}
         if result is not None:
             row.update(status="done", train_seconds=train_seconds(workdir), **{m: result[m] for m in metrics})
@@ -172,21 +164,15 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="", help=f"comma-separated rows (default all): {','.join(ROWS)}")
-    parser.add_argument("--root", default="/tmp/transfer_study")
-    parser.add_argument("--canvases", default="", help="the VOC-like canvases (default ROOT/canvases_voc)")
-    parser.add_argument("--force", action="store_true", help="delete and rerun the chosen rows")
-    parser.add_argument("--table_only", action="store_true")
+    parser = study_arguments(
+        __doc__, "/tmp/transfer_study", f"comma-separated rows (default all): {','.join(ROWS)}", True
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     canvases = args.canvases or os.path.join(args.root, "canvases_voc")
-    chosen = [r for r in args.rows.split(",") if r] or list(ROWS)
-    unknown = [r for r in chosen if r not in ROWS]
-    if unknown:
-        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    chosen = chosen_rows(args.rows, list(ROWS))
     if not args.table_only:
-        ensure_canvases(canvases)
+        ensure_canvases(canvases, "voc", num_train=2000, num_val=400, seed=0)
         for name in chosen:
             if args.force:
                 shutil.rmtree(os.path.join(args.root, name), ignore_errors=True)
