@@ -9,18 +9,19 @@ leaves the RPN's and box head's output layers fresh:
     python -m frozen_det.train --config configs/tiny/two_stage.py --workdir /tmp/det \\
         --config.model.backbone.width=0.25 --config.train.init_from=/tmp/predet
 
-Argument: the losses switched on, comma-separated tokens of "crpn" (L_crpn), "croi" (L_info),
-"reg" (L_croi-reg), "mlc" (L_cls, the multi-label classification loss); the paper's Table 1 rows
-are e.g. "mlc", "crpn,croi,reg", "mlc,croi", "mlc,croi,reg", "mlc,crpn,croi,reg". Without a loss
-token: "crpn,croi,reg" (image folders have no labels). "mlc" needs image labels: it switches the data to
-a COCO folder with `data.labels=True` and `model.predet.num_labels=80` (override both for another
-dataset). Add "lite0" to pre-train the layers of configs/canvases/detector.py:lite0 instead (the packaged
-ImageNet EfficientNet-Lite0 backbone, 32-channel FPN P2-P5, 64-filter box head with two 128-wide
-FCs) on 128 x 128 views with the Lite0's mean 127 / std 128: the PreDet rows of
-tools/predet_study.py, which transfer into configs/dap/detector.py:voc,lite0 / bccd,lite0 and
-restore every shared leaf there. Add "proposals" to draw the queries from cached region proposals
-(`--config.data.proposals_file=cache.npz`, frozen_det.data.region_proposals) instead of random
-boxes.
+Argument: the losses switched on, comma-separated tokens of "crpn" (L_crpn), "croi" (L_info), "reg"
+(L_croi-reg), "mlc" (L_cls, the multi-label classification loss); the paper's Table 1 rows are e.g.
+"mlc", "crpn,croi,reg", "mlc,croi", "mlc,croi,reg", "mlc,crpn,croi,reg". Without a loss token:
+"crpn,croi,reg" (image folders have no labels). "mlc" needs image labels: it switches the data to a
+COCO folder with `data.labels=True` and `model.predet.num_labels=80` (override both for another
+dataset, e.g. ImageNet from TFDS: `--config.data.source=tfds --config.data.name=imagenet2012
+--config.model.predet.num_labels=1000`). Add "lite0" to pre-train the layers of
+configs/canvases/detector.py:lite0 instead (the packaged ImageNet EfficientNet-Lite0 backbone,
+32-channel FPN P2-P5, 64-filter box head with two 128-wide FCs) on 128 x 128 views with the Lite0's
+mean 127 / std 128: the PreDet rows of tools/predet_study.py, which transfer into
+configs/dap/detector.py:voc,lite0 / bccd,lite0 and restore every shared leaf there. Add "proposals"
+to draw the queries from cached region proposals (`--config.data.proposals_file=cache.npz`,
+frozen_det.data.region_proposals) instead of random boxes.
 
 Tiny CPU defaults: ResNet-18 at width 0.25, 32-channel FPN P2-P5 and heads, 64x64 views, 8 queries,
 64 negatives, batch 8. On a shared 2-core CPU: ~40 s to compile, 1.3 steps/s; on 16 generated

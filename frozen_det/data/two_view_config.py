@@ -4,11 +4,14 @@ images with query boxes (frozen_det.data.two_view_pipeline). Defaults, merging, 
 Sources (`data.source`): "image_folder" (every image under `path/<split>/`, or under `path` when
 that folder does not exist; no labels), "coco_folder" and "voc_folder" (the detection sources'
 folders, frozen_det.data.sources: their images, and with `labels=True` each image's classes as
-multi-hot image labels for PreDet's multi-label loss).
+multi-hot image labels for PreDet's multi-label loss), and "tfds" (a TFDS dataset by `name` with
+an "image" feature, streamed from `path` as data_dir: classification sets such as imagenet2012,
+whose class is the image label, and detection sets such as coco/2017, whose object classes are).
 
 Queries (`data.queries`): "random" boxes inside the two crops' overlap, or "proposals": cached
 unsupervised region proposals (frozen_det.data.region_proposals' ``.npz``, `proposals_file`)
-keyed by the image id (detection folders) or the image's path relative to `data.path`
+keyed by the image id (detection folders, TFDS records with "image/id"), the file name (TFDS
+records with one), "SPLIT/index" (other TFDS records) or the image's path relative to `data.path`
 (image folders).
 """
 
@@ -17,14 +20,15 @@ from __future__ import annotations
 from frozen_det.data.config import IMAGENET_MEAN, IMAGENET_STD
 from frozen_det.schema import ConfigDict, choice, merge
 
-SOURCES = ("image_folder", "coco_folder", "voc_folder")
+SOURCES = ("image_folder", "coco_folder", "voc_folder", "tfds")
 
 
 def defaults() -> ConfigDict:
     return ConfigDict(
         dict(
             source="image_folder",  # one of SOURCES
-            path="",
+            name="",  # tfds: the dataset, e.g. "imagenet2012", "coco/2017"
+            path="",  # the folder; tfds: data_dir (optional)
             train_split="train",
             eval_split="validation",
             coco_files=ConfigDict(dict()),  # coco_folder: split -> (annotation json, image dir)
@@ -37,6 +41,7 @@ def defaults() -> ConfigDict:
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             seed=0,
+            shuffle_buffer=4096,  # tfds streams (folders shuffle the whole split)
             queries="random",  # "random" | "proposals"
             proposals_file="",  # queries="proposals": the region_proposals .npz cache
             labels=False,  # detection folders: emit `image_labels` (multi-hot of the image's classes)
@@ -73,7 +78,9 @@ def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
     cfg = complete(data_config)
     if not cfg.batch_size:
         cfg.batch_size = int(train_batch_size or 8)
-    if not cfg.path:
+    if cfg.source == "tfds" and not cfg.name:
+        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'imagenet2012', 'coco/2017'")
+    if not cfg.path and cfg.source != "tfds":
         raise ValueError(f"config.data.path: the {cfg.source} source needs its folder (--config.data.path=DIR)")
     if cfg.queries == "proposals" and not cfg.proposals_file:
         raise ValueError(

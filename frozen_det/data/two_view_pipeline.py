@@ -12,125 +12,44 @@ view1, view2    float32 [B,S,S,3]  two MoCo v2 views (frozen_det.data.two_view),
 query_boxes1/2  float32 [B,Q,4]    the same queries in each view's pixels (yxyx); row i is
                                    the same region in both; padding rows 0
 query_valid     bool [B,Q]
-image_id        int64 [B]          dataset id (detection folders) or record index (image
-                                   folders); -1 for eval padding
+image_id        int64 [B]          dataset id (detection folders, TFDS "image/id") or record
+                                   index (image folders, other TFDS); -1 for eval padding
 image_labels    float32 [B,K]      only with data.labels: multi-hot of the image's classes
 example_valid   bool [B]           False for eval padding examples
 ==============  =================  ==========================================================
 
-How it mirrors frozen_det.data.pipeline, as simply as possible: records are a list known up
-front (image folders and the local detection folders are random-access); process p of P reads
-records ``p::P``; the order of epoch e is a permutation seeded by (seed, e, p); example at
-position k of epoch e draws every random number from a ``numpy.random.Generator`` seeded by
-(seed, p, e, k). So ``state() = {epoch, offset}`` is the whole position and ``restore`` skips
-to it without decoding anything. Decoding and augmentation run in Python (Pillow + numpy: the
-views are made by make_two_views, which is numpy); an image that cannot be read is counted in
-``stats["examples_skipped"]`` and logged, never crashes the run. With ``data.num_workers`` > 0
-the examples of a batch are made by that many threads (Pillow and numpy release the GIL for
-most of the work); the seeds make the batches identical to the in-line ones. The held-out set is the first
-``data.num_eval_examples`` images of the eval split with views drawn from a fixed seed, so every
-evaluation measures the same pretext batches.
+How it mirrors frozen_det.data.pipeline, as simply as possible: the images of a split come from
+frozen_det.data.two_view_images (folders on disk, random access, or a TFDS dataset, streamed with
+the images still encoded); process p of P reads records ``p::P``; the order of epoch e is seeded
+by (seed, e, p); the example at position k of epoch e draws every random number from a
+``numpy.random.Generator`` seeded by (seed, p, e, k). So ``state() = {epoch, offset}`` is the
+whole position and ``restore`` skips to it without decoding anything. Decoding and augmentation
+run in Python (Pillow + numpy: the views are made by make_two_views, which is numpy); an image
+that cannot be read is counted in ``stats["examples_skipped"]`` and logged, never crashes the
+run. With ``data.num_workers`` > 0 the examples of a batch are made by that many threads (Pillow
+and numpy release the GIL for most of the work); the seeds make the batches identical to the
+in-line ones. The held-out set is the first ``data.num_eval_examples`` images of the eval split
+(stored order) with views seeded by their index, so every evaluation measures the same pretext
+batches.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
 
 from frozen_det.data import two_view_config as config_lib
 from frozen_det.data.position import ResumablePosition, padding_like, per_process_batch, process_layout, stack_examples
 from frozen_det.data.sources.base import DataError
 from frozen_det.data.two_view import TwoViewConfig, make_two_views
+from frozen_det.data.two_view_images import TwoViewInfo, open_split
 
 log = logging.getLogger("frozen_det.data")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRecord:
-    path: str
-    image_id: int
-    proposal_key: object  # the region-proposal cache's key of this image
-    classes: tuple = ()  # 1..C of the non-crowd objects (detection folders), as detection's image_labels
-
-
-@dataclasses.dataclass(frozen=True)
-class TwoViewInfo:
-    """What the examples' labels are (the trainer checks the model against it)."""
-
-    name: str
-    num_labels: int  # 0: no labels
-    class_names: tuple = ()
-
-
-def _image_folder_records(root: str, split: str) -> list:
-    folder = os.path.join(root, split)
-    if not os.path.isdir(folder):
-        log.warning("%s has no folder %r: every split reads all its images (no held-out set)", root, split)
-        folder = root
-    if not os.path.isdir(folder):
-        raise DataError(f"config.data.path={root}: no folder {folder} of split {split!r}")
-    paths = sorted(
-        os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not paths:
-        raise DataError(f"config.data.path={root}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
-    return [ImageRecord(p, i, os.path.relpath(p, root)) for i, p in enumerate(paths)]
-
-
-def _detection_source(cfg):
-    from frozen_det.data import config as detection_config
-    from frozen_det.data.sources import build_source
-
-    fields = dict(
-        source=cfg.source,
-        path=cfg.path,
-        train_split=cfg.train_split,
-        eval_split=cfg.eval_split,
-        coco_files=cfg.coco_files.to_dict(),
-        class_names=tuple(cfg.class_names),
-        voc_difficult=cfg.voc_difficult,
-    )
-    return build_source(detection_config.complete(fields))
-
-
-def read_split(cfg, split: str) -> tuple[list, TwoViewInfo]:
-    """The records of one split of a (complete) two-view data section and what its labels are."""
-    if cfg.source == "image_folder":
-        return _image_folder_records(cfg.path, split), TwoViewInfo(name=cfg.path, num_labels=0)
-    source = _detection_source(cfg)
-    records = [
-        ImageRecord(r.image_path, int(r.image_id), int(r.image_id), tuple(int(c) for c in r.classes[~r.is_crowd]))
-        for r in source.split_records(split)
-    ]
-    names = tuple(source.info.class_names)
-    return records, TwoViewInfo(source.info.name, source.info.num_classes if cfg.labels else 0, names)
-
-
-class _Images:
-    """The records of one split, what their labels are, and the cached proposals (if queried)."""
-
-    def __init__(self, cfg, split: str):
-        self.records, self.info = read_split(cfg, split)
-        if not self.records:
-            raise DataError(f"split {split!r} of {cfg.path} has no images")
-        self.proposals = None
-        if cfg.queries == "proposals":
-            from frozen_det.data.region_proposals import load_proposals
-
-            if not os.path.isfile(cfg.proposals_file):
-                raise DataError(
-                    f"config.data.proposals_file={cfg.proposals_file}: not found; write it with "
-                    "`python -m frozen_det.data.cache_proposals` or use data.queries='random'"
-                )
-            self.proposals = load_proposals(cfg.proposals_file)
 
 
 class _Base:
@@ -142,7 +61,8 @@ class _Base:
         global_batch = batch_size or (cfg.batch_size if train else cfg.eval_batch_size)
         field = f"config.data.{'batch_size' if train else 'eval_batch_size'}"
         self.batch_size = per_process_batch(global_batch, self.process_count, field)
-        self.images = _Images(cfg, self.split)
+        self.images = open_split(cfg, self.split)
+        self.proposals = _proposals(cfg)
         self.views = TwoViewConfig(size=int(cfg.image_size), num_queries=int(num_queries), **cfg.augment.to_dict())
         self.mean = np.asarray(cfg.mean, np.float32)
         self.std = np.asarray(cfg.std, np.float32)
@@ -156,24 +76,23 @@ class _Base:
     def report(self) -> dict:
         return dict(self.stats)
 
-    def _shard(self) -> np.ndarray:
-        return np.arange(len(self.images.records))[self.process_index :: self.process_count]
+    @property
+    def _shard(self) -> tuple:
+        return self.process_index, self.process_count
 
-    def _example(self, index: int, seed) -> tuple[dict | None, dict]:
-        """The two-view example of record ``index`` with the generator seeded by ``seed`` (None if
-        its image cannot be read: logged) and its counters. No shared state is touched, so
-        examples can be made in worker threads."""
-        record = self.images.records[index]
+    def _example(self, record, seed) -> tuple[dict | None, dict]:
+        """The two-view example of ``record`` (two_view_images.ImageRecord) with the generator
+        seeded by ``seed`` (None if its image cannot be read: logged) and its counters. No shared
+        state is touched, so examples can be made in worker threads."""
         try:
-            with Image.open(record.path) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = record.read()
         except (OSError, ValueError) as e:
             log.warning("skipped %s (image id %s): %s", record.path, record.image_id, e)
             return None, {"examples_skipped": 1}
         counts = {"examples": 1}
         candidates = None
-        if self.images.proposals is not None:
-            candidates = self.images.proposals.get(record.proposal_key)
+        if self.proposals is not None:
+            candidates = self.proposals.get(record.proposal_key)
             if candidates is None:
                 counts["missing_proposals"] = 1
                 candidates = np.zeros((0, 4), np.float32)
@@ -195,7 +114,7 @@ class _Base:
         return out, counts
 
     def _examples(self, jobs):
-        """``[(record index, seed)]`` -> their examples in order (worker threads when
+        """``[(record, seed)]`` -> their examples in order (worker threads when
         ``data.num_workers`` > 0: the seeds make the result independent of the scheduling);
         counters accounted here."""
         run = lambda job: self._example(*job)
@@ -219,33 +138,39 @@ class TwoViewTrainPipeline(ResumablePosition, _Base):
     def __init__(self, config, num_queries=16, split=None, process_index=None, process_count=None, batch_size=None):
         super().__init__(config, num_queries, split, True, process_index, process_count, batch_size)
         self._epoch, self._offset = 0, 0
+        self._gen = None
 
-    def _order(self, epoch: int) -> np.ndarray:
-        if getattr(self, "_order_of", (None,))[0] != epoch:
-            shard = self._shard()
-            rng = np.random.default_rng([self.config.seed, epoch, self.process_index])
-            self._order_of = (epoch, shard[rng.permutation(len(shard))])
-        return self._order_of[1]
+    def _restored(self) -> None:
+        self._gen = None
+
+    def _positions(self):
+        """(epoch, position, record) from the current position on, across epochs."""
+        epoch, offset = self._epoch, self._offset
+        while True:
+            empty = True
+            records = self.images.epoch(epoch, self._shard, self.config.seed, offset)
+            for k, (_, record) in enumerate(records, start=offset):
+                empty = False
+                yield epoch, k, record
+            if empty and offset == 0:
+                raise DataError(f"split {self.split!r}: process {self.process_index}'s shard has no images")
+            epoch, offset = epoch + 1, 0
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
+        if self._gen is None:
+            self._gen = self._positions()
         batch, failures = [], 0
         while len(batch) < self.batch_size:
-            positions, epoch, offset = [], self._epoch, self._offset
-            while len(positions) < self.batch_size - len(batch):  # the next positions, across epochs
-                if offset >= len(self._order(epoch)):
-                    epoch, offset = epoch + 1, 0
-                    continue
-                positions.append((epoch, offset))
-                offset += 1
-            jobs = [(int(self._order(e)[k]), [self.config.seed, self.process_index, e, k]) for e, k in positions]
-            for (e, k), ex in zip(positions, self._examples(jobs)):
+            jobs = [next(self._gen) for _ in range(self.batch_size - len(batch))]
+            seeds = [[self.config.seed, self.process_index, e, k] for e, k, _ in jobs]
+            for (e, k, _), ex in zip(jobs, self._examples([(r, s) for (_, _, r), s in zip(jobs, seeds)])):
                 self._epoch, self._offset = e, k + 1
                 if ex is None:
                     failures += 1
-                    if failures > len(self._order(e)):
+                    if failures > len(self.images):
                         raise DataError(f"split {self.split!r}: no image of this process's shard could be read")
                     continue
                 ex.pop("example_valid")
@@ -260,16 +185,16 @@ class TwoViewEvalPipeline(_Base):
 
     def __init__(self, config, num_queries=16, split=None, process_index=None, process_count=None, batch_size=None):
         super().__init__(config, num_queries, split, False, process_index, process_count, batch_size)
-        n = len(self.images.records)
+        n = len(self.images)
         self.num_examples = min(n, self.config.num_eval_examples or n)
         self.num_batches = max(1, math.ceil(math.ceil(self.num_examples / self.process_count) / self.batch_size))
 
     def __iter__(self):
-        indices = np.arange(self.num_examples)[self.process_index :: self.process_count]
+        held_out = self.images.epoch(0, self._shard, None)  # stored order
+        held_out = itertools.takewhile(lambda item: item[0] < self.num_examples, held_out)
         batch, produced, template = [], 0, None
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start : start + self.batch_size]
-            for ex in self._examples([(int(i), [self.config.seed, 1_000_003, int(i)]) for i in chunk]):
+        while chunk := list(itertools.islice(held_out, self.batch_size)):
+            for ex in self._examples([(record, [self.config.seed, 1_000_003, i]) for i, record in chunk]):
                 if ex is None:
                     continue
                 template = template or ex
@@ -284,6 +209,20 @@ class TwoViewEvalPipeline(_Base):
             batch += [padding] * (self.batch_size - len(batch))
             yield stack_examples(batch)
             produced, batch = produced + 1, []
+
+
+def _proposals(cfg):
+    """The cached region proposals {key: [K, 4]} when the queries come from them, else None."""
+    if cfg.queries != "proposals":
+        return None
+    from frozen_det.data.region_proposals import load_proposals
+
+    if not os.path.isfile(cfg.proposals_file):
+        raise DataError(
+            f"config.data.proposals_file={cfg.proposals_file}: not found; write it with "
+            "`python -m frozen_det.data.cache_proposals` or use data.queries='random'"
+        )
+    return load_proposals(cfg.proposals_file)
 
 
 def build_train_pipeline(config, **kw) -> TwoViewTrainPipeline:

@@ -326,9 +326,6 @@ class TfdsClassificationSource(Source):
     random_access = False
 
     def __init__(self, builder):
-        import tensorflow_datasets as tfds
-
-        self._tfds = tfds
         self.builder = builder
         feats = builder.info.features
         if "image" not in feats or "label" not in feats:
@@ -337,19 +334,9 @@ class TfdsClassificationSource(Source):
         self._counts = {}
 
     def _as_dataset(self, split, seed=None):
-        tfds = self._tfds
-        try:
-            return self.builder.as_dataset(
-                split=split,
-                shuffle_files=seed is not None,
-                decoders={"image": tfds.decode.SkipDecoding()},
-                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
-            )
-        except (KeyError, ValueError, AssertionError) as e:
-            raise DataError(
-                f"tfds {self.builder.name}: cannot read split {split!r} ({e}); prepared splits: "
-                f"{list(self.builder.info.splits.keys())}. Set data.train_split / data.eval_split."
-            ) from e
+        from frozen_det.data.sources.tfds_source import read_split
+
+        return read_split(self.builder, split, seed)
 
     def stream(self, split, shard, seed, buffer, repeats=None):
         index, count_ = shard

@@ -156,19 +156,7 @@ class TfdsSource(Source):
             return False
 
     def _as_dataset(self, split, seed=None):
-        try:
-            return self.builder.as_dataset(
-                split=split,
-                shuffle_files=seed is not None,
-                decoders=self._decoders(),
-                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
-            )
-        except (KeyError, ValueError, AssertionError) as e:
-            raise DataError(
-                f"tfds {self.builder.name}: cannot read split {split!r} ({e}); prepared "
-                f"splits: {list(self.builder.info.splits.keys())}. Set data.train_split / "
-                "data.eval_split, or prepare the dataset (tfds build) into data.path."
-            ) from e
+        return read_split(self.builder, split, seed, self._decoders())
 
     def stream(self, split, shard, seed, buffer, repeats=None):
         index, count = shard
@@ -341,6 +329,25 @@ class TfdsSource(Source):
             "categories": self.info.categories(),
             "info": {"description": f"{self.builder.name} {split}"},
         }
+
+
+def read_split(builder, split: str, seed=None, decoders=None) -> tf.data.Dataset:
+    """``builder.as_dataset`` of one split with the images left encoded (``decoders``), files
+    shuffled when ``seed`` is given; a missing split is a DataError naming the prepared ones."""
+    decoders = decoders or {"image": tfds.decode.SkipDecoding()}
+    try:
+        return builder.as_dataset(
+            split=split,
+            shuffle_files=seed is not None,
+            decoders=decoders,
+            read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+        )
+    except (KeyError, ValueError, AssertionError) as e:
+        raise DataError(
+            f"tfds {builder.name}: cannot read split {split!r} ({e}); prepared "
+            f"splits: {list(builder.info.splits.keys())}. Set data.train_split / "
+            "data.eval_split, or prepare the dataset (tfds build) into data.path."
+        ) from e
 
 
 def tfds_builder(name: str, data_dir: str = ""):
