@@ -21,9 +21,10 @@ detection", ICCV 2021) in miniature on offline data, on 2 CPU cores:
     ImageNet Lite0 alone ("imagenet": backbone only, FPN and heads fresh) and from each PreDet
     row (train.init_from: backbone, FPN, RPN convolution, box head convs / FCs restored; the
     class-specific layers excluded as configs/dap/detector.py's CLASS_SPECIFIC, the RPN's
-    objectness / delta layers not in the source), two seeds (train.seed, data.seed and the
-    k-shot subset), 400 steps, AP every 100 steps; the number of leaves restored from the PreDet
-    run (init_from.json) is in the table;
+    objectness / delta layers not in the source), and ("full_heads") from the ImageNet Lite0
+    backbone with the full PreDet row's FPN, RPN convolution and box head, two seeds
+    (train.seed, data.seed and the k-shot subset), 400 steps, AP every 100 steps; the number of
+    leaves restored from the PreDet run (init_from.json) is in the table;
 (d) pretext diagnostics of every PreDet row (its evaluation JSON on the held-out images):
     retrieval top-1 of InfoNCE vs chance 1 / (|P_neg| + 1), CRPN query recall (IoU > 0.5);
 (e) Fig. 5b: RoI feature similarity vs IoU of box pairs on 64 validation canvases (their true
@@ -86,6 +87,11 @@ KSHOT = 5
 TARGETS = {"voc": "VOC-like canvases", "bccd": "BCCD"}
 PRETRAIN = {"full": "crpn,croi,reg", "no_crpn": "croi,reg", "crpn": "crpn"}
 INITS = {"imagenet": "ImageNet Lite0", **{k: f"PreDet {v}" for k, v in PRETRAIN.items()}}
+# Heads only: the PreDet row's FPN, RPN convolution and box head on the ImageNet Lite0 backbone
+# (whether what PreDet's pretext teaches the heads helps when the backbone stays ImageNet's).
+HEADS_ONLY = {"full_heads": "full"}
+INITS["full_heads"] = "ImageNet Lite0 + PreDet crpn,croi,reg heads"
+BACKBONE = (r"^\w+/backbone/",)
 PREDET_STEPS = 200
 FINETUNE_STEPS = 400
 SMOKE_STEPS = 10
@@ -177,7 +183,10 @@ def finetune_config(root: str, name: str, smoke: bool):
     config = repo_config(f"configs/dap/detector.py:{target},lite0")
     s = int(seed[1:])
     overrides = {"data.kshot": int(kshot[: -len("shot")]), "train.seed": s, "data.seed": s, "data.kshot_seed": s}
-    overrides["train.init_from"] = "" if init == "imagenet" else os.path.join(root, "predet", init)
+    source = HEADS_ONLY.get(init, init)
+    overrides["train.init_from"] = "" if init == "imagenet" else os.path.join(root, "predet", source)
+    if init in HEADS_ONLY:
+        overrides["train.init_exclude"] = tuple(config.train.init_exclude) + BACKBONE
     if target == "voc":
         overrides["data.path"] = paths(root)["voc"]
     if smoke:
@@ -201,7 +210,7 @@ def run_finetune(root: str, name: str, smoke: bool) -> None:
         return
     init = name.split("/")[2]
     if init != "imagenet":
-        ensure_pretrained(root, init, smoke)
+        ensure_pretrained(root, HEADS_ONLY.get(init, init), smoke)
     train_row(name, workdir, config)
 
 

@@ -30,3 +30,14 @@ def test_smoke_rows_and_pending_tables(tmp_path):
     results = predet_study.collect(str(tmp_path), smoke=True)
     table = predet_study.markdown(results)
     assert "Smoke run" in table and "pending" in table
+
+
+def test_heads_only_rows_keep_the_imagenet_backbone(tmp_path):
+    import re
+
+    config = predet_study.finetune_config(str(tmp_path), "voc/5shot/full_heads/s0", smoke=False)
+    assert config.train.init_from.endswith("predet/full")
+    excluded = lambda path: any(re.search(p, path) for p in config.train.init_exclude)  # noqa: E731
+    assert excluded("params/backbone/stem/conv/kernel") and excluded("batch_stats/backbone/stem/bn/mean")
+    assert excluded("params/box_heads_0/class_logits/kernel")  # the class-specific layers, as every row
+    assert not excluded("params/neck/lateral_2/kernel") and not excluded("params/box_heads_0/fc_0/kernel")
