@@ -27,6 +27,8 @@ detection", ICCV 2021) in miniature on offline data, on 2 CPU cores:
     leaves restored from the PreDet run (init_from.json) is in the table;
 (d) pretext diagnostics of every PreDet row (its evaluation JSON on the held-out images):
     retrieval top-1 of InfoNCE vs chance 1 / (|P_neg| + 1), CRPN query recall (IoU > 0.5);
+    and how far the row moved the ImageNet backbone (relative L2 distance per stage,
+    frozen_det.evaluation.drift; cached in ROOT/predet/<row>/drift.json);
 (e) Fig. 5b: RoI feature similarity vs IoU of box pairs on 64 validation canvases (their true
     boxes as references, frozen_det.evaluation.box_similarity, tools/box_similarity.py) for the
     ImageNet Lite0 (C4 RoIAlign, its neck would be random) and the full and no_crpn PreDet rows
@@ -249,6 +251,18 @@ def last_train_metrics(workdir: str) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
+def backbone_drift(workdir: str) -> dict:
+    """{group: relative L2 distance of its parameters from the ImageNet Lite0} at the PreDet
+    row's last checkpoint (frozen_det.evaluation.drift), cached in WORKDIR/drift.json."""
+    path = os.path.join(workdir, "drift.json")
+    if not os.path.exists(path):
+        from frozen_det.evaluation.drift import run_drift
+
+        drift = run_drift(workdir)
+        write_json(path, {group: v["params"] for group, v in drift[max(drift)].items()})
+    return read_json(path)
+
+
 def collect(root: str, smoke: bool) -> dict:
     pretrained = {}
     for name in PRETRAIN:
@@ -261,6 +275,7 @@ def collect(root: str, smoke: bool) -> dict:
             row["train_seconds"] = train_seconds(workdir)
             row["steps"] = int(config.train.total_steps)
             row["last_train_metrics"] = last_train_metrics(workdir)
+            row["backbone_drift"] = backbone_drift(workdir)
         pretrained[name] = row
     rows = []
     for name in finetune_rows():
@@ -298,6 +313,8 @@ def _fmt(value) -> str:
 
 
 def markdown(results: dict) -> str:
+    from frozen_det.evaluation.drift import BACKBONE_GROUPS
+
     lines = []
     if results["smoke"]:
         lines += ["**Smoke run: every row at ~10 steps; the numbers check the pipeline, not PreDet.**", ""]
@@ -305,18 +322,19 @@ def markdown(results: dict) -> str:
     lines += ["### PreDet pre-training: pretext diagnostics on the held-out images", ""]
     lines += [
         "| row | losses | steps | retrieval top-1 | chance 1/(neg+1) | CRPN query recall "
-        "| final train loss | train min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| final train loss | backbone drift stem / stage1-4 | train min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in results["pretrained"].items():
         if p["status"] != "done":
-            lines.append(f"| {name} | {p['losses']} | pending | | | | | |")
+            lines.append(f"| {name} | {p['losses']} | pending | | | | | | |")
             continue
         loss = p["last_train_metrics"].get("total")
+        drift = " / ".join(f"{p['backbone_drift'][g]:.3f}" for g in BACKBONE_GROUPS)
         lines.append(
             f"| {name} | {p['losses']} | {p['steps']} | {_fmt(p.get('retrieval_top1'))} "
             f"| {_fmt(p.get('retrieval_chance'))} | {_fmt(p.get('crpn_query_recall'))} | {_fmt(loss)} "
-            f"| {_minutes(p['train_seconds'])} |"
+            f"| {drift} | {_minutes(p['train_seconds'])} |"
         )
     rows = results["finetune"]
     lines += ["", f"### {KSHOT}-shot fine-tuning (AP / AP50 at the end; mean ± std over {len(SEEDS)} seeds)", ""]
