@@ -98,6 +98,7 @@ def _num_classes(config, args) -> int:
         return TFDS_NUM_CLASSES[args["tfds"]] + 1
     if config.data.source == "synthetic":
         return int(config.data.get("synthetic", {}).get("num_classes", 3)) + 1
-    from frozen_det import data as data_lib
+    from frozen_det.data import detection
+    from frozen_det.data.detection import config as detection_config
 
-    return data_lib.build_source(data_lib.resolve_config(config)).info.num_classes + 1
+    return detection.build_source(detection_config.resolve(config)).info.num_classes + 1

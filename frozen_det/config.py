@@ -1,8 +1,8 @@
 """An experiment config as a whole: every section completed from its schema, and the checks
 that need more than one section or the devices, run before anything compiles.
 
-Sections: `data` (frozen_det.data.config; classifiers: frozen_det.data.classification.config;
-PreDet: frozen_det.data.two_view_config),
+Sections: `data` (frozen_det.data.detection.config; classifiers: frozen_det.data.classification.config;
+PreDet: frozen_det.data.two_view.config),
 `model` (frozen_det.models.config; its `type` picks
 the schema and the task), `train` (frozen_det.training.config), and `classify` (the ImageNet
 `frozen_det.classify` command). Config files return `complete(config)`, so the printed config
@@ -29,9 +29,9 @@ def _complete_section(name: str, given, model_type: str) -> ConfigDict:
     if name == "data" and DATA_SCHEMA_OF_MODEL.get(model_type) == "classification":
         from frozen_det.data.classification.config import complete
     elif name == "data" and DATA_SCHEMA_OF_MODEL.get(model_type) == "two_view":
-        from frozen_det.data.two_view_config import complete
+        from frozen_det.data.two_view.config import complete
     elif name == "data":
-        from frozen_det.data.config import complete
+        from frozen_det.data.detection.config import complete
     elif name == "model":
         from frozen_det.models.config import complete
     elif name == "train":

@@ -1,7 +1,7 @@
 """Building blocks for experiment configs (configs/**.py import these).
 
 The defaults of every field live in the schemas (frozen_det.models.config,
-frozen_det.training.config, frozen_det.data.config: the reference's values, docs/reference.md);
+frozen_det.training.config, frozen_det.data.detection.config: the reference's values, docs/reference.md);
 the functions here set what a family of experiments changes. A config file ends with
 `return complete(config)` (frozen_det.config): every field present, each overridable on the
 command line.
@@ -10,7 +10,7 @@ command line.
 from __future__ import annotations
 
 from frozen_det.config import complete
-from frozen_det.data import config as data_config
+from frozen_det.data.detection import config as data_config
 from frozen_det.models import config as model_config
 from frozen_det.schema import ConfigDict, merge
 from frozen_det.training import config as train_config

@@ -10,7 +10,7 @@ ImageNet head (configs/backbones/efficientnet_lite0_imagenet.py: the packaged Im
 EfficientNet-Lite0). The class of each image: `--labels LABELS.json`, a COCO-format file whose
 `images` have `file_name` (relative to DIR) and `label`, the id of one of its `categories` (the
 k-th category by id is the classifier's class k), as the ImageNet-like canvases of
-`python -m frozen_det.data.canvases --mode imagenet` do (their image ids are kept);
+`python -m frozen_det.data.offline.canvases --mode imagenet` do (their image ids are kept);
 `--labels folders`, each image's first folder under DIR names its class (the
 ImageFolder layout); `--class_id N` for every image; otherwise the classifier's top-1 class.
 

@@ -36,10 +36,10 @@ def eval_images(config, num: int, min_side: int = 384) -> list[tuple[str, Image.
     """The first `num` images of the eval split as (name, PIL image), recovered from the eval
     pipeline's canvases (un-normalised, padding cropped off), enlarged to at least `min_side`
     pixels so that labels are legible (the detector resizes them to its canvas again)."""
-    from frozen_det import data as data_lib
+    from frozen_det.data import detection
     from frozen_det.drawing import denormalize
 
-    pipeline = data_lib.build_eval_pipeline(config)
+    pipeline = detection.build_eval_pipeline(config)
     out = []
     for batch in pipeline:
         for i in np.flatnonzero(batch["example_valid"]):

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from frozen_det.config import resolve
-from frozen_det.data.config import resolve as resolve_data
+from frozen_det.data.detection.config import resolve as resolve_data
 from frozen_det.resources import parameter_counts
 from frozen_det.tasks import get_task
 

@@ -80,7 +80,7 @@ def test_the_inspect_command_takes_a_class_list_override(voc_folder, tmp_path):
         [
             sys.executable,
             "-m",
-            "frozen_det.data.inspect",
+            "frozen_det.data.show",
             "--config",
             "configs/data/bccd.py",
             f"--config.data.path={voc_folder}",

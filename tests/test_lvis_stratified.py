@@ -141,7 +141,7 @@ def test_input_errors(tmp_path):
 
 
 def test_end_to_end_on_a_generated_long_tail(tmp_path, capsys):
-    from frozen_det.data.long_tail import write_long_tailed_lvis
+    from frozen_det.data.offline.long_tail import write_long_tailed_lvis
 
     data_dir = tmp_path / "long_tail"
     summary = write_long_tailed_lvis(

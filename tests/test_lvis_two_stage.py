@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from frozen_det.data.long_tail import write_long_tailed_lvis
+from frozen_det.data.offline.long_tail import write_long_tailed_lvis
 from frozen_det.tree_paths import leaf_paths
 
 pytest.importorskip("lvis")

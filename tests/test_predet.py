@@ -81,7 +81,7 @@ def _predet_config(path, **predet):
 
 
 def test_two_view_batches_are_fixed_shape_seeded_and_resumable(image_folder):
-    from frozen_det.data.two_view_pipeline import build_eval_pipeline, build_train_pipeline
+    from frozen_det.data.two_view.pipelines import build_eval_pipeline, build_train_pipeline
 
     config = _predet_config(image_folder)
     kw = dict(num_queries=Q, process_index=0, process_count=1)
@@ -129,8 +129,8 @@ def test_two_view_batches_are_fixed_shape_seeded_and_resumable(image_folder):
 
 
 def test_queries_from_cached_region_proposals(image_folder, tmp_path):
-    from frozen_det.data.region_proposals import save_proposals
-    from frozen_det.data.two_view_pipeline import build_train_pipeline
+    from frozen_det.data.two_view.pipelines import build_train_pipeline
+    from frozen_det.data.two_view.proposals import save_proposals
 
     # One candidate per image, a large box: every valid query is that box seen in each view.
     box = np.array([[10.0, 12.0, 60.0, 80.0]], np.float32)
@@ -148,9 +148,9 @@ def test_queries_from_cached_region_proposals(image_folder, tmp_path):
 
 
 def test_cached_proposals_of_a_run_are_its_queries(image_folder, tmp_path):
-    from frozen_det.data.cache_proposals import cache_run_proposals
-    from frozen_det.data.region_proposals import load_proposals
-    from frozen_det.data.two_view_pipeline import build_train_pipeline
+    from frozen_det.data.two_view.cache_proposals import cache_run_proposals
+    from frozen_det.data.two_view.pipelines import build_train_pipeline
+    from frozen_det.data.two_view.proposals import load_proposals
 
     config = _predet_config(image_folder)
     config.data.update(queries="proposals", proposals_file=str(tmp_path / "cache.npz"))
@@ -167,7 +167,7 @@ def test_cached_proposals_of_a_run_are_its_queries(image_folder, tmp_path):
 
 
 def test_labelled_detection_folders_give_image_labels(voc_folder, image_folder):
-    from frozen_det.data.two_view_pipeline import build_train_pipeline
+    from frozen_det.data.two_view.pipelines import build_train_pipeline
     from frozen_det.tasks import get_task
 
     config = _predet_config(voc_folder, multilabel=True, num_labels=2)

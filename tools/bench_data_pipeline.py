@@ -24,7 +24,7 @@ def main():
     spec.loader.exec_module(mod)
     config = mod.get_config(arg or None)
     config.data.canvas, config.data.batch_size = a.canvas, a.batch
-    from frozen_det.data import build_train_pipeline
+    from frozen_det.data.detection import build_train_pipeline
 
     pipe = build_train_pipeline(config, process_index=0, process_count=1)
     next(pipe)

@@ -1,5 +1,5 @@
 """Builds frozen_det/data/imagenet1k_taxonomy.json: ImageNet-1k's 1000 classes with their
-WordNet 3.0 hypernym paths, so that users of frozen_det.data.taxonomy need no WordNet install.
+WordNet 3.0 hypernym paths, so that users of frozen_det.data.classification.taxonomy need no WordNet install.
 
     python tools/build_imagenet_taxonomy.py [--wordnet /usr/share/wordnet] [--output PATH]
 
@@ -17,7 +17,7 @@ import os
 
 import tensorflow_datasets
 
-from frozen_det.data.taxonomy import IMAGENET1K_TABLE, WORDNET_DIR, longest_path, read_wordnet_nouns
+from frozen_det.data.classification.taxonomy import IMAGENET1K_TABLE, WORDNET_DIR, longest_path, read_wordnet_nouns
 
 LABELS = os.path.join(os.path.dirname(tensorflow_datasets.__file__), "datasets", "imagenet2012", "labels.txt")
 

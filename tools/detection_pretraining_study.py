@@ -5,7 +5,7 @@ al. 2022 sec. 3 for the weight drift):
 * CLS: the packaged ImageNet EfficientNet-Lite0. DET: the same network after detection
   pre-training, fine-tuned as the backbone of a Faster R-CNN on a larger set of VOC-like
   canvases of Fashion-MNIST items (configs/canvases/detector.py:lite0, data from
-  frozen_det.data.canvases);
+  frozen_det.data.offline.canvases);
 * detection target (Table 2 / Fig. 1): BCCD at 256 x 256 (configs/quickstart.py's BCCD
   detector, backbone fine-tuned), from CLS and from DET (only the backbone transferred: the
   paper re-initialises the detection heads), AP at IoU 0.1 ... 0.9; plus a frozen + adapters

@@ -117,8 +117,8 @@ def load_counts(path: str) -> dict:
 
 def counts_from_data_config(spec: str, data_path: str = "") -> dict:
     """Per-class counts of the train split of a data config ``file.py[:arg]``."""
-    from frozen_det import data
-    from frozen_det.data import class_stats
+    from frozen_det.data import class_stats, detection
+    from frozen_det.data.detection import config as detection_config
 
     file, _, arg = spec.partition(":")
     module_spec = importlib.util.spec_from_file_location("data_config", file)
@@ -127,8 +127,8 @@ def counts_from_data_config(spec: str, data_path: str = "") -> dict:
     config = module.get_config(arg or None)
     if data_path:
         (config.data if "data" in config else config).path = data_path
-    cfg = data.resolve_config(config)
-    source = data.build_source(cfg, split=cfg.train_split)
+    cfg = detection_config.resolve(config)
+    source = detection.build_source(cfg, split=cfg.train_split)
     stats = class_stats.source_statistics(source, cfg.train_split)
     groups = source.info.frequencies or stats.frequency_groups()
     return {

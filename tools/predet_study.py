@@ -2,7 +2,7 @@
 detection", ICCV 2021) in miniature on offline data, on 2 CPU cores:
 
 (a) unlabelled pre-training images: BCCD trainval images + the VOC-like canvases' training
-    images (frozen_det.data.canvases; their labels unused), as one image folder
+    images (frozen_det.data.offline.canvases; their labels unused), as one image folder
     (ROOT/pretrain_images/train; held out for the pretext diagnostics: 32 BCCD test images + 32
     validation canvases in ROOT/pretrain_images/validation), 128 x 128 views;
 (b) PreDet pre-training (configs/predet/pretrain.py:lite0,<losses>) of the layers of the Lite0
@@ -165,7 +165,7 @@ def pretrain_config(root: str, name: str, smoke: bool):
     config = repo_config(f"configs/predet/pretrain.py:lite0,{PRETRAIN[name]}")
     steps = SMOKE_STEPS if smoke else PREDET_STEPS
     if name in LABELLED:  # COCO folder of the canvases; held out: 64 validation canvases
-        from frozen_det.data import fashion_mnist
+        from frozen_det.data.offline import fashion_mnist
 
         data = {"data.path": paths(root)["voc"], "data.eval_split": "val", "data.num_eval_examples": 2 * HELD_OUT}
         data["model.predet.num_labels"] = len(fashion_mnist.CLASSES)

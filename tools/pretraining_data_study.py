@@ -81,8 +81,8 @@ def pretrain_config(setting: str, seed: int):
     config = repo_config("configs/classification/fashion_mnist.py", overrides)
     config.train.seed, config.data.seed, config.data.subset.seed = seed, seed, seed
     if config.data.labels != "fine" or config.data.subset.num_classes:
-        from frozen_det.data import fashion_mnist
         from frozen_det.data.classification.subsets import label_set
+        from frozen_det.data.offline import fashion_mnist
 
         config.model.num_classes = len(label_set(config.data, list(fashion_mnist.CLASSES)).names)
     return config
@@ -115,8 +115,9 @@ def source_measures(root: str, setting: str, seed: int) -> dict:
     cached = read_json(path)
     if cached is not None:
         return cached
-    from frozen_det.data import classification, fashion_mnist
-    from frozen_det.data import taxonomy as taxonomy_lib
+    from frozen_det.data import classification
+    from frozen_det.data.classification import taxonomy as taxonomy_lib
+    from frozen_det.data.offline import fashion_mnist
     from frozen_det.evaluation.classification import coarse_minus_fine_accuracy, extract_features, knn_accuracy
     from frozen_det.inference import restore_for_inference
 

@@ -50,9 +50,9 @@ def repo_config(spec: str, overrides: dict | None = None):
 
 
 def ensure_canvases(path: str, mode: str, num_train: int, num_val: int, seed: int) -> None:
-    """Writes 128 x 128 canvases (frozen_det.data.canvases) to ``path`` unless they are there."""
+    """Writes 128 x 128 canvases (frozen_det.data.offline.canvases) to ``path`` unless they are there."""
     if not os.path.exists(os.path.join(path, "annotations", "instances_val.json")):
-        from frozen_det.data.canvases import write_canvases
+        from frozen_det.data.offline.canvases import write_canvases
 
         logging.info("writing %s-like canvases to %s", mode, path)
         write_canvases(path, mode, num_train=num_train, num_val=num_val, image_size=128, seed=seed)

@@ -5,7 +5,7 @@
 * a narrow ResNet-18 (width 0.25) pre-trained on Fashion-MNIST (configs/classification/
   fashion_mnist.py), transferred (`train.init_from`: its backbone, fresh heads) to
   - a detection target: VOC-like canvases of Fashion-MNIST items (configs/canvases/detector.py,
-    data from frozen_det.data.canvases; the items of the validation canvases are Fashion-MNIST
+    data from frozen_det.data.offline.canvases; the items of the validation canvases are Fashion-MNIST
     test images, never seen in pre-training),
   - a classification target: BCCD cell crops with 20 and with 5 training crops per class
     (bccd_crops.py:finetune,resnet; pre-training matters most with little target data),

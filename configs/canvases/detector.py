@@ -1,4 +1,4 @@
-"""A small Faster R-CNN + FPN on VOC-like canvases of Fashion-MNIST items (frozen_det.data.canvases,
+"""A small Faster R-CNN + FPN on VOC-like canvases of Fashion-MNIST items (frozen_det.data.offline.canvases,
 10 classes, 2-6 objects of 19-51 px per 128 x 128 image, clutter), with the narrow ResNet-18
 (width 0.25) of configs/classification/fashion_mnist.py as its backbone: the detection target of
 the offline transfer studies. Everything trains; the backbone starts from random weights, or
@@ -9,7 +9,7 @@ Argument "lite0": the packaged ImageNet EfficientNet-Lite0 instead, fine-tuned (
 pre-training from a classification network, Li et al., "An analysis of pre-training on object
 detection", sec. 3), with a two-FC box head (FC1 and FC2 are taps of sec. 4.3).
 
-    python -m frozen_det.data.canvases --mode voc --output /tmp/canvases_voc
+    python -m frozen_det.data.offline.canvases --mode voc --output /tmp/canvases_voc
     python -m frozen_det.train --config configs/canvases/detector.py --workdir runs/canvas_det \
         --config.data.path=/tmp/canvases_voc [--config.train.init_from=runs/fmnist]
 """

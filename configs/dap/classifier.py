@@ -1,5 +1,5 @@
 """DAP step 1 in miniature: a classifier pre-trained on ImageNet-like canvases (one Fashion-MNIST
-class per image, 1-3 large items on textured backgrounds; `python -m frozen_det.data.canvases
+class per image, 1-3 large items on textured backgrounds; `python -m frozen_det.data.offline.canvases
 --mode imagenet`), whose class activation maps then give the pseudo-boxes (DAP, Zhong et al.,
 CVPR 2021, sec. 3.1). The narrow ResNet-18 (width 0.25) of configs/canvases/detector.py, so that
 its backbone moves into that detector.
@@ -7,7 +7,7 @@ its backbone moves into that detector.
 Trained at 96 x 96 (a 3 x 3 map at stride 32) and CAMs taken at shorter sides 128 and 256:
 the paper's ratios (trained at 224, CAMs at 288 and 576).
 
-    python -m frozen_det.data.canvases --mode imagenet --output /tmp/canvases_imagenet
+    python -m frozen_det.data.offline.canvases --mode imagenet --output /tmp/canvases_imagenet
     python -m frozen_det.train --config configs/dap/classifier.py --workdir runs/dap_cls \\
         --config.data.path=/tmp/canvases_imagenet
 """

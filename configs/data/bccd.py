@@ -1,7 +1,7 @@
 """BCCD blood cells (Pascal-VOC folder, 364 images, 3 classes, boxes only; MIT licence,
 https://github.com/Shenggan/BCCD_Dataset, its `BCCD/` folder).
 
-    python -m frozen_det.data.inspect --config configs/data/bccd.py --num 4 --output /tmp/bccd
+    python -m frozen_det.data.show --config configs/data/bccd.py --num 4 --output /tmp/bccd
 
 The folder: `--config.data.path=DIR`, or the environment variable BCCD_DIR, or `datasets/bccd`
 inside this repository (e.g. `git clone https://github.com/Shenggan/BCCD_Dataset` and link its

@@ -3,7 +3,7 @@
 (data.path = a folder with annotations/instances_{train2017,val2017}.json and train2017/,
 val2017/), and enables masks; "copy_paste" adds Copy-Paste (needs "folder").
 
-    python -m frozen_det.data.inspect --config configs/data/coco.py:folder --num 4 --output /tmp/coco \
+    python -m frozen_det.data.show --config configs/data/coco.py:folder --num 4 --output /tmp/coco \
         --config.data.path=/data/coco
 """
 

@@ -1,10 +1,10 @@
-"""The generated long-tailed LVIS-format shapes (frozen_det.data.long_tail): 128 px, 20
+"""The generated long-tailed LVIS-format shapes (frozen_det.data.offline.long_tail): 128 px, 20
 classes (3 frequent, 5 common, 12 rare by training images), boxes + masks, LVIS evaluation
 (federated; data.eval_metric "auto" picks it from the r/c/f frequencies). Generate it first
 (about 5 s), then pass its folder as the argument or as --config.data.path:
 
-    python -m frozen_det.data.long_tail --output /tmp/long_tail
-    python -m frozen_det.data.inspect --config configs/data/long_tail.py:/tmp/long_tail --num 8 --output /tmp/lt
+    python -m frozen_det.data.offline.long_tail --output /tmp/long_tail
+    python -m frozen_det.data.show --config configs/data/long_tail.py:/tmp/long_tail --num 8 --output /tmp/lt
 
 max_instances 16 fits the generator's default max_objects=6 with room for Copy-Paste; raise it
 with --config.data.max_instances if the dataset was generated with more objects per image.

@@ -2,7 +2,7 @@
 image (what does not fit in max_instances is counted). Argument "folder": a local folder with
 the LVIS json files and COCO 2017 images (data.path).
 
-    python -m frozen_det.data.inspect --config configs/data/lvis.py:folder --num 4 --output /tmp/lvis \
+    python -m frozen_det.data.show --config configs/data/lvis.py:folder --num 4 --output /tmp/lvis \
         --config.data.path=/data/lvis
 """
 

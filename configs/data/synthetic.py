@@ -1,6 +1,6 @@
 """Synthetic shapes (the offline default): 128x128 images, 3 classes, instance masks.
 
-    python -m frozen_det.data.inspect --config configs/data/synthetic.py --num 8 --output /tmp/syn
+    python -m frozen_det.data.show --config configs/data/synthetic.py --num 8 --output /tmp/syn
 
 The dataset is generated on first use into ~/tensorflow_datasets/synthetic_shapes (a few
 seconds). Argument: "copy_paste" turns Copy-Paste on.

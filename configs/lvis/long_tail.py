@@ -1,9 +1,9 @@
 """The LVIS recipe (Vasconcelos et al. 2022 sec. 4.3) end to end on the generated long-tailed shapes
-(frozen_det.data.long_tail: 20 classes, 3 frequent / 5 common / 12 rare), on a CPU in minutes:
+(frozen_det.data.offline.long_tail: 20 classes, 3 frequent / 5 common / 12 rare), on a CPU in minutes:
 first stage with the ordinary softmax loss, second stage re-training only the classifier's
 final layer class-balanced, LVIS evaluation (federated rules, APr / APc / APf) after each.
 
-    python -m frozen_det.data.long_tail --output /tmp/long_tail
+    python -m frozen_det.data.offline.long_tail --output /tmp/long_tail
     python -m frozen_det.train --config configs/lvis/long_tail.py:stage1,frozen --workdir /tmp/lt_frozen \
         --config.data.path=/tmp/long_tail
     python -m frozen_det.train --config configs/lvis/long_tail.py:stage2,frozen --workdir /tmp/lt_frozen_s2 \

@@ -21,7 +21,7 @@ configs/canvases/detector.py:lite0 instead (the packaged ImageNet EfficientNet-L
 mean 127 / std 128: the PreDet rows of tools/predet_study.py, which transfer into
 configs/dap/detector.py:voc,lite0 / bccd,lite0 and restore every shared leaf there. Add "proposals"
 to draw the queries from cached region proposals (`--config.data.proposals_file=cache.npz`,
-frozen_det.data.region_proposals) instead of random boxes.
+frozen_det.data.two_view.proposals) instead of random boxes.
 
 Tiny CPU defaults: ResNet-18 at width 0.25, 32-channel FPN P2-P5 and heads, 64x64 views, 8 queries,
 64 negatives, batch 8. On a shared 2-core CPU: ~40 s to compile, 1.3 steps/s; on 16 generated

@@ -1,76 +1,40 @@
-"""Input pipelines: sources -> augmentation -> fixed-shape numpy batches.
+"""Input pipelines: sources -> augmentation -> fixed-shape numpy batches, one layout per kind of
+example on one engine.
 
-Build iterators from a config (a full experiment config or its ``config.data``)::
+    frozen_det/data/
+      pipeline.py, position.py   the engine: seeded, sharded, resumable train / eval iterators
+                                 (a `Kind` says what one kind of example needs), the saved
+                                 (epoch, offset) position, batch stacking and eval padding
+      source.py, tfds.py         what every source shares: records, decoding, DataError, image
+                                 file listing; TFDS builders and split reading
+      sections.py                what every kind's `config.data` shares: ImageNet mean / std,
+                                 `resolve()` (batch size, the source's location)
+      class_stats.py             per-class counts of a split: repeat factors, class weights
+      detection/                 boxes (and masks): config, sources (TFDS, COCO / VOC folders),
+                                 augment (flip, LSJ), copy_paste, example, k-shot, pipelines
+      classification/            image labels: config, sources, transforms, subsets / label
+                                 sets, the WordNet taxonomy, pipelines
+      two_view/                  PreDet's two augmented views with aligned query boxes: config,
+                                 views, images, region proposals (+ their cache), pipelines
+      offline/                   datasets that need no download: the synthetic shapes (TFDS
+                                 builder), scenes (drawing helpers), objects on canvases, the
+                                 long-tailed LVIS-format shapes, Debian's Fashion-MNIST reader
+      show.py                    `python -m frozen_det.data.show`: draw augmented examples
 
-    from frozen_det import data
-    train = data.build_train_pipeline(config)          # infinite, per-process batches
-    batch = next(train)
-    state = train.state()                              # small JSON-able dict
-    train2 = data.build_train_pipeline(config); train2.restore(state)   # same next batches
-    evals = data.build_eval_pipeline(config)           # one ordered pass per iter(), padded
-    gt = evals.source.coco_ground_truth(evals.split)   # COCO-format dict for pycocotools
-    info = evals.source.info                           # class names, num_classes, category ids
+Where a new thing goes:
+- a new dataset of an existing kind is a source in that kind's sources module (and a value of
+  its `data.source`); a dataset generated or read offline for tests and studies goes to
+  offline/ and is read through an existing source (write COCO / VOC folders or a TFDS builder);
+- an augmentation belongs to the kind whose example it changes (detection/augment.py for
+  geometry that moves boxes and masks, classification/transforms.py, two_view/views.py); it
+  draws its random numbers from the example's stateless seed (`pipeline.sub_seed`), never from
+  global state, so resumed runs see the same examples;
+- a new kind of example (another task's batch) is a subpackage with config.py (its schema,
+  completed through `sections.resolve`), its sources and a pipelines.py that declares its
+  `pipeline.Kind`; the task that reads it names the subpackage (frozen_det.tasks).
 
-Config fields and defaults: :func:`frozen_det.data.config.defaults`.
-
-Batch contract (per process; B = global batch // process count, N = data.max_instances,
-H = W = data.canvas, C = num_classes, M = data.mask_size):
-
-==========================  ===================  =============================================
-key                         dtype / shape        meaning
-==========================  ===================  =============================================
-image                       float32 [B,H,W,3]    RGB normalised by data.mean / data.std on
-                            (bfloat16 by         [0, 255]; padding is 0 (= the mean colour)
-                            data.image_dtype)
-boxes                       float32 [B,N,4]      [ymin, xmin, ymax, xmax], canvas pixels;
-                                                 padding rows 0
-classes                     int32 [B,N]          1..C; 0 = padding
-valid                       bool [B,N]           real instance
-is_crowd                    bool [B,N]           train: always False (crowds dropped);
-                                                 eval: crowd / VOC-difficult instances, valid
-masks                       float32 [B,N,M,M]    only with data.with_masks: instance mask
-                            (uint8 0..255 by     cropped inside its box and resized
-                            data.masks_dtype)    bilinearly (soft), docs/reference.md §2.10
-canvas_masks                uint8 [B,N,H,W]      only with data.canvas_masks: 0/1 full-canvas
-image_info                  float32 [B,4,2]      [[orig h, w], [canvas h, w], [scale y, x],
-                                                 [offset y, x]]: canvas = orig*scale - offset;
-                                                 inverse: ops.boxes.to_original_boxes
-image_id                    int64 [B]            dataset image id (-1 for eval padding)
-image_labels                float32 [B,C+1]      multi-hot of the (non-crowd) classes present
-num_dropped_instances       int32 [B]            instances that did not fit in N
-num_bad_boxes               int32 [B]            boxes removed as degenerate / non-finite
-example_valid               bool [B]             False for eval padding examples
-==========================  ===================  =============================================
-
-Train order (docs/reference.md §2.11 / §5.6): decode, sanitise boxes, drop crowds, hflip (p=0.5),
-large-scale jitter (scale U[scale_min, scale_max] of the canvas, random crop, pad), drop empty
-boxes, Copy-Paste if enabled, box-aligned mask crops, pad to N. Eval: longer side resized to
-the canvas, padded bottom/right, nothing dropped.
-
-The package never imports frozen_det.models or frozen_det.training, and keeps TensorFlow off
-accelerators (``tf.config.set_visible_devices([], "GPU")`` before building pipelines).
+Each kind's batch contract is in its package's docstring (detection: frozen_det.data.detection).
+The package never imports frozen_det.models, frozen_det.training or frozen_det.tasks, and keeps
+TensorFlow off accelerators (``tf.config.set_visible_devices([], "GPU")`` before building
+pipelines).
 """
-
-import importlib
-
-# Names exported lazily (PEP 562), so that config files can import frozen_det.data.config (the
-# schema) without loading TensorFlow.
-_EXPORTS = {
-    "default_config": ("frozen_det.data.config", "defaults"),
-    "resolve_config": ("frozen_det.data.config", "resolve"),
-    "EvalPipeline": ("frozen_det.data.pipeline", "EvalPipeline"),
-    "TrainPipeline": ("frozen_det.data.pipeline", "TrainPipeline"),
-    "build_eval_pipeline": ("frozen_det.data.pipeline", "build_eval_pipeline"),
-    "build_train_pipeline": ("frozen_det.data.pipeline", "build_train_pipeline"),
-    "DataError": ("frozen_det.data.sources", "DataError"),
-    "DatasetInfo": ("frozen_det.data.sources", "DatasetInfo"),
-    "build_source": ("frozen_det.data.sources", "build_source"),
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'frozen_det.data' has no attribute {name!r}")
-    module, attribute = _EXPORTS[name]
-    return getattr(importlib.import_module(module), attribute)

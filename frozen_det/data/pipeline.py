@@ -37,35 +37,24 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from frozen_det.data import config as config_lib
 from frozen_det.data.class_stats import class_statistics, epoch_repeats, repeat_factors
-from frozen_det.data.example import make_eval_fn, make_train_fn
-from frozen_det.data.kshot import kshot_select
 from frozen_det.data.position import ResumablePosition, padding_like, per_process_batch, process_layout, stack_examples
-from frozen_det.data.sources import build_source
-from frozen_det.data.sources.base import DataError, log
+from frozen_det.data.source import DataError, log
 
 _INTERNAL = ("_position",)
 
 
+def sub_seed(seed, k: int):
+    """Independent stateless seed ``k`` derived from an example's seed (shape [2] int32/64)."""
+    return tf.random.experimental.stateless_fold_in(seed, k)
+
+
 _SOURCES: dict = {}
-_SOURCE_FIELDS = (
-    "source",
-    "name",
-    "path",
-    "coco_files",
-    "class_names",
-    "voc_difficult",
-    "synthetic",
-    "train_split",
-    "eval_split",
-)
 
 
-def cached_source(cfg, kind=None):
+def cached_source(cfg, kind: Kind):
     """One source object per source-defining config (indexing a folder and tracing the
     augmentation graph are done once per process, not once per pipeline)."""
-    kind = kind or DETECTION
     key = json.dumps(
         [kind.name, {k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k] for k in kind.source_fields}],
         sort_keys=True,
@@ -97,38 +86,6 @@ class Kind:
     info: Callable = lambda cfg, source: source.info
 
 
-def _check_masks(cfg, source):
-    if cfg.with_masks and not source.info.has_masks:
-        raise DataError(
-            f"config.data.with_masks=True but source {source.info.name!r} has no instance "
-            "masks: set data.with_masks=False (and augment.copy_paste=False) or use "
-            "a source with masks (synthetic, coco_folder, tfds lvis)"
-        )
-
-
-def _kshot(cfg, source, split, train):
-    """k-shot detection training sets (papers 001 / 003): k images per class."""
-    if not (train and cfg.kshot):
-        return None
-    selected = kshot_select(source.record_classes(split), cfg.kshot, cfg.kshot_seed)
-    log.info("k-shot: %d images of split %r keep >= %d images per class", len(selected), split, cfg.kshot)
-    return selected
-
-
-DETECTION = Kind(
-    name="detection",
-    resolve=config_lib.resolve,
-    build_source=build_source,
-    source_fields=_SOURCE_FIELDS,
-    make_train_fn=make_train_fn,
-    make_eval_fn=make_eval_fn,
-    counters=(("num_bad_boxes", "bad_boxes"), ("num_dropped_instances", "dropped_instances")),
-    check=_check_masks,
-    second_stream=lambda cfg: bool(cfg.augment.copy_paste),
-    select=_kshot,
-)
-
-
 def _cached_fn(source, key, make):
     cache = source.__dict__.setdefault("_example_fns", {})
     if key not in cache:
@@ -137,9 +94,9 @@ def _cached_fn(source, key, make):
 
 
 class _Base:
-    def __init__(self, config, split, train, process_index, process_count, source, batch_size, kind=None):
+    def __init__(self, kind, config, split, train, process_index, process_count, source, batch_size):
         tf.config.set_visible_devices([], "GPU")
-        self.kind = kind = kind or DETECTION
+        self.kind = kind
         self.config = kind.resolve(config)
         cfg = self.config
         self.train = train
@@ -283,10 +240,8 @@ class TrainPipeline(ResumablePosition, _Base):
     """Infinite iterator of per-process train batches. ``state()`` / ``restore(state)``
     save and restore the position (module docstring)."""
 
-    def __init__(
-        self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None, kind=None
-    ):
-        super().__init__(config, split, True, process_index, process_count, source, batch_size, kind)
+    def __init__(self, kind, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
+        super().__init__(kind, config, split, True, process_index, process_count, source, batch_size)
         cfg = self.config
         self.copy_paste = self.kind.second_stream(cfg)
         if cfg.sampling == "repeat_factor":
@@ -353,10 +308,8 @@ class EvalPipeline(_Base):
     examples whose ``example_valid`` is False (image_id -1). Every process yields the same
     number of batches (``num_batches``), as a multi-host evaluation step needs."""
 
-    def __init__(
-        self, config, split=None, process_index=None, process_count=None, source=None, batch_size=None, kind=None
-    ):
-        super().__init__(config, split, False, process_index, process_count, source, batch_size, kind)
+    def __init__(self, kind, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
+        super().__init__(kind, config, split, False, process_index, process_count, source, batch_size)
         self._fn = _cached_fn(
             self.source, ("eval", self.config.to_json()), lambda: self.kind.make_eval_fn(self.source, self.config)
         )
@@ -386,14 +339,3 @@ class EvalPipeline(_Base):
             yield stack_examples(batch)
             produced += 1
             batch = []
-
-
-def build_train_pipeline(config, **kw) -> TrainPipeline:
-    """Train iterator from a full config (``config.data`` + ``config.train.batch_size``) or a
-    data config. Keywords: split, process_index, process_count (default: JAX's), source,
-    batch_size (global; default data.batch_size or train.batch_size)."""
-    return TrainPipeline(config, **kw)
-
-
-def build_eval_pipeline(config, **kw) -> EvalPipeline:
-    return EvalPipeline(config, **kw)

@@ -2,7 +2,7 @@
 layout, the (epoch, offset) position saved with a checkpoint, and batch assembly.
 
 Both the detection / classification pipeline (frozen_det.data.pipeline) and PreDet's two-view
-pipeline (frozen_det.data.two_view_pipeline) make example k of epoch e on process p a function
+pipeline (frozen_det.data.two_view.pipelines) make example k of epoch e on process p a function
 of (seed, e, p, k), so the pair (epoch, offset) is the whole position of a train iterator.
 """
 

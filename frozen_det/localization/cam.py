@@ -115,7 +115,7 @@ def cam_classifier_from_model(model, variables, mean, std, class_names) -> CamCl
 def _from_backbone(config) -> CamClassifier:
     from frozen_det.checkpoints.pretrained import load_backbone_variables
     from frozen_det.config import complete
-    from frozen_det.data.taxonomy import imagenet1k_class_names
+    from frozen_det.data.classification.taxonomy import imagenet1k_class_names
     from frozen_det.models.backbones import build_backbone
 
     config = complete(config)

@@ -52,14 +52,14 @@ class Task:
     # ------------------------------------------------------------------ data
 
     def train_pipeline(self, **kwargs):
-        from frozen_det import data as data_lib
+        from frozen_det.data import detection
 
-        return data_lib.build_train_pipeline(self.config, **kwargs)
+        return detection.build_train_pipeline(self.config, **kwargs)
 
     def eval_pipeline(self, **kwargs):
-        from frozen_det import data as data_lib
+        from frozen_det.data import detection
 
-        return data_lib.build_eval_pipeline(self.config, **kwargs)
+        return detection.build_eval_pipeline(self.config, **kwargs)
 
     def validate(self, data_info) -> None:
         """Checks of the config against the data (class counts, canvas); fail naming the field."""

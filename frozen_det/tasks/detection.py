@@ -146,7 +146,7 @@ class DetectionTask(Task):
         (longer side to the canvas, padded bottom / right)."""
         import tensorflow as tf
 
-        from frozen_det.data import augment
+        from frozen_det.data.detection import augment
 
         d = self.config.data
         params = augment.resize_params(image_u8.shape[0], image_u8.shape[1], d.canvas, 1.0)
@@ -156,11 +156,12 @@ class DetectionTask(Task):
     def predict(self, model, variables, images: list, min_score: float = 0.3) -> list[dict]:
         """Detections of `(name, PIL image)` pairs at or above `min_score`: boxes [x0, y0, x1, y1]
         in the image's pixels, class id and name, score; "drawing" is the image with them drawn."""
-        from frozen_det import data as data_lib
+        from frozen_det.data import detection
+        from frozen_det.data.detection import config as detection_config
         from frozen_det.drawing import draw_detections
         from frozen_det.evaluation.coco import paste_mask
 
-        class_names = data_lib.build_source(data_lib.resolve_config(self.config)).info.class_names
+        class_names = detection.build_source(detection_config.resolve(self.config)).info.class_names
         detect = jax.jit(lambda v, b: model.apply(v, b, train=False))
         records = []
         for name, image in images:

@@ -1,7 +1,7 @@
 """PreDet pre-training as a task (`model.type="predet"`): the query-box lookup pretext task of
 Ramanathan et al., "PreDet: Large-scale weakly supervised pre-training for detection" (ICCV
 2021), trained by the shared loop on two-view batches of unlabelled images
-(frozen_det.data.two_view_pipeline), evaluated by pretext diagnostics on a fixed held-out set of
+(frozen_det.data.two_view.pipelines), evaluated by pretext diagnostics on a fixed held-out set of
 two-view batches. Its weights go to a detector by `train.init_from` (frozen_det.training.transfer):
 the backbone, neck, RPN convolutions and box head convs / FCs have the detector's paths and
 shapes; the pretext heads stay behind and the detector's class-specific layers start fresh.
@@ -36,12 +36,12 @@ class PreDetTask(Task):
     # ------------------------------------------------------------------ data
 
     def train_pipeline(self, **kwargs):
-        from frozen_det.data import two_view_pipeline
+        from frozen_det.data.two_view import pipelines as two_view_pipeline
 
         return two_view_pipeline.build_train_pipeline(self.config, num_queries=self.num_queries, **kwargs)
 
     def eval_pipeline(self, **kwargs):
-        from frozen_det.data import two_view_pipeline
+        from frozen_det.data.two_view import pipelines as two_view_pipeline
 
         return two_view_pipeline.build_eval_pipeline(self.config, num_queries=self.num_queries, **kwargs)
 

@@ -7,10 +7,9 @@ import pytest
 import tensorflow as tf
 from helpers import assert_boxes_tight, synthetic_config, tight_box
 
-from frozen_det.data import augment
-from frozen_det.data import config as config_lib
-from frozen_det.data.copy_paste import copy_paste
-from frozen_det.data.pipeline import build_train_pipeline
+from frozen_det.data.detection import augment, build_train_pipeline
+from frozen_det.data.detection import config as config_lib
+from frozen_det.data.detection.copy_paste import copy_paste
 from frozen_det.ops.boxes import to_original_boxes
 
 
@@ -18,7 +17,7 @@ class _PaintedSource:
     """A one-image source: a white rectangle (the object) on black, mask included."""
 
     def __init__(self, h, w, box):
-        from frozen_det.data.sources.base import DatasetInfo
+        from frozen_det.data.detection.sources.base import DatasetInfo
 
         self.h, self.w, self.box = h, w, box
         self.info = DatasetInfo("painted", ["background", "thing"], [0, 1], True)
@@ -42,7 +41,7 @@ class _PaintedSource:
 
 
 def _one(source, train, seed, **over):
-    from frozen_det.data.example import make_eval_fn, make_train_fn
+    from frozen_det.data.detection.example import make_eval_fn, make_train_fn
 
     cfg = config_lib.resolve(
         ml_collections.ConfigDict(

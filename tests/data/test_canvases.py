@@ -1,4 +1,4 @@
-"""Objects on canvases (frozen_det.data.canvases): deterministic COCO folders of real
+"""Objects on canvases (frozen_det.data.offline.canvases): deterministic COCO folders of real
 Fashion-MNIST items that the detection pipeline reads; ImageNet-like canvases hold one class per
 image (the public image label), VOC-like ones several classes; boxes are the tight boxes of the
 visible masks."""
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from frozen_det import data
-from frozen_det.data.canvases import write_canvases
+from frozen_det.data import detection
+from frozen_det.data.offline.canvases import write_canvases
 
 pytestmark = pytest.mark.skipif(
     not os.path.isfile("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz"),
@@ -66,9 +66,9 @@ def test_canvases_are_deterministic_coco_folders(tmp_path, mode):
         with_masks=True,
         mask_size=16,
     )
-    batch = next(data.build_train_pipeline(cfg, process_index=0, process_count=1))
+    batch = next(detection.build_train_pipeline(cfg, process_index=0, process_count=1))
     assert batch["valid"].any() and batch["masks"].shape == (4, 8, 16, 16)
-    source = data.build_eval_pipeline(cfg, process_index=0, process_count=1).source
+    source = detection.build_eval_pipeline(cfg, process_index=0, process_count=1).source
     assert source.info.class_names[1:] == [
         "T-shirt/top",
         "Trouser",

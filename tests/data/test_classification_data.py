@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from frozen_det.data import classification, fashion_mnist
-from frozen_det.data.sources.base import DataError
+from frozen_det.data import classification
+from frozen_det.data.offline import fashion_mnist
+from frozen_det.data.source import DataError
 
 FASHION = fashion_mnist.available()
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from frozen_det import data
+from frozen_det.data import detection
+from frozen_det.data.source import DataError
 
 BCCD = os.environ.get("BCCD_DIR", "")  # tests/conftest.py
 
@@ -24,7 +25,7 @@ def _cfg(**kw):
 def test_voc_folder(voc_folder, caplog):
     cfg = _cfg(source="voc_folder", path=voc_folder, train_split="trainval", eval_split="test", max_instances=8)
     with caplog.at_level("WARNING", logger="frozen_det.data"):
-        train = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+        train = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
         assert train.source.num_records("trainval") == 24
     assert train.source.num_records("test") == 8
     assert train.source.info.class_names == ["background", "bird", "cat", "dog", "person"]  # sorted names found
@@ -32,12 +33,12 @@ def test_voc_folder(voc_folder, caplog):
     assert "image_0005.xml" in caplog.text  # the degenerate box, named
     b = next(train)
     assert b["valid"].any() and b["image"].shape == (4, 128, 128, 3)
-    ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
+    ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
     gt = ev.source.coco_ground_truth("test")
     assert len(gt["images"]) == 8 and gt["images"][0]["width"] == 128
     np.testing.assert_allclose(next(iter(ev))["image_info"][0, 2], [1.0, 1.0])  # 128 -> 128
     # data.class_names fixes the classes and their order; other objects are counted, not fatal.
-    cats = data.build_train_pipeline(
+    cats = detection.build_train_pipeline(
         _cfg(source="voc_folder", path=voc_folder, train_split="trainval", class_names=("cat",)),
         process_index=0,
         process_count=1,
@@ -50,7 +51,7 @@ def test_voc_folder(voc_folder, caplog):
 def test_bccd_voc_folder(caplog):
     cfg = _cfg(source="voc_folder", path=BCCD, train_split="trainval", eval_split="test", max_instances=20)
     with caplog.at_level("WARNING", logger="frozen_det.data"):
-        train = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+        train = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
         assert train.source.num_records("trainval") == 292
     assert train.source.num_records("test") == 72
     assert train.source.info.class_names == ["background", "Platelets", "RBC", "WBC"]
@@ -59,7 +60,7 @@ def test_bccd_voc_folder(caplog):
     b = next(train)
     assert b["valid"].any() and b["image"].shape == (4, 128, 128, 3)
     assert b["num_dropped_instances"].sum() >= 0 and train.report()["source_degenerate_boxes"] == 2
-    ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
+    ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
     gt = ev.source.coco_ground_truth("test")
     assert len(gt["images"]) == 72 and gt["images"][0]["width"] == 640
     first = next(iter(ev))
@@ -67,10 +68,10 @@ def test_bccd_voc_folder(caplog):
 
 
 def test_voc_folder_missing_split_and_folder(tmp_path, voc_folder):
-    with pytest.raises(data.DataError, match="missing Annotations"):
-        data.build_train_pipeline(_cfg(source="voc_folder", path=str(tmp_path)), process_index=0, process_count=1)
-    with pytest.raises(data.DataError, match=r"split 'nope' not found.*available splits: \['test', 'trainval'"):
-        data.build_train_pipeline(
+    with pytest.raises(DataError, match="missing Annotations"):
+        detection.build_train_pipeline(_cfg(source="voc_folder", path=str(tmp_path)), process_index=0, process_count=1)
+    with pytest.raises(DataError, match=r"split 'nope' not found.*available splits: \['test', 'trainval'"):
+        detection.build_train_pipeline(
             _cfg(source="voc_folder", path=voc_folder, train_split="nope"), process_index=0, process_count=1
         )
 
@@ -184,7 +185,7 @@ def test_coco_folder(tmp_path, caplog):
         augment=dict(hflip=False, scale_min=1.6, scale_max=1.6),
     )
     with caplog.at_level("WARNING"):
-        ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
+        ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
         info = ev.source.info
         assert info.class_names == ["background", "three", "seven"] and info.category_ids == [0, 3, 7]
         batches = list(ev)
@@ -209,14 +210,14 @@ def test_coco_folder(tmp_path, caplog):
     gt = ev.source.coco_ground_truth("train")
     assert {a["category_id"] for a in gt["annotations"]} == {3, 7}
     # Train drops the crowd; the corrupt image is skipped and counted, never raised.
-    train = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+    train = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
     tb = [next(train) for _ in range(2)]
     assert not any(x["is_crowd"].any() for x in tb)
     assert train.report()["examples_skipped"] >= 1
 
 
 def test_coco_folder_missing_annotation(tmp_path):
-    with pytest.raises(data.DataError, match="instances_train.json"):
-        data.build_train_pipeline(
+    with pytest.raises(DataError, match="instances_train.json"):
+        detection.build_train_pipeline(
             _cfg(source="coco_folder", path=str(tmp_path), with_masks=True), process_index=0, process_count=1
         )

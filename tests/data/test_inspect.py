@@ -8,7 +8,7 @@ import numpy as np
 from helpers import synthetic_config
 from PIL import Image
 
-from frozen_det.data import inspect as inspect_lib
+from frozen_det.data import show as inspect_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,7 +31,7 @@ def test_inspect_command(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "frozen_det.data.inspect",
+        "frozen_det.data.show",
         "--config",
         os.path.join(ROOT, "configs", "data", "synthetic.py"),
         "--num",

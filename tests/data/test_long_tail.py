@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from frozen_det import data
-from frozen_det.data import class_stats
-from frozen_det.data.long_tail import write_long_tailed_lvis
+from frozen_det.data import class_stats, detection
+from frozen_det.data.detection import config as detection_config
+from frozen_det.data.offline.long_tail import write_long_tailed_lvis
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 SMALL = dict(image_size=96, num_train=150, num_val=40, num_frequent=2, num_common=4, num_rare=7, seed=3)
@@ -92,8 +92,8 @@ def test_lvis_fields_and_frequency_groups(dataset):
 
 def test_coco_folder_source_reads_it(dataset):
     path, summary = dataset
-    cfg = data.resolve_config(_config(path))
-    source = data.build_source(cfg)
+    cfg = detection_config.resolve(_config(path))
+    source = detection.build_source(cfg)
     assert source.info.class_names[1:] == [c["name"] for c in summary["categories"]]
     assert source.info.frequencies == [""] + [c["frequency"] for c in summary["categories"]]
     stats = class_stats.source_statistics(source, "train")
@@ -101,7 +101,7 @@ def test_coco_folder_source_reads_it(dataset):
     assert stats.instance_counts[1:].tolist() == [c["train_instances"] for c in summary["categories"]]
     assert stats.frequency_groups() == source.info.frequencies
 
-    evals = data.build_eval_pipeline(_config(path), process_index=0, process_count=1)
+    evals = detection.build_eval_pipeline(_config(path), process_index=0, process_count=1)
     gt = evals.source.coco_ground_truth("val")
     val = _json(path, "val")
     assert len(gt["images"]) == 40 and len(gt["annotations"]) == len(val["annotations"])

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from helpers import synthetic_config
 
-from frozen_det import data
-from frozen_det.data import synthetic
+from frozen_det.data import detection
+from frozen_det.data.detection import config as detection_config
+from frozen_det.data.offline import synthetic
 from frozen_det.ops.boxes import to_original_boxes
 
 CONTRACT = {
@@ -28,7 +29,7 @@ CONTRACT = {
 def _train(cfg, **kw):
     kw.setdefault("process_index", 0)
     kw.setdefault("process_count", 1)
-    return data.build_train_pipeline(cfg, **kw)
+    return detection.build_train_pipeline(cfg, **kw)
 
 
 def _same(a, b):
@@ -57,7 +58,7 @@ def test_batch_contract(synthetic_dir):
 
 
 def test_synthetic_builder_deterministic(tmp_path):
-    from frozen_det.data.config import resolve
+    from frozen_det.data.detection.config import resolve
 
     c = resolve(synthetic_config(tmp_path)).synthetic
     c.num_train, c.num_validation = 6, 2
@@ -133,7 +134,7 @@ def test_two_processes_disjoint_and_covering(synthetic_dir):
     # Eval: same number of batches on both, union of real examples = the split.
     got = []
     for p in range(2):
-        ev = data.build_eval_pipeline(cfg, process_index=p, process_count=2)
+        ev = detection.build_eval_pipeline(cfg, process_index=p, process_count=2)
         batches = list(ev)
         assert len(batches) == ev.num_batches == 3  # ceil(5 / 2)
         for b in batches:
@@ -144,7 +145,7 @@ def test_two_processes_disjoint_and_covering(synthetic_dir):
 
 def test_eval_keeps_everything_and_maps_back(synthetic_dir):
     cfg = synthetic_config(synthetic_dir, eval_batch_size=4)
-    ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
+    ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
     gt = ev.source.coco_ground_truth(ev.split)
     by_image = {}
     for a in gt["annotations"]:
@@ -167,7 +168,7 @@ def test_pycocotools_reads_ground_truth(synthetic_dir):
     from pycocotools.cocoeval import COCOeval
 
     cfg = synthetic_config(synthetic_dir)
-    gt = data.build_eval_pipeline(cfg, process_index=0, process_count=1).source.coco_ground_truth("validation")
+    gt = detection.build_eval_pipeline(cfg, process_index=0, process_count=1).source.coco_ground_truth("validation")
     coco = COCO()
     coco.dataset = gt
     coco.createIndex()
@@ -188,7 +189,7 @@ def test_pycocotools_reads_ground_truth(synthetic_dir):
 
 
 def test_kshot(synthetic_dir):
-    from frozen_det.data.kshot import kshot_select
+    from frozen_det.data.detection.kshot import kshot_select
 
     classes = [{1}, {1, 2}, {2}, {3}, {1}, {3}, set()]
     sel = kshot_select(classes, 1, seed=0)
@@ -209,11 +210,11 @@ def test_kshot(synthetic_dir):
 
 def test_config_errors(synthetic_dir):
     with pytest.raises(ValueError, match="config.data.augment.copy_paste"):
-        data.resolve_config(synthetic_config(synthetic_dir, with_masks=False, augment=dict(copy_paste=True)))
+        detection_config.resolve(synthetic_config(synthetic_dir, with_masks=False, augment=dict(copy_paste=True)))
     with pytest.raises(ValueError, match="config.data.canvas"):
-        data.resolve_config(synthetic_config(synthetic_dir, canvas=100))
+        detection_config.resolve(synthetic_config(synthetic_dir, canvas=100))
     with pytest.raises(ValueError, match="config.data.bogus"):
-        data.resolve_config(synthetic_config(synthetic_dir, bogus=1))
+        detection_config.resolve(synthetic_config(synthetic_dir, bogus=1))
     with pytest.raises(ValueError, match="not divisible"):
         _train(synthetic_config(synthetic_dir, batch_size=3), process_index=0, process_count=2)
 

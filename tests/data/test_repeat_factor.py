@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import synthetic_config
 
-from frozen_det import data
+from frozen_det.data import detection
 from frozen_det.data.class_stats import class_statistics, epoch_repeats, frequency_group, repeat_factors
 
 
@@ -57,7 +57,7 @@ def test_random_access_source_over_many_epochs_and_shards(voc_folder):
             repeat_power=1.0,
         )
     )
-    shards = [data.build_train_pipeline(cfg, process_index=p, process_count=2) for p in range(2)]
+    shards = [detection.build_train_pipeline(cfg, process_index=p, process_count=2) for p in range(2)]
     factors = shards[0]._repeat_factors
     n = shards[0].source.num_records("trainval")
     assert len(factors) == n and len(np.unique(factors)) > 1 and (factors % 1 > 0).any()
@@ -80,7 +80,7 @@ def test_streaming_source_reads_each_record_its_epoch_repeats(synthetic_dir):
     cfg = synthetic_config(
         synthetic_dir, batch_size=1, with_masks=False, sampling="repeat_factor", repeat_threshold=0.9, repeat_power=1.0
     )
-    pipe = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+    pipe = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
     repeats = pipe._epoch_repeats(0)
     assert repeats.sum() > len(repeats)  # some images repeat
     ids = [int(next(pipe)["image_id"][0]) for _ in range(int(repeats.sum()))]
@@ -88,9 +88,9 @@ def test_streaming_source_reads_each_record_its_epoch_repeats(synthetic_dir):
     record_ids = [int(r["image_id"]) for r in src._as_dataset("train").map(src._record).as_numpy_iterator()]
     assert collections.Counter(ids) == {record_ids[i]: int(k) for i, k in enumerate(repeats) if k}
     # resuming mid-epoch continues the same sequence
-    again = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+    again = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
     first = [int(next(again)["image_id"][0]) for _ in range(5)]
     state = again.state()
-    resumed = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+    resumed = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
     resumed.restore(state)
     assert first == ids[:5] and [int(next(resumed)["image_id"][0]) for _ in range(5)] == ids[5:10]

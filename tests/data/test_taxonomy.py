@@ -1,4 +1,4 @@
-"""Class taxonomies and subsets (frozen_det.data.taxonomy, frozen_det.data.classification.subsets)
+"""Class taxonomies and subsets (frozen_det.data.classification.taxonomy, frozen_det.data.classification.subsets)
 against WordNet 3.0 and the counts of Huh, Agrawal, Efros (2016): the shipped ImageNet-1k table
 equals a fresh parse of WordNet and nltk's longest hypernym paths; its bottom-up label sets
 include the paper's 918 classes and its depth-4 minimal split is the paper's 522 / 478; subsets
@@ -10,10 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
-from frozen_det.data import classification, fashion_mnist
-from frozen_det.data import taxonomy as T
+from frozen_det.data import classification
+from frozen_det.data.classification import taxonomy as T
 from frozen_det.data.classification.config import complete
 from frozen_det.data.classification.subsets import label_set, select
+from frozen_det.data.offline import fashion_mnist
 
 WORDNET = os.path.isfile(os.path.join(T.WORDNET_DIR, "data.noun"))
 

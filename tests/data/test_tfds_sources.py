@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from frozen_det import data
+from frozen_det.data import detection
+from frozen_det.data.source import DataError
 
 N = 6
 
@@ -91,7 +92,7 @@ def _cfg(name, masks):
 def test_tfds_source(name, masks):
     with tfds.testing.mock_data(as_dataset_fn=_as_dataset):
         cfg = _cfg(name, masks)
-        train = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+        train = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
         info = train.source.info
         assert info.num_classes == {"coco/2017": 80, "lvis": 1203, "voc/2007": 20}[name]
         if name == "coco/2017":
@@ -103,10 +104,10 @@ def test_tfds_source(name, masks):
                 assert b["masks"].shape == (2, 4, 8, 8)
         state = train.state()
         nxt = next(train)
-        again = data.build_train_pipeline(cfg, process_index=0, process_count=1)
+        again = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
         again.restore(state)
         np.testing.assert_array_equal(next(again)["image"], nxt["image"])
-        ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
+        ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
         assert ev.num_examples == N
         evb = list(ev)
         assert len(evb) == 2 and evb[1]["example_valid"].tolist() == [True, True, False, False]
@@ -126,8 +127,8 @@ def test_tfds_source(name, masks):
 def test_tfds_copy_paste_needs_masks():
     with tfds.testing.mock_data(as_dataset_fn=_as_dataset):
         cfg = _cfg("coco/2017", True)
-        with pytest.raises(data.DataError, match="has no instance masks"):
-            data.build_train_pipeline(cfg, process_index=0, process_count=1)
+        with pytest.raises(DataError, match="has no instance masks"):
+            detection.build_train_pipeline(cfg, process_index=0, process_count=1)
 
 
 def test_tfds_lvis_federated_ground_truth_and_lvis_metric():
@@ -140,7 +141,7 @@ def test_tfds_lvis_federated_ground_truth_and_lvis_metric():
 
     with tfds.testing.mock_data(as_dataset_fn=_as_dataset):
         cfg = _cfg("lvis", True)
-        ev = data.build_eval_pipeline(cfg, process_index=0, process_count=1)
+        ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
         source = ev.source
         gt = source.coco_ground_truth(cfg.eval_split)
         examples = _fake_examples(source.builder, "validation")
@@ -191,7 +192,7 @@ def _two_view_cfg(name, **kw):
 def test_tfds_two_view_pipeline_streams_resumes_and_labels():
     """PreDet's two-view batches from a streamed TFDS classification set (the class is the image
     label): fixed shapes, resumable position, disjoint process shards, a fixed held-out set."""
-    from frozen_det.data.two_view_pipeline import build_eval_pipeline, build_train_pipeline
+    from frozen_det.data.two_view.pipelines import build_eval_pipeline, build_train_pipeline
 
     cfg = _two_view_cfg("cifar10", shuffle_buffer=8)
     with tfds.testing.mock_data(num_examples=12):
@@ -221,8 +222,8 @@ def test_tfds_two_view_pipeline_streams_resumes_and_labels():
 def test_tfds_two_view_detection_labels_and_cached_proposals(tmp_path):
     """A TFDS detection set: the image labels are its object classes, the proposal cache is keyed
     by "image/id", and every image finds its proposals."""
-    from frozen_det.data.cache_proposals import cache_run_proposals
-    from frozen_det.data.two_view_pipeline import build_eval_pipeline
+    from frozen_det.data.two_view.cache_proposals import cache_run_proposals
+    from frozen_det.data.two_view.pipelines import build_eval_pipeline
 
     cfg = _two_view_cfg("coco/2017", queries="proposals", proposals_file=str(tmp_path / "proposals.npz"))
     with tfds.testing.mock_data(as_dataset_fn=_as_dataset):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from frozen_det.data import two_view as T
+from frozen_det.data.two_view import views as T
 
 NO_PHOTO = T.TwoViewConfig(size=96, photometric=False, min_view_size=6.0)
 
@@ -142,7 +142,7 @@ def test_deterministic_and_photometric():
 
 
 def test_cached_region_proposals_as_candidates(tmp_path):
-    R = pytest.importorskip("frozen_det.data.region_proposals")
+    R = pytest.importorskip("frozen_det.data.two_view.proposals")
     pytest.importorskip("skimage")
     image = smooth_image()
     path = str(tmp_path / "proposals.npz")

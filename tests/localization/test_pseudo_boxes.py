@@ -276,7 +276,7 @@ def test_the_command_finds_eye_drawn_boxes_on_photos(tmp_path):
     assert merged["boxes_per_image"] >= 1 and set(result["stats"]["per_threshold"]) == {"0.2", "0.3", "0.4", "0.5"}
 
     # The detection pipeline's COCO-folder source reads the file.
-    from frozen_det.data.sources.coco_folder import CocoFolderSource
+    from frozen_det.data.detection.sources.coco_folder import CocoFolderSource
 
     source = CocoFolderSource(str(tmp_path), files={"train": (output.name, images.name)})
     records = source.split_records("train")

@@ -19,22 +19,7 @@ example_valid   bool [B]           eval only: False for padding examples
 Config fields and defaults: frozen_det.data.classification.config.
 """
 
-from __future__ import annotations
+from frozen_det.data.classification.pipelines import CLASSIFICATION, build_eval_pipeline, build_train_pipeline
+from frozen_det.data.classification.sources import build_source
 
-import importlib
-
-# Loaded on first use (PEP 562), so that config files can import the schema
-# (frozen_det.data.classification.config) without loading TensorFlow.
-_EXPORTS = {
-    "CLASSIFICATION": "frozen_det.data.classification.pipelines",
-    "build_train_pipeline": "frozen_det.data.classification.pipelines",
-    "build_eval_pipeline": "frozen_det.data.classification.pipelines",
-    "build_source": "frozen_det.data.classification.sources",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'frozen_det.data.classification' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = ["CLASSIFICATION", "build_eval_pipeline", "build_source", "build_train_pipeline"]

@@ -1,5 +1,5 @@
 """`config.data` of classification runs (`model.type="classifier"`): defaults, merging and
-validation, as frozen_det.data.config is for detection.
+validation, as frozen_det.data.detection.config is for detection.
 
 Sources (`data.source`):
 
@@ -8,7 +8,7 @@ Sources (`data.source`):
   "train" (60k) and "test" (10k);
 * "image_folder": `path/<split>/<class name>/<image>` (one sub-folder per class);
 * "coco_labels": a COCO-format folder whose images carry an image-level `label` (a category
-  id), e.g. the ImageNet-like canvases of frozen_det.data.canvases;
+  id), e.g. the ImageNet-like canvases of frozen_det.data.offline.canvases;
 * "detection_crops": the objects of a detection source (`data.detection`, a detection data
   section: a VOC / COCO folder, TFDS, ...) cropped out and labelled with their class, e.g.
   BCCD's 4.9k blood-cell crops;
@@ -22,8 +22,8 @@ Training batches: random-resized crop (area `augment.crop_scale`, aspect `augmen
 
 from __future__ import annotations
 
-from frozen_det.data.config import IMAGENET_MEAN, IMAGENET_STD
-from frozen_det.data.config import complete as complete_detection_data
+from frozen_det.data import sections
+from frozen_det.data.detection.config import complete as complete_detection_data
 from frozen_det.schema import ConfigDict, choice, merge
 
 SOURCES = ("fashion_mnist", "image_folder", "coco_labels", "detection_crops", "tfds")
@@ -43,8 +43,8 @@ def defaults() -> ConfigDict:
             crop_fraction=0.875,  # eval: centre crop of this fraction of the resized shorter side
             batch_size=0,  # global train batch; 0 = config.train.batch_size
             eval_batch_size=64,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
+            mean=sections.IMAGENET_MEAN,
+            std=sections.IMAGENET_STD,
             seed=0,
             shuffle_buffer=4096,  # tfds streams; random-access sources shuffle the whole split
             # "uniform" or "repeat_factor" (power 1, threshold 1: class-balanced sampling)
@@ -74,7 +74,7 @@ def defaults() -> ConfigDict:
                     seed=0,
                 )
             ),
-            # The classes' tree (frozen_det.data.taxonomy): "", "imagenet1k", "fashion_mnist" or a
+            # The classes' tree (frozen_det.data.classification.taxonomy): "", "imagenet1k", "fashion_mnist" or a
             # table file; and the training labels: "fine", "bottom_up:N" (the N-th bottom-up label
             # set of the kept classes, 0 = the leaves) or "top_down:D" (ancestors at depth D).
             # Batches keep the source's class in `fine_label`.
@@ -101,20 +101,8 @@ def complete(given) -> ConfigDict:
 
 
 def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
-    """A complete, validated `config.data` (or a whole config's `.data`) with the batch size
-    resolved (0 = the train batch size) and the source's location checked."""
-    if data_config is not None and "data" in data_config and "source" not in data_config:
-        if train_batch_size is None and "train" in data_config:
-            train_batch_size = data_config.train.batch_size
-        data_config = data_config.data
-    cfg = complete(data_config)
-    if not cfg.batch_size:
-        cfg.batch_size = int(train_batch_size or 64)
-    if cfg.source == "tfds" and not cfg.name:
-        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'cifar10', 'imagenet2012'")
-    if cfg.source == "image_folder" and not cfg.path:
-        raise ValueError("config.data.path: the image_folder source needs the folder (path/<split>/<class>/...)")
-    return cfg
+    """The complete classification `config.data` a pipeline runs on (frozen_det.data.sections.resolve)."""
+    return sections.resolve(complete, data_config, train_batch_size, path_sources=("image_folder", "coco_labels"))
 
 
 def validate(cfg: ConfigDict) -> None:

@@ -32,9 +32,9 @@ CLASSIFICATION = Kind(
 
 def build_train_pipeline(config, **kw) -> TrainPipeline:
     """Train iterator from a full config or a classification data section (keywords as
-    frozen_det.data.build_train_pipeline)."""
-    return TrainPipeline(config, kind=CLASSIFICATION, **kw)
+    frozen_det.data.detection.build_train_pipeline)."""
+    return TrainPipeline(CLASSIFICATION, config, **kw)
 
 
 def build_eval_pipeline(config, **kw) -> EvalPipeline:
-    return EvalPipeline(config, kind=CLASSIFICATION, **kw)
+    return EvalPipeline(CLASSIFICATION, config, **kw)

@@ -22,8 +22,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from frozen_det.data import fashion_mnist
-from frozen_det.data.sources.base import DataError, Source, count, decode_image, log
+from frozen_det.data.offline import fashion_mnist
+from frozen_det.data.source import DataError, Source, count, decode_image, log
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
@@ -77,7 +77,7 @@ class ClassificationSource(Source):
 
 class FashionMnistSource(ClassificationSource):
     """Fashion-MNIST (Xiao et al. 2017): 60k train / 10k test 28x28 grey images of 10 clothing
-    classes, read from its idx files (frozen_det.data.fashion_mnist)."""
+    classes, read from its idx files (frozen_det.data.offline.fashion_mnist)."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -183,12 +183,12 @@ class ImageFolderSource(ImageFileSource):
 class CocoImageLabelsSource(ImageFileSource):
     """A COCO-format folder whose `images` carry an image-level `label` (a category id), read as
     a classification set: `path/annotations/instances_<split>.json` and `path/<split>/` (the
-    ImageNet-like canvases of frozen_det.data.canvases, or pseudo-box files). The k-th category
+    ImageNet-like canvases of frozen_det.data.offline.canvases, or pseudo-box files). The k-th category
     by id is class k; the boxes are ignored. Images without a label are counted and skipped."""
 
     def __init__(self, path: str):
         super().__init__()
-        from frozen_det.data.sources.coco_folder import default_files
+        from frozen_det.data.detection.sources.coco_folder import default_files
 
         self.root = os.path.abspath(os.path.expanduser(path))
         self._files = default_files
@@ -334,7 +334,7 @@ class TfdsClassificationSource(Source):
         self._counts = {}
 
     def _as_dataset(self, split, seed=None):
-        from frozen_det.data.sources.tfds_source import read_split
+        from frozen_det.data.tfds import read_split
 
         return read_split(self.builder, split, seed)
 
@@ -390,14 +390,14 @@ def build_source(cfg) -> Source:
     if cfg.source == "coco_labels":
         return CocoImageLabelsSource(cfg.path)
     if cfg.source == "detection_crops":
-        from frozen_det.data import config as detection_config
-        from frozen_det.data.sources import build_source as build_detection_source
+        from frozen_det.data.detection import config as detection_config
+        from frozen_det.data.detection.sources import build_source as build_detection_source
 
         return DetectionCropsSource(
             build_detection_source(detection_config.resolve(cfg.detection)), cfg.crop_context, cfg.min_crop_size
         )
     if cfg.source == "tfds":
-        from frozen_det.data.sources.tfds_source import tfds_builder
+        from frozen_det.data.tfds import tfds_builder
 
         return TfdsClassificationSource(tfds_builder(cfg.name, cfg.path))
     raise DataError(f"config.data.source={cfg.source!r} unknown")

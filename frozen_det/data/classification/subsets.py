@@ -1,7 +1,7 @@
 """Subsets and label sets of a classification source (`config.data.subset`, `data.labels`):
 fewer images per class, fewer classes (at random, under or without given taxonomy nodes), a
 fixed image budget spread over the kept classes, coarser labels from a taxonomy level (Huh et
-al. 2016, secs. 4-5; frozen_det.data.taxonomy).
+al. 2016, secs. 4-5; frozen_det.data.classification.taxonomy).
 
 Selections are functions of the split's labels and `subset.seed` only, so every process and
 every resumption draws the same subset, and they are nested: the classes kept for k come first
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from frozen_det.data import taxonomy as taxonomy_lib
+from frozen_det.data.classification import taxonomy as taxonomy_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from frozen_det.data import augment
 from frozen_det.data.classification.subsets import source_label_set
+from frozen_det.data.pipeline import sub_seed
 
 
 def _normalise(image, cfg):
@@ -67,13 +67,11 @@ def make_train_fn(source, cfg):
         ex = source.decode(record)
         image = ex["image"]
         if aug.random_resized_crop:
-            image = random_resized_crop(
-                image, augment.sub_seed(seed, 1), cfg.image_size, aug.crop_scale, aug.crop_ratio
-            )
+            image = random_resized_crop(image, sub_seed(seed, 1), cfg.image_size, aug.crop_scale, aug.crop_ratio)
         else:
             image = centre_crop(image, cfg.image_size, cfg.crop_fraction)
         if aug.hflip:
-            flip = tf.random.stateless_uniform([], augment.sub_seed(seed, 2)) < 0.5
+            flip = tf.random.stateless_uniform([], sub_seed(seed, 2)) < 0.5
             image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
         image.set_shape([cfg.image_size, cfg.image_size, 3])
         return {

@@ -2,8 +2,8 @@
 (frequency groups, federated evaluation, repeat-factor sampling, the stratified analysis in
 tools/lvis_stratified.py) offline, in seconds.
 
-    python -m frozen_det.data.long_tail --output /tmp/long_tail
-    python -m frozen_det.data.inspect --config configs/data/long_tail.py:/tmp/long_tail --output /tmp/lt
+    python -m frozen_det.data.offline.long_tail --output /tmp/long_tail
+    python -m frozen_det.data.show --config configs/data/long_tail.py:/tmp/long_tail --output /tmp/lt
 
 Layout (the LVIS v1 file names, images beside them)::
 
@@ -11,7 +11,7 @@ Layout (the LVIS v1 file names, images beside them)::
     DIR/annotations/lvis_v1_val.json      DIR/val/000001000001.png ...
 
 Classes are (shape, colour) pairs drawn with the synthetic-shapes helpers
-(:mod:`frozen_det.data.scenes`): the 8 shapes in ceil(C / 8) well-separated fixed colours
+(:mod:`frozen_det.data.offline.scenes`): the 8 shapes in ceil(C / 8) well-separated fixed colours
 (red, green, blue, yellow, magenta, cyan) on a desaturated textured background, each object
 with a small brightness jitter and pixel noise; which pairs are used and in which order is a
 seeded permutation. Class names read ``<colour>_<shape>``.
@@ -51,8 +51,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from frozen_det.data import scenes
 from frozen_det.data.class_stats import LVIS_COMMON_MAX_IMAGES, LVIS_RARE_MAX_IMAGES, frequency_group
+from frozen_det.data.offline import scenes
 from frozen_det.runtime import quiet_tensorflow
 
 COLOURS = (
@@ -265,7 +265,7 @@ def write_long_tailed_lvis(
             "lower max_objects or change the seed"
         )
     info = {
-        "description": "frozen_det long-tailed shapes in the LVIS v1 format (frozen_det.data.long_tail)",
+        "description": "frozen_det long-tailed shapes in the LVIS v1 format (frozen_det.data.offline.long_tail)",
         "version": "1.0",
         "seed": seed,
         "image_size": image_size,

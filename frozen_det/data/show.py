@@ -1,7 +1,7 @@
 """Look at what the detector will be trained on.
 
-    python -m frozen_det.data.inspect --config configs/data/synthetic.py --num 8 --output /tmp/inspect
-    python -m frozen_det.data.inspect --config configs/data/bccd.py --num 4 --output /tmp/bccd \
+    python -m frozen_det.data.show --config configs/data/synthetic.py --num 8 --output /tmp/inspect
+    python -m frozen_det.data.show --config configs/data/bccd.py --num 4 --output /tmp/bccd \
         --config.data.canvas=512
 
 Writes N augmented training examples as PNGs (boxes, class names, masks drawn) and prints the
@@ -72,7 +72,7 @@ def instance_counts(source, split) -> dict:
 
 
 def run(config, num: int, output: str, split=None) -> dict:
-    from frozen_det.data.pipeline import build_train_pipeline
+    from frozen_det.data.detection import build_train_pipeline
 
     os.makedirs(output, exist_ok=True)
     pipe = build_train_pipeline(config, split=split, process_index=0, process_count=1, batch_size=min(num, 8) or 1)

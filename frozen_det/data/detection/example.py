@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from frozen_det.data import augment
-from frozen_det.data.copy_paste import copy_paste
+from frozen_det.data.detection import augment
+from frozen_det.data.detection.copy_paste import copy_paste
+from frozen_det.data.pipeline import sub_seed
 
 
 def _prepare(source, record, cfg, seed, train: bool) -> dict:
@@ -19,7 +20,7 @@ def _prepare(source, record, cfg, seed, train: bool) -> dict:
     if train:
         ex = augment.gather_instances(ex, ~ex["is_crowd"])  # docs/reference.md §2.11 step 1
         if cfg.augment.hflip:
-            flip = tf.random.stateless_uniform([], augment.sub_seed(seed, 1)) < 0.5
+            flip = tf.random.stateless_uniform([], sub_seed(seed, 1)) < 0.5
             ex = augment.hflip(ex, flip)
         params = augment.lsj_params(height, width, canvas, cfg.augment.scale_min, cfg.augment.scale_max, seed)
     else:
@@ -104,7 +105,7 @@ def make_train_fn(source, cfg):
             main["masks"] = a["masks"]
         image, groups = a["image"], [main]
         if paste_record is not None:
-            s = _prepare(source, paste_record, cfg, augment.sub_seed(seed, 99), train=True)
+            s = _prepare(source, paste_record, cfg, sub_seed(seed, 99), train=True)
             image, kept, pasted = copy_paste(
                 a,
                 s,

@@ -11,7 +11,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from frozen_det.data.sources.base import Source, coco_annotation, coco_image_entry, decode_image
+from frozen_det.data.detection.sources.base import coco_annotation, coco_image_entry
+from frozen_det.data.source import Source, decode_image
 
 
 @dataclasses.dataclass

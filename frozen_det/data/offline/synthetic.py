@@ -9,7 +9,7 @@ an earlier object, so every object stays recognisable. The instance masks are st
 PNG "instance map" (pixel value j+1 = object j, 0 = background, the *visible* region), and
 each box is the tight box of its visible mask. Every example is a pure function of
 (split, index) through ``numpy.random.default_rng``, so two builds are byte-identical.
-The drawing helpers are in :mod:`frozen_det.data.scenes`.
+The drawing helpers are in :mod:`frozen_det.data.offline.scenes`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from frozen_det.data.scenes import SHAPES, background, paint, place, random_shape_mask, visible_boxes
+from frozen_det.data.offline.scenes import SHAPES, background, paint, place, random_shape_mask, visible_boxes
 
 _SPLIT_SEED = {"train": 0, "validation": 1}
 

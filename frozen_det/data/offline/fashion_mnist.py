@@ -29,7 +29,7 @@ def read_idx(path: str) -> np.ndarray:
 
 def path_of(root: str, split: str, kind: str) -> str:
     """The idx file of `split` ("train" | "test") and `kind` ("images" | "labels"), gzipped or not."""
-    from frozen_det.data.sources.base import DataError
+    from frozen_det.data.source import DataError
 
     if split not in _FILES:
         raise DataError(f"Fashion-MNIST has the splits {sorted(_FILES)}, not {split!r}")

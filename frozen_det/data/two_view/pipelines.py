@@ -7,7 +7,7 @@ Batch contract (per process; B = global batch // process count, S = data.image_s
 Q = num_queries, K = the labels' classes):
 
 ==============  =================  ==========================================================
-view1, view2    float32 [B,S,S,3]  two MoCo v2 views (frozen_det.data.two_view), normalised
+view1, view2    float32 [B,S,S,3]  two MoCo v2 views (frozen_det.data.two_view.views), normalised
                                    by data.mean / data.std on [0, 255]
 query_boxes1/2  float32 [B,Q,4]    the same queries in each view's pixels (yxyx); row i is
                                    the same region in both; padding rows 0
@@ -19,7 +19,7 @@ example_valid   bool [B]           False for eval padding examples
 ==============  =================  ==========================================================
 
 How it mirrors frozen_det.data.pipeline, as simply as possible: the images of a split come from
-frozen_det.data.two_view_images (folders on disk, random access, or a TFDS dataset, streamed with
+frozen_det.data.two_view.images (folders on disk, random access, or a TFDS dataset, streamed with
 the images still encoded); process p of P reads records ``p::P``; the order of epoch e is seeded
 by (seed, e, p); the example at position k of epoch e draws every random number from a
 ``numpy.random.Generator`` seeded by (seed, p, e, k). So ``state() = {epoch, offset}`` is the
@@ -43,11 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from frozen_det.data import two_view_config as config_lib
 from frozen_det.data.position import ResumablePosition, padding_like, per_process_batch, process_layout, stack_examples
-from frozen_det.data.sources.base import DataError
-from frozen_det.data.two_view import TwoViewConfig, make_two_views
-from frozen_det.data.two_view_images import TwoViewInfo, open_split
+from frozen_det.data.source import DataError
+from frozen_det.data.two_view import config as config_lib
+from frozen_det.data.two_view.images import TwoViewInfo, open_split
+from frozen_det.data.two_view.views import TwoViewConfig, make_two_views
 
 log = logging.getLogger("frozen_det.data")
 
@@ -215,12 +215,12 @@ def _proposals(cfg):
     """The cached region proposals {key: [K, 4]} when the queries come from them, else None."""
     if cfg.queries != "proposals":
         return None
-    from frozen_det.data.region_proposals import load_proposals
+    from frozen_det.data.two_view.proposals import load_proposals
 
     if not os.path.isfile(cfg.proposals_file):
         raise DataError(
             f"config.data.proposals_file={cfg.proposals_file}: not found; write it with "
-            "`python -m frozen_det.data.cache_proposals` or use data.queries='random'"
+            "`python -m frozen_det.data.two_view.cache_proposals` or use data.queries='random'"
         )
     return load_proposals(cfg.proposals_file)
 

@@ -19,8 +19,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from frozen_det.data.sources.base import DataError, DatasetInfo, count, log
-from frozen_det.data.sources.local import Record, RecordListSource, sanitize_box
+from frozen_det.data.detection.sources.base import DatasetInfo
+from frozen_det.data.detection.sources.records import Record, RecordListSource, sanitize_box
+from frozen_det.data.source import DataError, count, log
 
 
 def default_files(split: str) -> tuple:

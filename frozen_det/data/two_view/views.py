@@ -6,7 +6,7 @@ MoCo-v2", sec. 4.1): random resized crop (scale 0.2-1, aspect 3/4-4/3) to a fixe
 horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.1) with probability 0.8, greyscale with
 probability 0.2, Gaussian blur (sigma 0.1-2) with probability 0.5. The Q = 16 queries are drawn
 among candidate boxes -- cached unsupervised region proposals (the paper uses EdgeBoxes; see
-frozen_det.data.region_proposals) or random boxes -- and carried into each view's coordinates.
+frozen_det.data.two_view.proposals) or random boxes -- and carried into each view's coordinates.
 
 Choices the paper leaves open, made here:
 

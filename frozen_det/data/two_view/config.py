@@ -1,15 +1,15 @@
 """`config.data` of PreDet pre-training (`model.type="predet"`): two augmented views of unlabelled
-images with query boxes (frozen_det.data.two_view_pipeline). Defaults, merging, validation.
+images with query boxes (frozen_det.data.two_view.pipelines). Defaults, merging, validation.
 
 Sources (`data.source`): "image_folder" (every image under `path/<split>/`, or under `path` when
 that folder does not exist; no labels), "coco_folder" and "voc_folder" (the detection sources'
-folders, frozen_det.data.sources: their images, and with `labels=True` each image's classes as
+folders, frozen_det.data.detection.sources: their images, and with `labels=True` each image's classes as
 multi-hot image labels for PreDet's multi-label loss), and "tfds" (a TFDS dataset by `name` with
 an "image" feature, streamed from `path` as data_dir: classification sets such as imagenet2012,
 whose class is the image label, and detection sets such as coco/2017, whose object classes are).
 
 Queries (`data.queries`): "random" boxes inside the two crops' overlap, or "proposals": cached
-unsupervised region proposals (frozen_det.data.region_proposals' ``.npz``, `proposals_file`)
+unsupervised region proposals (frozen_det.data.two_view.proposals' ``.npz``, `proposals_file`)
 keyed by the image id (detection folders, TFDS records with "image/id"), the file name (TFDS
 records with one), "SPLIT/index" (other TFDS records) or the image's path relative to `data.path`
 (image folders).
@@ -17,7 +17,7 @@ records with one), "SPLIT/index" (other TFDS records) or the image's path relati
 
 from __future__ import annotations
 
-from frozen_det.data.config import IMAGENET_MEAN, IMAGENET_STD
+from frozen_det.data import sections
 from frozen_det.schema import ConfigDict, choice, merge
 
 SOURCES = ("image_folder", "coco_folder", "voc_folder", "tfds")
@@ -38,15 +38,15 @@ def defaults() -> ConfigDict:
             batch_size=0,  # global train batch (images, two views each); 0 = config.train.batch_size
             eval_batch_size=8,
             num_eval_examples=0,  # the held-out set: the first n images of eval_split (0: all)
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
+            mean=sections.IMAGENET_MEAN,
+            std=sections.IMAGENET_STD,
             seed=0,
             shuffle_buffer=4096,  # tfds streams (folders shuffle the whole split)
             queries="random",  # "random" | "proposals"
             proposals_file="",  # queries="proposals": the region_proposals .npz cache
             labels=False,  # detection folders: emit `image_labels` (multi-hot of the image's classes)
             num_workers=4,  # threads making a batch's examples (0: in the calling thread); same batches
-            # MoCo v2 views (frozen_det.data.two_view.TwoViewConfig).
+            # MoCo v2 views (frozen_det.data.two_view.views.TwoViewConfig).
             augment=ConfigDict(
                 dict(
                     scale=(0.2, 1.0),
@@ -68,26 +68,23 @@ def complete(given) -> ConfigDict:
     return cfg
 
 
-def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
-    """A complete copy of `config.data` (or of a whole config's `.data`), batch size resolved and
-    the fields a run needs (path, proposals file) checked."""
-    if data_config is not None and "data" in data_config and "source" not in data_config:
-        if train_batch_size is None and "train" in data_config:
-            train_batch_size = data_config.train.batch_size
-        data_config = data_config.data
-    cfg = complete(data_config)
-    if not cfg.batch_size:
-        cfg.batch_size = int(train_batch_size or 8)
-    if cfg.source == "tfds" and not cfg.name:
-        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'imagenet2012', 'coco/2017'")
-    if not cfg.path and cfg.source != "tfds":
-        raise ValueError(f"config.data.path: the {cfg.source} source needs its folder (--config.data.path=DIR)")
+def _check_proposals(cfg) -> None:
     if cfg.queries == "proposals" and not cfg.proposals_file:
         raise ValueError(
             "config.data.proposals_file: queries='proposals' reads cached region proposals; give the .npz "
-            "(frozen_det.data.region_proposals.cache_proposals writes it) or use queries='random'."
+            "(python -m frozen_det.data.two_view.cache_proposals writes it) or use queries='random'."
         )
-    return cfg
+
+
+def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
+    """The complete two-view `config.data` a pipeline runs on (frozen_det.data.sections.resolve)."""
+    return sections.resolve(
+        complete,
+        data_config,
+        train_batch_size,
+        path_sources=("image_folder", "coco_folder", "voc_folder"),
+        check=_check_proposals,
+    )
 
 
 def validate(cfg: ConfigDict) -> None:

@@ -1,8 +1,11 @@
-"""What every data source provides: class metadata, raw records, decoding, COCO ground truth.
+"""What every data source of the engine (frozen_det.data.pipeline) provides: raw records,
+decoding, and the errors and counters shared by all kinds.
 
 A source hands the pipeline *records* (cheap: encoded image bytes or a file path plus the
 annotations) so that skipping to a saved position never decodes an image, and a
-``decode(record)`` TF function that turns one record into the canonical example:
+``decode(record)`` TF function that turns one record into its kind's canonical example
+(detection: frozen_det.data.detection.sources; classification:
+frozen_det.data.classification.sources). A detection example, for instance:
 
   image     uint8 [H, W, 3]
   boxes     float32 [n, 4]  [ymin, xmin, ymax, xmax], absolute pixels of the original image
@@ -23,8 +26,8 @@ Two kinds of sources exist (:attr:`Source.random_access`):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import os
 from typing import Optional
 
 import numpy as np
@@ -32,46 +35,18 @@ import tensorflow as tf
 
 log = logging.getLogger("frozen_det.data")
 
+# Image files every folder reader accepts (what tf.io.decode_image and Pillow both read).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
 
 class DataError(ValueError):
     """A problem with the data or its location that the user must fix (message says how)."""
 
 
-@dataclasses.dataclass
-class DatasetInfo:
-    """Class metadata of a source.
-
-    ``class_names[i]`` is the name of contiguous class id ``i`` (``class_names[0]`` is
-    "background"); ``category_ids[i]`` is the dataset's own category id for class ``i``
-    (e.g. COCO's 1..90 with gaps), used when writing detections for COCO/LVIS evaluation.
-    """
-
-    name: str
-    class_names: list
-    category_ids: list
-    has_masks: bool
-    frequencies: Optional[list] = None  # LVIS "r"/"c"/"f" per class id (index 0 unused)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of object classes, background excluded (model: num_classes + 1 logits)."""
-        return len(self.class_names) - 1
-
-    def categories(self) -> list:
-        """The COCO-format `categories` list."""
-        cats = []
-        for i in range(1, len(self.class_names)):
-            cat = {"id": int(self.category_ids[i]), "name": self.class_names[i], "supercategory": ""}
-            if self.frequencies:
-                cat["frequency"] = self.frequencies[i]
-            cats.append(cat)
-        return cats
-
-
 class Source:
     """Base class. Subclasses set ``info`` and implement the record and decode methods."""
 
-    info: DatasetInfo
+    info: object  # the kind's class metadata (detection: DatasetInfo)
     random_access: bool = True
 
     # --- random-access sources -------------------------------------------------------
@@ -137,20 +112,10 @@ def count(counter: dict, key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
 
 
-def coco_image_entry(image_id, file_name, height, width) -> dict:
-    return {"id": int(image_id), "file_name": str(file_name), "height": int(height), "width": int(width)}
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def coco_annotation(ann_id, image_id, box_yxyx, category_id, iscrowd, segmentation=None, area=None) -> dict:
-    y0, x0, y1, x1 = [float(v) for v in box_yxyx]
-    ann = {
-        "id": int(ann_id),
-        "image_id": int(image_id),
-        "category_id": int(category_id),
-        "bbox": [x0, y0, x1 - x0, y1 - y0],
-        "iscrowd": int(bool(iscrowd)),
-        "area": float(area if area is not None else (x1 - x0) * (y1 - y0)),
-    }
-    if segmentation is not None:
-        ann["segmentation"] = segmentation
-    return ann
+def list_images(folder: str) -> list[str]:
+    """The image files directly inside ``folder`` (sorted names, not paths)."""
+    return sorted(f for f in os.listdir(folder) if is_image_file(f))

@@ -14,7 +14,7 @@ hypernyms; each class takes its longest hypernym path to the root (ties: the fir
 choice with which WordNet 3.0 reproduces the paper's 918-class bottom-up set and its 522 / 478
 minimal split (tests/data/test_taxonomy.py). `read_wordnet_nouns` parses WordNet 3.0's
 `data.noun` (the format of wndb(5WN); Debian package `wordnet-base`, /usr/share/wordnet);
-`imagenet1k()` reads the shipped ImageNet-1k table (frozen_det/data/imagenet1k_taxonomy.json,
+`imagenet1k()` reads the shipped ImageNet-1k table (frozen_det/data/classification/imagenet1k_taxonomy.json,
 built by tools/build_imagenet_taxonomy.py), so users need no WordNet install.
 """
 
@@ -46,7 +46,7 @@ def read_wordnet_nouns(directory: str = WORDNET_DIR) -> tuple[dict, dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"WordNet 3.0 not found ({path} is missing): install the Debian package wordnet-base, or use "
-            "the shipped ImageNet-1k table (frozen_det.data.taxonomy.imagenet1k())."
+            "the shipped ImageNet-1k table (frozen_det.data.classification.taxonomy.imagenet1k())."
         )
     hypernyms, names = {}, {}
     with open(path) as f:
@@ -211,7 +211,7 @@ def imagenet1k() -> Taxonomy:
 
 def fashion_mnist() -> Taxonomy:
     """Fashion-MNIST's ten classes (label order) in four groups: tops, trousers, footwear, bags."""
-    from frozen_det.data import fashion_mnist as fmnist
+    from frozen_det.data.offline import fashion_mnist as fmnist
 
     return Taxonomy.from_groups(FASHION_MNIST_GROUPS, fmnist.CLASSES)
 

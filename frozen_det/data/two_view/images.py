@@ -1,4 +1,4 @@
-"""The images of one split of a PreDet run (`config.data` of frozen_det.data.two_view_config), in
+"""The images of one split of a PreDet run (`config.data` of frozen_det.data.two_view.config), in
 the order an epoch reads them: folders on disk (random access) or a TFDS dataset (streamed).
 
     images = open_split(cfg, "train")
@@ -6,7 +6,7 @@ the order an epoch reads them: folders on disk (random access) or a TFDS dataset
         image = record.read()   # uint8 [H, W, 3]; OSError / ValueError if it cannot be decoded
 
 `index` is the record's position in the stored split (the held-out set's views are seeded by it);
-`record.proposal_key` is what the region-proposal cache (frozen_det.data.region_proposals) keys
+`record.proposal_key` is what the region-proposal cache (frozen_det.data.two_view.proposals) keys
 the image by; `record.classes` (1..K) are its classes for PreDet's multi-label loss.
 
 Order of epoch e on process p of P (shard p::P of the split):
@@ -28,7 +28,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from frozen_det.data.sources.base import DataError
+from frozen_det.data.source import DataError
 
 log = logging.getLogger("frozen_det.data")
 
@@ -85,7 +85,7 @@ class TfdsImages:
     random_access = False
 
     def __init__(self, cfg, split: str):
-        from frozen_det.data.sources.tfds_source import tfds_builder
+        from frozen_det.data.tfds import tfds_builder
 
         self.builder = builder = tfds_builder(cfg.name, cfg.path)
         self.split, self.buffer = split, int(cfg.shuffle_buffer)
@@ -115,7 +115,7 @@ class TfdsImages:
         return self._length
 
     def _dataset(self, seed):
-        from frozen_det.data.sources.tfds_source import read_split
+        from frozen_det.data.tfds import read_split
 
         return read_split(self.builder, self.split, seed)
 
@@ -172,8 +172,8 @@ def _image_folder(root: str, split: str) -> FolderImages:
 
 
 def _detection_folder(cfg, split: str) -> FolderImages:
-    from frozen_det.data import config as detection_config
-    from frozen_det.data.sources import build_source
+    from frozen_det.data.detection import config as detection_config
+    from frozen_det.data.detection.sources import build_source
 
     fields = dict(
         source=cfg.source,

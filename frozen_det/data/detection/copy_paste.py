@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from frozen_det.data import augment
+from frozen_det.data.detection import augment
+from frozen_det.data.pipeline import sub_seed
 
 
 def _mask_in_original_frame(canvas_mask, params, height, width):
@@ -58,8 +59,8 @@ def copy_paste(
     classes, masks and params (for the final box-aligned crops).
     """
     n_src = tf.shape(src["boxes"])[0]
-    m = tf.random.stateless_uniform([], augment.sub_seed(seed, 20), 0, n_src + 1, dtype=tf.int32)
-    order = tf.random.experimental.stateless_shuffle(tf.range(n_src), augment.sub_seed(seed, 21))
+    m = tf.random.stateless_uniform([], sub_seed(seed, 20), 0, n_src + 1, dtype=tf.int32)
+    order = tf.random.experimental.stateless_shuffle(tf.range(n_src), sub_seed(seed, 21))
     chosen = order[:m]
     chosen_masks = tf.gather(src["masks"], chosen)
     src_hw = tf.shape(src["masks"])[1:3]

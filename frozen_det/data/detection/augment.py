@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-
-def sub_seed(seed, k: int):
-    """Independent stateless seed ``k`` derived from an example's seed (shape [2] int32/64)."""
-    return tf.random.experimental.stateless_fold_in(seed, k)
+from frozen_det.data.pipeline import sub_seed
 
 
 def gather_instances(ex: dict, keep: tf.Tensor) -> dict:

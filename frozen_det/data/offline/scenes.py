@@ -1,7 +1,7 @@
 """Drawing scenes of objects with numpy and PIL (no TensorFlow): textured backgrounds, filled
 shapes, occlusion-checked placement, visible boxes. The synthetic shapes dataset
-(frozen_det.data.synthetic), the long-tailed LVIS-format dataset (frozen_det.data.long_tail)
-and the objects-on-canvases folders (frozen_det.data.canvases) are drawn with them."""
+(frozen_det.data.offline.synthetic), the long-tailed LVIS-format dataset (frozen_det.data.offline.long_tail)
+and the objects-on-canvases folders (frozen_det.data.offline.canvases) are drawn with them."""
 
 from __future__ import annotations
 

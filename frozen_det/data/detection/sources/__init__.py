@@ -1,23 +1,24 @@
-"""Data sources selected by `config.data.source` (see :mod:`frozen_det.data.sources.base`)."""
+"""Data sources selected by `config.data.source` (see :mod:`frozen_det.data.detection.sources.base`)."""
 
 from __future__ import annotations
 
-from frozen_det.data.sources.base import DataError, DatasetInfo, Source
+from frozen_det.data.detection.sources.base import DatasetInfo
+from frozen_det.data.source import DataError, Source
 
 
 def build_source(cfg, split: str | None = None) -> Source:
-    """The source of a resolved `config.data` (frozen_det.data.config.resolve)."""
+    """The source of a resolved `config.data` (frozen_det.data.detection.config.resolve)."""
     if cfg.source == "synthetic":
-        from frozen_det.data import synthetic
-        from frozen_det.data.sources.tfds_source import TfdsSource
+        from frozen_det.data.detection.sources.tfds_source import TfdsSource
+        from frozen_det.data.offline import synthetic
 
         return TfdsSource(synthetic.build(cfg.synthetic, cfg.synthetic.data_dir or cfg.path))
     if cfg.source == "voc_folder":
-        from frozen_det.data.sources.voc_folder import VocFolderSource
+        from frozen_det.data.detection.sources.voc_folder import VocFolderSource
 
         return VocFolderSource(cfg.path, class_names=list(cfg.class_names), difficult=cfg.voc_difficult)
     if cfg.source == "coco_folder":
-        from frozen_det.data.sources.coco_folder import CocoFolderSource
+        from frozen_det.data.detection.sources.coco_folder import CocoFolderSource
 
         src = CocoFolderSource(cfg.path, files={k: tuple(v) for k, v in cfg.coco_files.items()})
         first = split or cfg.train_split
@@ -32,7 +33,8 @@ def build_source(cfg, split: str | None = None) -> Source:
                 raise first_error from None
         return src
     if cfg.source == "tfds":
-        from frozen_det.data.sources.tfds_source import TfdsSource, tfds_builder
+        from frozen_det.data.detection.sources.tfds_source import TfdsSource
+        from frozen_det.data.tfds import tfds_builder
 
         return TfdsSource(
             tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult, frequency_split=cfg.train_split

@@ -17,7 +17,7 @@ items (at most half of an earlier object may be hidden; boxes and masks are the 
 Train items come from Fashion-MNIST's train split, validation items from its test split.
 Everything is a function of (mode, split, index, seed): two runs write identical files.
 
-    python -m frozen_det.data.canvases --mode voc --output /tmp/canvases_voc [--num_train 2000 --num_val 400]
+    python -m frozen_det.data.offline.canvases --mode voc --output /tmp/canvases_voc [--num_train 2000 --num_val 400]
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from frozen_det.data import fashion_mnist
-from frozen_det.data.scenes import background, place, visible_boxes
+from frozen_det.data.offline import fashion_mnist
+from frozen_det.data.offline.scenes import background, place, visible_boxes
 from frozen_det.runtime import quiet_tensorflow
 
 MODES = {

@@ -1,7 +1,7 @@
 """Unsupervised region proposals of a PreDet run's images, cached once before pre-training (the
-queries' candidates, PreDet sec. 3.2 / 4.1; frozen_det.data.region_proposals):
+queries' candidates, PreDet sec. 3.2 / 4.1; frozen_det.data.two_view.proposals):
 
-    python -m frozen_det.data.cache_proposals --config configs/predet/pretrain.py:proposals \\
+    python -m frozen_det.data.two_view.cache_proposals --config configs/predet/pretrain.py:proposals \\
         --config.data.path=IMAGES --config.data.proposals_file=IMAGES/proposals.npz [--max_boxes 500]
 
 Every image of the config's train and eval splits (its two-view data section: an image folder,
@@ -24,8 +24,8 @@ log = logging.getLogger("frozen_det.data")
 
 def split_images(config, split: str):
     """(proposal key, uint8 image) of every readable image of `split`, and the unreadable ones."""
-    from frozen_det.data import two_view_config
-    from frozen_det.data.two_view_images import open_split
+    from frozen_det.data.two_view import config as two_view_config
+    from frozen_det.data.two_view.images import open_split
 
     cfg = two_view_config.complete(config.data if "data" in config else config)
     unreadable = []
@@ -45,8 +45,8 @@ def cache_run_proposals(config, path: str | None = None, splits=None, **search) 
     """Proposals of the train and eval splits of `config` (a PreDet config or its data section)
     written to `path` (default `data.proposals_file`); `search` goes to selective_search. Returns
     {"images": ..., "unreadable": [...]}."""
-    from frozen_det.data import two_view_config
-    from frozen_det.data.region_proposals import cache_proposals
+    from frozen_det.data.two_view import config as two_view_config
+    from frozen_det.data.two_view.proposals import cache_proposals
 
     data = two_view_config.complete(config.data if "data" in config else config)
     path = path or data.proposals_file

@@ -17,8 +17,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
-from frozen_det.data.sources.base import DataError, DatasetInfo, count, log
-from frozen_det.data.sources.local import Record, RecordListSource, sanitize_box
+from frozen_det.data.detection.sources.base import DatasetInfo
+from frozen_det.data.detection.sources.records import Record, RecordListSource, sanitize_box
+from frozen_det.data.source import DataError, count, log
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 

@@ -7,11 +7,10 @@ pipeline can rely on a complete ConfigDict and bad values fail at start with the
 
 from __future__ import annotations
 
+from frozen_det.data import sections
 from frozen_det.schema import ConfigDict, merge
 
 SOURCES = ("synthetic", "voc_folder", "coco_folder", "tfds")
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def defaults() -> ConfigDict:
@@ -38,8 +37,8 @@ def defaults() -> ConfigDict:
             canvas_masks=False,  # also emit full-canvas masks [B, N, H, W] (uint8)
             masks_dtype="float32",  # or "uint8" (0..255) to save host memory
             image_dtype="float32",  # or "bfloat16"
-            mean=tuple(IMAGENET_MEAN),
-            std=tuple(IMAGENET_STD),
+            mean=tuple(sections.IMAGENET_MEAN),
+            std=tuple(sections.IMAGENET_STD),
             seed=0,
             shuffle_buffer=2048,  # tfds sources stream; local/synthetic shuffle the full split
             kshot=0,  # >0: keep k images per class in the train split (papers 001/003)
@@ -93,21 +92,8 @@ def complete(given) -> ConfigDict:
 
 
 def resolve(data_config, train_batch_size: int | None = None) -> ConfigDict:
-    """A complete, validated copy of `config.data` (or of a whole config's `.data`) with the
-    batch size resolved (0 = the train batch size)."""
-    if data_config is not None and "data" in data_config and "source" not in data_config:
-        if train_batch_size is None and "train" in data_config:
-            train_batch_size = data_config.train.batch_size
-        data_config = data_config.data
-    cfg = complete(data_config)
-    if not cfg.batch_size:
-        cfg.batch_size = int(train_batch_size or 8)
-    # Checked only here: config files may leave these to the command line.
-    if cfg.source == "tfds" and not cfg.name:
-        raise ValueError("config.data.name: the tfds source needs a dataset name, e.g. 'coco/2017', 'lvis', 'voc/2007'")
-    if cfg.source in ("voc_folder", "coco_folder") and not cfg.path:
-        raise ValueError(f"config.data.path: the {cfg.source} source needs the dataset folder (--config.data.path=DIR)")
-    return cfg
+    """The complete detection `config.data` a pipeline runs on (frozen_det.data.sections.resolve)."""
+    return sections.resolve(complete, data_config, train_batch_size, path_sources=("voc_folder", "coco_folder"))
 
 
 def validate(cfg: ConfigDict) -> None:
