@@ -1,73 +1,60 @@
-"""Classify images with a backbone's ImageNet head.
+"""Classify images with a classifier config's pretrained weights (or a classification run's).
 
     python -m frozen_det.classify --config configs/backbones/efficientnet_lite0_imagenet.py a.jpg b.png
+    python -m frozen_det.classify --config CONFIG --workdir RUN a.jpg
 
-prints one JSON line per image: {"image": PATH, "top5": [[class_id, probability], ...]}.
+prints one JSON line per image: {"image": PATH, "top5": [[class_id, probability], ...]}. The
+classifier task's own prediction (frozen_det.tasks.classification: the evaluation preprocessing,
+shorter side resized and centre-cropped by `data.crop_fraction` to `data.image_size`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
-import jax
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from frozen_det.checkpoints.pretrained import load_backbone_variables
-from frozen_det.config import complete
-from frozen_det.models.backbones import build_backbone
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 
-def load_image(path: str, size: int, crop_fraction: float) -> np.ndarray:
-    """RGB [size, size, 3] float32 in [0, 255]: centre crop of `crop_fraction` of the shorter side."""
-    try:
-        image = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"cannot read image {path}: {e}") from None
-    w, h = image.size
-    side = crop_fraction * min(w, h)
-    left, top = (w - side) / 2, (h - side) / 2
-    image = image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
-    return np.asarray(image, np.float32)
+def classify(config, paths: list[str], top_k: int = 5, workdir: str | None = None) -> list[dict]:
+    from frozen_det.training.run import Run, pretrained_model
 
-
-def classify(config, paths: list[str]) -> list[dict]:
-    config = complete(config)
-    model = build_backbone(config.model.backbone)
-    if model.num_classes is None:
-        raise SystemExit("config.model.backbone.num_classes is None: this backbone has no ImageNet head.")
-    variables, preprocessing = load_backbone_variables(config.model.backbone.init_checkpoint, model)
-    top_k = int(config.classify.top_k)
-
-    @jax.jit
-    def probabilities(variables, images):
-        _, logits = model.apply(variables, preprocessing(images), train=False, return_logits=True)
-        return jax.nn.softmax(logits.astype(np.float32), axis=-1)
-
-    results = []
+    if workdir:
+        with Run(workdir, config) as run:
+            task, model, variables = run.task, run.model, run.variables()
+    else:
+        _, task, model, variables = pretrained_model(config)
+    images = []
     for path in paths:
-        image = load_image(path, int(config.classify.size), float(config.classify.crop_fraction))
-        probs = np.asarray(probabilities(variables, image[None]))[0]
-        best = np.argsort(-probs)[:top_k]
-        results.append({"image": path, f"top{top_k}": [[int(i), round(float(probs[i]), 6)] for i in best]})
-    return results
+        try:
+            images.append((path, Image.open(path).convert("RGB")))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read image {path}: {e}") from None
+    records = task.predict(model, variables, images, top_k=top_k)
+    return [
+        {"image": r["image"], f"top{top_k}": [[c["class_id"], round(c["probability"], 6)] for c in r["top_classes"]]}
+        for r in records
+    ]
 
 
 def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more image paths after the flags")
-    for result in classify(_CONFIG.value, paths):
+    for result in classify(_CONFIG.value, paths, _TOP_K.value, _WORKDIR.value):
         print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "Classifier config file.", lock_config=True)
+    _WORKDIR = flags.DEFINE_string("workdir", None, "A classification run (default: the config's pretrained weights).")
+    _TOP_K = flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
     flags.mark_flag_as_required("config")
     app.run(main)

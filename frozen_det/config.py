@@ -1,58 +1,121 @@
 """An experiment config as a whole: every section completed from its schema, and the checks
 that need more than one section or the devices, run before anything compiles.
 
-Sections: `data` (frozen_det.data.detection.config; classifiers: frozen_det.data.classification.config;
-PreDet: frozen_det.data.two_view.config),
-`model` (frozen_det.models.config; its `type` picks
-the schema and the task), `train` (frozen_det.training.config), and `classify` (the ImageNet
-`frozen_det.classify` command). Config files return `complete(config)`, so the printed config
-shows every field and each can be overridden on the command line; entry points call
-`resolve(config)` again after the overrides.
+Sections: `model` (its `type` names the task, frozen_det.tasks, which declares the model schema
+and the data kind), `data` (the task's data kind: frozen_det.data.detection.config,
+frozen_det.data.classification.config, frozen_det.data.two_view.config) and `train` (the shared
+trainer's schema, below). Config files return `complete(config)`, so the printed config shows
+every field and each can be overridden on the command line; entry points call `resolve(config)`
+again after the overrides.
 """
 
 from __future__ import annotations
 
-from frozen_det.schema import ConfigDict, fields, merge
+import jax
+
+from frozen_det.checkpoints.pretrained import preprocessing_of
+from frozen_det.data.sections import fill_normalisation
+from frozen_det.schema import ConfigDict, choice, fields, merge
+from frozen_det.tasks import task_class
+
+SECTIONS = ("model", "data", "train")
+DEFAULT_MODEL_TYPE = "two_stage"
 
 
-def _classify_defaults() -> ConfigDict:
-    # Eval preprocessing of `frozen_det.classify`: centre crop of `crop_fraction` of the shorter
-    # side resized to `size` (TF's EfficientNet eval crop: 224 / 256), top-k printed.
-    return ConfigDict(dict(size=224, crop_fraction=224 / 256, top_k=5))
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("warmup_piecewise", "warmup_cosine", "constant")
+SHARDING_MODES = ("fsdp", "replicate")
 
 
-# The data schema each model type reads (default: detection data).
-DATA_SCHEMA_OF_MODEL = {"classifier": "classification", "predet": "two_view"}
+def train_defaults() -> ConfigDict:
+    """`config.train`: the schema of the shared trainer (defaults: the reference's detection recipe,
+    docs/reference.md §2.13: SGD momentum 0.9, linear warm-up then x0.1 drops, L2 on kernels only)."""
+    return ConfigDict(
+        dict(
+            batch_size=64,  # global, over every device and host
+            total_steps=133_056,  # the paper's 72 epochs of COCO at batch 64
+            optimizer=ConfigDict(dict(name="sgd", momentum=0.9, nesterov=False, b1=0.9, b2=0.999)),
+            schedule=ConfigDict(
+                dict(
+                    name="warmup_piecewise",  # or "warmup_cosine" (to 0 at total_steps), "constant"
+                    base_lr=0.16,
+                    warmup_steps=500,
+                    warmup_lr=0.0067,
+                    boundaries=(88_704, 125_664),  # warmup_piecewise: absolute steps of the drops ...
+                    multipliers=(),  # ... and the factor from each on; () = 0.1, 0.01, ... (x0.1 per drop)
+                )
+            ),
+            weight_decay=4e-5,  # L2 on kernels (wd * w added to the gradient)
+            grad_clip_norm=0.0,  # 0: off
+            seed=0,
+            log_every=50,
+            checkpoint_every=1000,
+            keep_checkpoints=3,
+            eval_every=0,  # 0: evaluate only at the end
+            eval_at_end=True,
+            # Transfer: another run's workdir (any task) whose parameters and BN statistics start
+            # this run where path and shape match (e.g. the LVIS second stage from the first, a
+            # classifier's backbone into a detector); init_exclude: path regexes kept fresh.
+            init_from="",
+            init_exclude=(),
+            trainable_only=(),  # path regexes (frozen_det.tree_paths): train only these
+            freeze_batch_stats=False,  # keep every BatchNorm statistic as restored (second stage)
+            sharding_rules=(),  # ((regex, "fsdp" | "replicate"), ...) over train-state paths
+            fsdp_min_size=0,  # >0: FSDP-shard every state leaf with at least this many elements
+            distributed=False,  # call jax.distributed.initialize() (multi-host)
+        )
+    )
 
 
-def _complete_section(name: str, given, model_type: str) -> ConfigDict:
-    if name == "data" and DATA_SCHEMA_OF_MODEL.get(model_type) == "classification":
-        from frozen_det.data.classification.config import complete
-    elif name == "data" and DATA_SCHEMA_OF_MODEL.get(model_type) == "two_view":
-        from frozen_det.data.two_view.config import complete
-    elif name == "data":
-        from frozen_det.data.detection.config import complete
-    elif name == "model":
-        from frozen_det.models.config import complete
-    elif name == "train":
-        from frozen_det.training.config import complete
-    else:
-        return merge(_classify_defaults(), given, "config.classify")
-    return complete(given)
+def complete_train(given) -> ConfigDict:
+    t = merge(train_defaults(), given or {}, "config.train")
+    validate_train(t)
+    return t
 
 
-SECTIONS = ("data", "model", "train", "classify")
+def validate_train(t: ConfigDict) -> None:
+    def bad(field, message):
+        raise ValueError(f"config.train.{field}={t[field] if field in t else ''!r}: {message}")
+
+    choice(t.optimizer.name, OPTIMIZERS, "train.optimizer.name")
+    choice(t.schedule.name, SCHEDULES, "train.schedule.name")
+    if t.batch_size <= 0:
+        bad("batch_size", "must be positive")
+    if t.total_steps < 0:
+        bad("total_steps", "must be >= 0")
+    s = t.schedule
+    if s.name == "warmup_piecewise" and s.multipliers and len(s.boundaries) != len(s.multipliers):
+        raise ValueError(
+            f"config.train.schedule.boundaries {t.schedule.boundaries} and .multipliers "
+            f"{t.schedule.multipliers} must have the same length (one factor per drop)."
+        )
+    for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        if t[field] <= 0:
+            bad(field, "must be positive")
+    for rule in t.sharding_rules:
+        if len(rule) != 2 or rule[1] not in SHARDING_MODES:
+            raise ValueError(
+                f"config.train.sharding_rules: {rule!r} is not a (regex, mode) pair with mode in {SHARDING_MODES}."
+            )
 
 
 def complete(config) -> ConfigDict:
-    """Every section of `config` filled from its schema and validated (unknown sections and
-    fields are errors naming them). Idempotent."""
+    """Every section (`SECTIONS`) filled from its schema, the given fields laid over the defaults
+    and validated (unknown sections and fields are errors naming them). Idempotent."""
+    unknown = [name for name in config.keys() if name not in SECTIONS]
+    if unknown:
+        raise ValueError(f"config.{unknown[0]}: unknown section; a config has {SECTIONS}.")
+    model_type = (
+        dict(fields(config["model"])).get("type", DEFAULT_MODEL_TYPE) if "model" in config else DEFAULT_MODEL_TYPE
+    )
+    task = task_class(model_type)
     out = ConfigDict()
-    model_type = dict(fields(config["model"])).get("type", "two_stage") if "model" in config else "two_stage"
-    for name, section in config.items():
-        if name not in SECTIONS:
-            raise ValueError(f"config.{name}: unknown section; a config has {SECTIONS}.")
-        out[name] = _complete_section(name, section, model_type)
+    out.model = task.complete_model(config.get("model"))
+    out.data = task.complete_data(config.get("data"))
+    out.train = complete_train(config.get("train"))
+    # The input normalisation the backbone's pretrained weights expect, unless the data says.
+    backbone = task.backbone_section(out.model)
+    fill_normalisation(out.data, preprocessing_of(backbone.init_checkpoint) if backbone is not None else None)
     return out
 
 
@@ -84,8 +147,6 @@ def resolve(config, num_devices: int | None = None, num_processes: int | None = 
             f"{out.train.batch_size}: leave data.batch_size at 0 (= the train batch)."
         )
     if num_devices is None:
-        import jax
-
         num_devices, num_processes = jax.device_count(), jax.process_count()
     check_devices(out, num_devices, num_processes or 1)
     return out

@@ -1,29 +1,27 @@
 """Building blocks for experiment configs (configs/**.py import these).
 
-The defaults of every field live in the schemas (frozen_det.models.config,
-frozen_det.training.config, frozen_det.data.detection.config: the reference's values, docs/reference.md);
-the functions here set what a family of experiments changes. A config file ends with
+The defaults of every field live in the schemas (frozen_det.models.config, frozen_det.config's
+`train_defaults`, frozen_det.data.detection.config: the reference's values, docs/reference.md);
+the builders here take overrides only and set what a family of experiments changes. A config
+file ends with
 `return complete(config)` (frozen_det.config): every field present, each overridable on the
 command line.
 """
 
 from __future__ import annotations
 
-from frozen_det.config import complete
+from frozen_det.config import complete, train_defaults
 from frozen_det.data.detection import config as data_config
 from frozen_det.models import config as model_config
 from frozen_det.schema import ConfigDict, merge
-from frozen_det.training import config as train_config
 
 __all__ = ["ConfigDict", "complete"]  # and the builders below
 
 
-def backbone(type="resnet_rs", depth=101, variant=None, freeze="all", adapters=False, **fields) -> ConfigDict:
-    """`model.backbone` (frozen_det.models.backbones): detection backbones have no ImageNet
-    head; other fields (init_checkpoint, bn_momentum, conv_impl, ...) by keyword."""
-    return model_config.complete_backbone(
-        dict(type=type, depth=depth, variant=variant, freeze=freeze, adapters=adapters, **fields)
-    )
+def backbone(**fields) -> ConfigDict:
+    """`model.backbone` (frozen_det.models.backbones): the schema's defaults with `fields` laid
+    over them (type, depth, variant, freeze, adapters, init_checkpoint, bn_momentum, ...)."""
+    return model_config.complete_backbone(fields)
 
 
 def fpn(min_level=2, max_level=6, num_filters=256) -> ConfigDict:
@@ -52,16 +50,15 @@ def nasfpn(
     )
 
 
-def two_stage_model(
-    num_classes=91, neck=None, backbone_cfg=None, cascade=False, mask=False, activation="swish", conv_impl="xla"
-) -> ConfigDict:
-    """`config.model` of a Faster / Mask / Cascade R-CNN with the reference's defaults."""
+def two_stage_model(backbone_cfg: ConfigDict, neck=None, cascade=False, mask=False, **fields) -> ConfigDict:
+    """`config.model` of a Faster / Mask / Cascade R-CNN: the reference's defaults with the given
+    backbone, neck (default: the schema's FPN), heads and top-level fields (num_classes,
+    activation, conv_impl, ...)."""
     m = model_config.two_stage_defaults()
-    m.num_classes = num_classes  # including background (class 0)
-    m.activation = activation
-    m.conv_impl = conv_impl
-    m.backbone = backbone_cfg or backbone()
-    m.neck = neck or fpn()
+    m.update(fields)
+    m.backbone = backbone_cfg
+    if neck is not None:
+        m.neck = neck
     m.cascade.enabled = cascade
     m.mask.enabled = mask
     return m
@@ -74,11 +71,11 @@ def tiny_two_stage_model(
     few proposals). Same code paths as the paper's models."""
     neck = fpn(2, 5, 32) if neck_type == "fpn" else nasfpn(3, 7, 32, num_repeats=1)
     m = two_stage_model(
-        num_classes,
+        backbone(type="resnet", depth=18, freeze=freeze, adapters=adapters),
         neck=neck,
         cascade=cascade,
         mask=mask,
-        backbone_cfg=backbone("resnet", 18, freeze=freeze, adapters=adapters),
+        num_classes=num_classes,
     )
     m.anchors.anchor_size = 4.0
     # Short runs: BN moving averages must converge within a few hundred steps (0.997 needs
@@ -128,11 +125,11 @@ def torchvision_faster_rcnn_r50_fpn(
     same set as torchvision's per-level NMS followed by the global top k), `rois` the sampled
     ROIs per image."""
     m = two_stage_model(
-        num_classes,
+        backbone(type="resnet", depth=50, freeze=freeze, conv_impl=conv_impl),
         neck=fpn(2, 6, 256),
+        num_classes=num_classes,
         activation="relu",
         conv_impl=conv_impl,
-        backbone_cfg=backbone("resnet", 50, freeze=freeze, conv_impl=conv_impl),
     )
     m.neck.activation = "relu"
     m.anchors.update(num_scales=1, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=8.0)
@@ -175,23 +172,13 @@ PAPER_SCHEDULES = {
 }
 
 
-def train(
-    batch_size=64,
-    total_steps=133_056,
-    boundaries=(88_704, 125_664),
-    base_lr=0.16,
-    warmup_steps=500,
-    warmup_lr=0.0067,
-    weight_decay=4e-5,
-) -> ConfigDict:
-    """`config.train`: SGD momentum 0.9, linear warm-up then x0.1 drops at `boundaries`, L2 on
-    kernels only (docs/reference.md §2.13)."""
-    t = train_config.defaults()
-    t.update(batch_size=batch_size, total_steps=total_steps, weight_decay=weight_decay)
-    t.schedule.update(
-        base_lr=base_lr, warmup_steps=warmup_steps, warmup_lr=warmup_lr, boundaries=tuple(boundaries), multipliers=()
-    )
-    return t
+def train(**fields) -> ConfigDict:
+    """`config.train`: the schema's defaults (SGD momentum 0.9, linear warm-up then x0.1 drops,
+    L2 on kernels only, docs/reference.md §2.13) with `fields` laid over them; the fields of
+    `train.schedule` (base_lr, warmup_steps, warmup_lr, boundaries, ...) may be given flat."""
+    t = train_defaults()
+    schedule = {k: fields.pop(k) for k in list(fields) if k not in t and k in t.schedule}
+    return merge(t, dict(fields, schedule=schedule), "config.train")
 
 
 def paper_train(schedule: str) -> ConfigDict:

@@ -14,29 +14,34 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 
 def evaluate(config, workdir: str, step: int | None = None, iou_thresholds=None) -> dict:
     """Evaluates and writes the JSON; `iou_thresholds` (detectors): also AP at each threshold,
     written to <split>_step<N>_ap_vs_iou.json."""
     from frozen_det.evaluation.runner import write_eval_json
-    from frozen_det.inference import restore_for_inference
     from frozen_det.training import sharding
+    from frozen_det.training.run import Run
 
-    config, task, model, variables, step = restore_for_inference(config, workdir, step)
-    eval_pipeline = task.eval_pipeline()
-    task.validate(eval_pipeline.info)
+    with Run(workdir, config) as run:
+        task, model = run.task, run.model
+        options = {}
+        if iou_thresholds:
+            if "iou_thresholds" not in task.evaluate_options:
+                raise SystemExit(f"--iou_thresholds: model.type={task.name!r} evaluates without IoU thresholds")
+            options["iou_thresholds"] = [float(t) for t in iou_thresholds]
+        eval_pipeline = task.eval_pipeline()
+        task.validate(eval_pipeline.info)
+        state = run.restored_state(step)
+        variables, step = state.variables(), int(jax.device_get(state.step))
     mesh = sharding.make_mesh()
-    options = {}
-    if iou_thresholds:
-        if task.name != "two_stage":
-            raise SystemExit(f"--iou_thresholds applies to detectors, not to model.type={task.name!r}")
-        options["iou_thresholds"] = [float(t) for t in iou_thresholds]
     result = task.evaluate(model, variables, eval_pipeline, lambda b: sharding.global_batch(b, mesh), **options)
     curve = result.pop("ap_vs_iou", None)
     if curve is not None:
@@ -60,7 +65,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 
 def predict(
@@ -44,9 +45,10 @@ def predict_images(
     """Runs the run's latest (or `step`) checkpoint on `(name, PIL image)` pairs; writes
     OUTPUT/<stem>.json per image (and <stem>.png when the task draws), and returns the records
     (with "png" the drawing's path)."""
-    from frozen_det.inference import restore_for_inference
+    from frozen_det.training.run import Run
 
-    _, task, model, variables, _ = restore_for_inference(config, workdir, step)
+    with Run(workdir, config) as run:
+        task, model, variables = run.task, run.model, run.variables(step)
     os.makedirs(output, exist_ok=True)
     records = []
     for record in task.predict(model, variables, images, min_score=min_score):
@@ -73,7 +75,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

@@ -5,9 +5,10 @@ Zhong et al., CVPR 2021, sec. 3.1), written as a COCO-format detection file.
         [--labels LABELS.json | --labels folders | --class_id N] [--variant paper|released] \\
         [--scales 288,576] [--thresholds 0.2,0.3,0.4,0.5] [--nms_iou 0.8] [--noflip] [--max_images N]
 
-CONFIG is a classification run's config with its --workdir, or a backbone config with its
-ImageNet head (configs/backbones/efficientnet_lite0_imagenet.py: the packaged ImageNet
-EfficientNet-Lite0). The class of each image: `--labels LABELS.json`, a COCO-format file whose
+CONFIG is a classification run's config with its --workdir, or a classifier config with
+pretrained weights and no --workdir (configs/backbones/efficientnet_lite0_imagenet.py: the
+packaged ImageNet EfficientNet-Lite0 and its ImageNet head). The class of each image:
+`--labels LABELS.json`, a COCO-format file whose
 `images` have `file_name` (relative to DIR) and `label`, the id of one of its `categories` (the
 k-th category by id is the classifier's class k), as the ImageNet-like canvases of
 `python -m frozen_det.data.offline.canvases --mode imagenet` do (their image ids are kept);
@@ -29,16 +30,39 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from frozen_det.localization.pseudo_boxes import PseudoBoxOptions, image_pseudo_boxes
+from frozen_det.data.files import IMAGE_EXTENSIONS, image_files
+from frozen_det.localization.cam import CamClassifier, cam_classifier_from_model
+from frozen_det.localization.cam_boxes import PseudoBoxOptions, image_pseudo_boxes
+from frozen_det.runtime import prepare_entry_point
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 log = logging.getLogger("frozen_det.pseudo_boxes")
+
+
+def load_cam_classifier(config, workdir: str | None = None) -> CamClassifier:
+    """The classifier whose CAMs box the images: a classification run's latest checkpoint in
+    `workdir` (`config`: its config, or None for the one it saved), or without a workdir the
+    pretrained weights a classifier config names (its backbone's `init_checkpoint`, ImageNet
+    head included)."""
+    from frozen_det.training.run import Run, pretrained_model
+
+    if workdir:
+        with Run(workdir, config) as run:
+            config, task, model, variables = run.config, run.task, run.model, run.variables()
+    else:
+        config, task, model, variables = pretrained_model(config)
+    if not hasattr(task, "class_names"):
+        raise ValueError(
+            f"config.model.type={config.model.type!r}: class activation maps need a classifier "
+            "(model.type='classifier'), e.g. configs/backbones/efficientnet_lite0_imagenet.py"
+        )
+    return cam_classifier_from_model(model, variables, config.data.mean, config.data.std, task.class_names())
 
 
 def list_images(images_dir: str, labels: str | None, class_names) -> list[dict]:
@@ -56,14 +80,9 @@ def list_images(images_dir: str, labels: str | None, class_names) -> list[dict]:
                 )
             out.append({"id": int(e["id"]), "file_name": e["file_name"], "label": index[e["label"]]})
         return out
-    files = sorted(
-        os.path.relpath(os.path.join(root, name), images_dir)
-        for root, _, names in os.walk(images_dir)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTS)
-    )
+    files = image_files(images_dir, recursive=True)
     if not files:
-        raise ValueError(f"--images {images_dir}: no image files ({', '.join(IMAGE_EXTS)}) found")
+        raise ValueError(f"--images {images_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     index = {name: i for i, name in enumerate(class_names)}
     out = []
     for i, file_name in enumerate(files):
@@ -160,8 +179,6 @@ def _floats(text: str) -> tuple:
 
 
 def main(argv):
-    from frozen_det.localization.cam import load_cam_classifier
-
     del argv
     F = flags.FLAGS
     options = PseudoBoxOptions(
@@ -177,9 +194,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from frozen_det.runtime import quiet_tensorflow
-
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Classifier config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, "The classification run (omit for a backbone config with packaged weights).")
     flags.DEFINE_string("images", None, "Folder of images (searched recursively).")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 
 import numpy as np
@@ -27,7 +28,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from frozen_det.config import complete
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.py")
 
@@ -100,7 +101,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=False)
     _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Run directory.")
     _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 6, "Eval images to draw predictions on.")

@@ -22,6 +22,7 @@ compare transfer strategies side by side.
 from __future__ import annotations
 
 import json
+import sys
 
 import jax
 import numpy as np
@@ -31,7 +32,7 @@ from ml_collections import config_flags
 
 from frozen_det import config as config_lib
 from frozen_det.models.backbones import build_backbone
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 from frozen_det.tasks import get_task
 from frozen_det.training import partition
 from frozen_det.training.state import create_train_state, trainable_mask
@@ -164,7 +165,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)

@@ -41,3 +41,27 @@ def hide_accelerators_from_tensorflow() -> None:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
+
+
+def config_packages_on_path(argv: list[str]) -> None:
+    """Config files import each other as modules of the repository's `configs` package
+    (`from configs.data import bccd`): the folder holding the `configs/` of every `--config FILE`
+    in `argv` goes on `sys.path`, so an entry point finds them from any working directory."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    values += [b for a, b in zip(argv, argv[1:]) if a == "--config"]
+    for value in values:
+        folder = os.path.dirname(os.path.abspath(value.split(":", 1)[0]))
+        while os.path.isfile(os.path.join(folder, "__init__.py")):
+            if os.path.basename(folder) == "configs":
+                root = os.path.dirname(folder)
+                if root not in sys.path:
+                    sys.path.insert(0, root)
+                break
+            folder = os.path.dirname(folder)
+
+
+def prepare_entry_point(argv: list[str]) -> None:
+    """What every `python -m frozen_det.X` does first, before its config file is read: TensorFlow
+    quiet (its import notices) and the config files' `configs` package importable."""
+    quiet_tensorflow()
+    config_packages_on_path(argv)

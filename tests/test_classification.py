@@ -109,14 +109,15 @@ def test_linear_probe_matches_logistic_regression(digits_folder, tmp_path):
     scikit-learn's LogisticRegression gets within 1 point of its test accuracy."""
     from frozen_det.data import classification
     from frozen_det.evaluation.classification import extract_features
-    from frozen_det.inference import restore_for_inference
     from frozen_det.training.loop import train_and_evaluate
+    from frozen_det.training.run import Run
 
     config = _probe_config(digits_folder)
     result = train_and_evaluate(config, str(tmp_path))
     assert set(result) >= {"top1", "top5", "loss", "num_images", "per_class_accuracy", "mean_per_class_accuracy"}
     assert result["num_images"] == 597
-    _, task, model, variables, _ = restore_for_inference(config, str(tmp_path))
+    with Run(str(tmp_path), config) as run:
+        task, model, variables = run.task, run.model, run.variables()
     features = task.features_fn(model)
     splits = {}
     for split in ("train", "test"):
@@ -153,8 +154,8 @@ def _flat(tree):
 def test_transfer_between_a_detector_and_a_classifier(tmp_path):
     from frozen_det.tasks import get_task
     from frozen_det.training import sharding
+    from frozen_det.training.run import init_from
     from frozen_det.training.state import build_state
-    from frozen_det.training.transfer import init_from_run
 
     detector = config_lib.complete(
         d.ConfigDict(
@@ -179,7 +180,7 @@ def test_transfer_between_a_detector_and_a_classifier(tmp_path):
         task = get_task(config)
         state, _, _, _ = build_state(config, task, task.build_model(), sharding.make_mesh(jax.devices()[:1]))
         fresh = _flat(jax.device_get(state.variables()))
-        state, report = init_from_run(state, str(source_dir))
+        state, report = init_from(state, str(source_dir))
         return fresh, _flat(jax.device_get(state.variables())), report
 
     # detector -> classifier: exactly the backbone's leaves (bit-identical), the rest fresh
@@ -292,9 +293,9 @@ def test_classifiers_on_detector_taps_transfer_from_a_detector_run(tmp_path):
     fresh; a linear-probe step changes that layer alone."""
     from frozen_det.tasks import get_task
     from frozen_det.training import sharding
+    from frozen_det.training.run import init_from
     from frozen_det.training.state import build_state
     from frozen_det.training.step import make_train_step
-    from frozen_det.training.transfer import init_from_run
 
     detector_model = d.tiny_two_stage_model(num_classes=4)
     detector = config_lib.complete(
@@ -336,7 +337,7 @@ def test_classifiers_on_detector_taps_transfer_from_a_detector_run(tmp_path):
     task = get_task(config)
     model = task.build_model()
     state, _, optimizer, _ = build_state(config, task, model, sharding.make_mesh(jax.devices()[:1]))
-    state, report = init_from_run(state, str(tmp_path / "detector"))
+    state, report = init_from(state, str(tmp_path / "detector"))
     assert report["not_in_source"] == ["params/tap_classifier/bias", "params/tap_classifier/kernel"]
     assert {p.split("/")[1] for p in report["restored"]} == {"backbone", "neck", "box_heads_0"}
     before = _flat(jax.device_get(state.variables()))

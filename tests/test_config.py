@@ -22,7 +22,7 @@ CONFIG_FILES = sorted(
     os.path.join(dirpath, f)
     for dirpath, _, files in os.walk(os.path.join(ROOT, "configs"))
     for f in files
-    if f.endswith(".py") and f != "common.py"
+    if f.endswith(".py") and f not in ("common.py", "__init__.py")
 )
 
 

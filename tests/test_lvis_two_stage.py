@@ -70,12 +70,14 @@ def test_both_stages_evaluate_with_lvis_groups(runs):
 
 
 def test_second_stage_changes_only_the_classifier(runs):
-    from frozen_det.inference import restore_for_inference
     from frozen_det.training import sharding
+    from frozen_det.training.run import Run
     from frozen_det.training.state import build_state
 
-    _, _, _, before, _ = restore_for_inference(runs["stage1"], str(runs["root"] / "stage1"))
-    config, task, model, after, step = restore_for_inference(runs["stage2"], str(runs["root"] / "stage2"))
+    with Run(str(runs["root"] / "stage1"), runs["stage1"]) as run:
+        before = run.variables()
+    with Run(str(runs["root"] / "stage2"), runs["stage2"]) as run:
+        config, task, model, after, step = run.config, run.task, run.model, run.variables(), run.latest_step
     assert step == 10
     p0, p1 = _flat(before["params"]), _flat(after["params"])
     changed = sorted(k for k in p0 if not np.array_equal(p0[k], p1[k]))

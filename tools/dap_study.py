@@ -26,10 +26,10 @@ Debian package dataset-fashion-mnist.
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import logging
 import os
-import runpy
 import shutil
 import sys
 
@@ -37,7 +37,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_common import (  # noqa: E402
-    REPO,
     chosen_rows,
     ensure_canvases,
     final_eval,
@@ -94,16 +93,15 @@ def pseudo_box_file(root: str, variant: str) -> str:
 
 
 def ensure_pseudo_boxes(root: str, variant: str) -> str:
-    from frozen_det.localization.cam import load_cam_classifier
-    from frozen_det.localization.pseudo_boxes import PseudoBoxOptions
-    from frozen_det.pseudo_boxes import write_pseudo_boxes
+    from frozen_det.localization.cam_boxes import PseudoBoxOptions
+    from frozen_det.pseudo_boxes import load_cam_classifier, write_pseudo_boxes
 
     out = pseudo_box_file(root, variant)
     if not os.path.exists(out):
         config = classifier_config(root)
         train_once("cls", paths(root)["cls"], config)
         clf = load_cam_classifier(config, paths(root)["cls"])
-        scales = runpy.run_path(os.path.join(REPO, "configs/dap/classifier.py"))["CAM_SCALES"]
+        scales = importlib.import_module("configs.dap.classifier").CAM_SCALES
         images = paths(root)["imagenet"]
         labels = os.path.join(images, "annotations", "instances_train.json")
         write_pseudo_boxes(
@@ -114,9 +112,8 @@ def ensure_pseudo_boxes(root: str, variant: str) -> str:
 
 def ensure_lite0_boxes(root: str) -> str:
     """The packaged ImageNet Lite0's pseudo-boxes of its own top-1 class (the paper's scales)."""
-    from frozen_det.localization.cam import load_cam_classifier
-    from frozen_det.localization.pseudo_boxes import PseudoBoxOptions
-    from frozen_det.pseudo_boxes import write_pseudo_boxes
+    from frozen_det.localization.cam_boxes import PseudoBoxOptions
+    from frozen_det.pseudo_boxes import load_cam_classifier, write_pseudo_boxes
 
     out = os.path.join(paths(root)["pseudo"], "lite0_val.json")
     if not os.path.exists(out):
@@ -191,9 +188,10 @@ def ensure_pretrained(root: str, variant: str, freeze: bool) -> str:
 def detector_classification(config, workdir: str, root: str) -> dict:
     """Sec. 4.3: the pre-trained detector as a classifier of the validation canvases."""
     from frozen_det.evaluation.detector_as_classifier import detector_as_classifier, image_labels
-    from frozen_det.inference import restore_for_inference
+    from frozen_det.training.run import Run
 
-    config, task, model, variables, _ = restore_for_inference(config, workdir)
+    with Run(workdir, config) as run:
+        task, model, variables = run.task, run.model, run.variables()
     truth = read_json(os.path.join(paths(root)["imagenet"], "annotations", "instances_val.json"))
     keys = task.model_inputs(train=False) + ("image_id", "example_valid")
     return detector_as_classifier(

@@ -60,7 +60,7 @@ LITE0 = "package:efficientnet_lite0"
 SEEDS = (0, 1)
 TAPS = ("conv5", "conv_proj", "conv_proj_4", "conv_proj_2", "conv_proj_1", "fc1", "fc2")
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
-# Paper 000 re-initialises the detection heads of a DET pre-trained model before fine-tuning:
+# Li et al. (2019) re-initialise the detection heads of a DET pre-trained model before fine-tuning:
 # only the backbone (parameters and BatchNorm statistics) is transferred.
 HEADS = (r"^\w+/(?!backbone/)",)
 PRETRAIN_STEPS = 3000  # batch 8: four epochs of the 6,000 training canvases

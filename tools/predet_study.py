@@ -34,7 +34,7 @@ detection", ICCV 2021) in miniature on offline data, on 2 CPU cores:
     and how far the row moved the ImageNet backbone (relative L2 distance per stage,
     frozen_det.evaluation.drift; cached in ROOT/predet/<row>/drift.json);
 (e) Fig. 5b: RoI feature similarity vs IoU of box pairs on 64 validation canvases (their true
-    boxes as references, frozen_det.evaluation.box_similarity, tools/box_similarity.py) for the
+    boxes as references, frozen_det.evaluation.box_similarity, tools/plot_box_similarity.py) for the
     ImageNet Lite0 (C4 RoIAlign, its neck would be random) and the full and no_crpn PreDet rows
     (FPN + box head's last FC);
 (f) ROOT/results.md, results.json, learning_curves.png, similarity_vs_iou.png.
@@ -246,7 +246,7 @@ def ensure_similarity(root: str, smoke: bool) -> dict:
     path = os.path.join(out, "box_similarity.json")
     if os.path.exists(path):
         return read_json(path)
-    from box_similarity import compare, load_images, plot
+    from plot_box_similarity import compare, load_images, plot
 
     for name in SIMILARITY_RUNS[1:]:
         ensure_pretrained(root, name, smoke)
@@ -277,9 +277,10 @@ def backbone_drift(workdir: str) -> dict:
     row's last checkpoint (frozen_det.evaluation.drift), cached in WORKDIR/drift.json."""
     path = os.path.join(workdir, "drift.json")
     if not os.path.exists(path):
-        from frozen_det.evaluation.drift import run_drift
+        from frozen_det.training.run import Run
 
-        drift = run_drift(workdir)
+        with Run(workdir) as run:
+            drift = run.drift()
         write_json(path, {group: v["params"] for group, v in drift[max(drift)].items()})
     return read_json(path)
 

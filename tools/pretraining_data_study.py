@@ -119,10 +119,11 @@ def source_measures(root: str, setting: str, seed: int) -> dict:
     from frozen_det.data.classification import taxonomy as taxonomy_lib
     from frozen_det.data.offline import fashion_mnist
     from frozen_det.evaluation.classification import coarse_minus_fine_accuracy, extract_features, knn_accuracy
-    from frozen_det.inference import restore_for_inference
+    from frozen_det.training.run import Run
 
     config = pretrain_config(setting, seed)
-    _, task, model, variables, _ = restore_for_inference(config, workdir)
+    with Run(workdir, config) as run:
+        task, model, variables = run.task, run.model, run.variables()
     all_classes = pretrain_config("images/100", seed).data  # every class, fine labels
     pipeline = classification.build_eval_pipeline(all_classes, process_index=0, process_count=1)
     features, fine = extract_features(task.features_fn(model), variables, pipeline, label_key="fine_label")

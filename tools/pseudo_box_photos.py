@@ -43,8 +43,9 @@ def main(argv=None) -> None:
     import skimage.data
 
     from frozen_det.evaluation.localization import iou_matrix
-    from frozen_det.localization.cam import load_cam_classifier, resize_map
-    from frozen_det.localization.pseudo_boxes import PseudoBoxOptions, image_pseudo_boxes
+    from frozen_det.localization.cam import resize_map
+    from frozen_det.localization.cam_boxes import PseudoBoxOptions, image_pseudo_boxes
+    from frozen_det.pseudo_boxes import load_cam_classifier
 
     config = repo_config("configs/backbones/efficientnet_lite0_imagenet.py")
     clf = load_cam_classifier(config)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib
 import json
 import logging
 import os
-import runpy
+import sys
 import time
 
 import numpy as np
@@ -43,7 +44,9 @@ def chosen_rows(text: str, known, default=None) -> list[str]:
 def repo_config(spec: str, overrides: dict | None = None):
     """The config of ``configs/FILE.py[:ARG]`` (a path in the repository), dotted overrides set."""
     file, _, arg = spec.partition(":")
-    get_config = runpy.run_path(os.path.join(REPO, file))["get_config"]
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)  # config files import each other from the `configs` package
+    get_config = importlib.import_module(file[: -len(".py")].replace("/", ".")).get_config
     config = get_config(arg) if arg else get_config()
     set_fields(config, overrides or {})
     return config
@@ -135,8 +138,8 @@ def train_row(name: str, workdir: str, config, cost: bool = False, iou_threshold
     preempted session (SIGTERM saves a checkpoint) without evaluating."""
     from frozen_det.evaluate import evaluate
     from frozen_det.resources import train_step_cost
-    from frozen_det.training.checkpointing import Checkpointer
     from frozen_det.training.loop import train_and_evaluate
+    from frozen_det.training.run import Run
 
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
@@ -147,9 +150,8 @@ def train_row(name: str, workdir: str, config, cost: bool = False, iou_threshold
     train_and_evaluate(config, workdir)
     timing["sessions"].append({"seconds": round(time.time() - start, 1), "finished_at": time.ctime()})
     write_json(timing_path, timing)
-    checkpointer = Checkpointer(workdir)
-    reached, total = checkpointer.latest_step(), int(config.train.total_steps)
-    checkpointer.close()
+    with Run(workdir, config) as run:
+        reached, total = run.latest_step, int(config.train.total_steps)
     if reached is None or reached < total:  # SIGTERM: the loop saved a checkpoint and returned
         raise SystemExit(f"{name} stopped at step {reached} of {total}; run the same command again to resume")
     result = evaluate(config, workdir, iou_thresholds=iou_thresholds)

@@ -17,7 +17,8 @@ import argparse
 import json
 import os
 
-from frozen_det.evaluation.drift import BACKBONE_GROUPS, run_drift
+from frozen_det.evaluation.drift import BACKBONE_GROUPS
+from frozen_det.training.run import Run
 
 
 def main(argv=None) -> None:
@@ -31,7 +32,10 @@ def main(argv=None) -> None:
     import matplotlib.pyplot as plt
 
     runs = dict(r.split("=", 1) for r in args.runs.split(","))
-    drifts = {name: run_drift(path) for name, path in runs.items()}
+    drifts = {}
+    for name, path in runs.items():
+        with Run(path) as run:
+            drifts[name] = run.drift()
     fig, axes = plt.subplots(1, len(drifts), figsize=(4 * len(drifts), 3.2), sharey=True, squeeze=False)
     for ax, (name, drift) in zip(axes[0], drifts.items()):
         steps = sorted(drift)

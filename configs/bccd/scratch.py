@@ -7,11 +7,8 @@ checkpoint): the no-pretraining baseline.
 Argument: the head, fpn | cascade. Data, model, schedule: configs/bccd/common.py.
 """
 
-import os
-import runpy
-
-_COMMON = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+from configs.bccd import common
 
 
 def get_config(arg=None):
-    return _COMMON["get_config"]("scratch", arg)
+    return common.get_config("scratch", arg)

@@ -24,8 +24,7 @@ def get_config(arg=None):
     model = d.tiny_two_stage_model(num_classes=11)
     if lite0:
         model.backbone = d.backbone(
-            "efficientnet",
-            None,
+            type="efficientnet",
             variant="lite0",
             freeze="none",
             init_checkpoint="package:efficientnet_lite0",
@@ -33,7 +32,9 @@ def get_config(arg=None):
             conv_impl="fast",
         )
     else:
-        model.backbone = d.backbone("resnet", 18, freeze="none", width=0.25, bn_momentum=0.9, conv_impl="fast")
+        model.backbone = d.backbone(
+            type="resnet", depth=18, freeze="none", width=0.25, bn_momentum=0.9, conv_impl="fast"
+        )
     model.conv_impl = "fast"
     model.rpn.update(
         pre_nms_top_k_train=300,
@@ -57,9 +58,9 @@ def get_config(arg=None):
             canvas=128,
             max_instances=8,
             eval_batch_size=40,
-            # The Lite0 weights expect (x - 127) / 128 on [0, 255] RGB.
-            mean=(127.0,) * 3 if lite0 else (FASHION_MNIST_MEAN,) * 3,
-            std=(128.0,) * 3 if lite0 else (FASHION_MNIST_STD,) * 3,
+            # Lite0: unset, those its weights expect ((x - 127) / 128 on [0, 255] RGB).
+            mean=None if lite0 else (FASHION_MNIST_MEAN,) * 3,
+            std=None if lite0 else (FASHION_MNIST_STD,) * 3,
             augment=dict(hflip=True, scale_min=0.75, scale_max=1.25),
         )
     )

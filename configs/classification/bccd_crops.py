@@ -16,12 +16,9 @@ pre-training's network: give its run as --config.train.init_from=RUN for a trans
 The BCCD folder: --config.data.detection.path, BCCD_DIR, or datasets/bccd (configs/data/bccd.py).
 """
 
-import os
-import runpy
-
+from configs.data import bccd as bccd_data
 from frozen_det import config_defaults as d
 
-_BCCD = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "bccd.py"))
 STRATEGIES = ("linear_probe", "finetune", "scratch")
 
 
@@ -36,12 +33,12 @@ def get_config(arg=None):
             bn_momentum=0.9,
             init_checkpoint="" if args["strategy"] == "scratch" else "package:efficientnet_lite0",
         )
-        mean, std = (127.0,) * 3, (128.0,) * 3  # what the Lite0 weights expect
+        mean, std = None, None  # unset: what the Lite0 weights expect
     else:
         backbone = dict(type="resnet", depth=18, width=0.25, conv_impl="fast", bn_momentum=0.9)
         mean, std = (0.286 * 255,) * 3, (0.353 * 255,) * 3  # the Fashion-MNIST pre-training's
     config.model = d.ConfigDict(dict(type="classifier", num_classes=3, backbone=backbone))
-    detection = _BCCD["get_config"]().data
+    detection = bccd_data.get_config().data
     config.data = d.ConfigDict(
         dict(
             source="detection_crops",

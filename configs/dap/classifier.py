@@ -12,12 +12,9 @@ the paper's ratios (trained at 224, CAMs at 288 and 576).
         --config.data.path=/tmp/canvases_imagenet
 """
 
-import os
-import runpy
-
+from configs.canvases import detector as canvases_detector
 from frozen_det import config_defaults as d
 
-_DETECTOR = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "canvases", "detector.py"))
 CAM_SCALES = (128, 256)
 
 
@@ -41,8 +38,8 @@ def get_config(arg=None):
             image_size=96,
             crop_fraction=1.0,
             eval_batch_size=100,
-            mean=(_DETECTOR["FASHION_MNIST_MEAN"],) * 3,
-            std=(_DETECTOR["FASHION_MNIST_STD"],) * 3,
+            mean=(canvases_detector.FASHION_MNIST_MEAN,) * 3,
+            std=(canvases_detector.FASHION_MNIST_STD,) * 3,
             augment=dict(crop_scale=(0.35, 1.0), crop_ratio=(0.75, 1.333), hflip=True),
         )
     )

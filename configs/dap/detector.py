@@ -28,14 +28,10 @@ curves (Fig. 5): AP every `train.eval_every` steps (WORKDIR/eval/<split>_step<N>
         --config.data.path=/tmp/canvases_voc --config.data.kshot=5 --config.train.init_from=runs/dap
 """
 
-import os
-import runpy
-
+from configs.canvases import detector as canvases_detector
+from configs.data import bccd as bccd_data
 from frozen_det import config_defaults as d
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_DETECTOR = runpy.run_path(os.path.join(_HERE, "..", "canvases", "detector.py"))
-_BCCD = runpy.run_path(os.path.join(_HERE, "..", "data", "bccd.py"))
 # The layers whose shape depends on the classes (DAP sec. 3.1 step 4: not transferred).
 CLASS_SPECIFIC = (r"/(class_logits|box_deltas)/",)
 
@@ -53,7 +49,7 @@ def get_config(arg=None):
             f"configs/dap/detector.py argument {arg!r}: one of pretrain[,freeze] (default) / voc[,lite0] / bccd[,lite0]"
         )
     (stage,) = stages
-    config = _DETECTOR["get_config"]("lite0" if "lite0" in tokens else None)
+    config = canvases_detector.get_config("lite0" if "lite0" in tokens else None)
     if stage == "pretrain":
         config.data.update(path="", eval_split="val")
         config.data.augment.update(scale_min=0.5, scale_max=1.5)
@@ -65,7 +61,7 @@ def get_config(arg=None):
     config.train.update(total_steps=400, eval_every=100, checkpoint_every=400, init_exclude=CLASS_SPECIFIC)
     config.train.schedule.update(warmup_steps=50)
     if stage == "bccd":
-        bccd = _BCCD["get_config"]().data
+        bccd = bccd_data.get_config().data
         config.model.num_classes = 4
         config.data.update(
             source="voc_folder",

@@ -31,7 +31,7 @@ def get_config(arg=None):
     config = d.ConfigDict()
     model = d.tiny_two_stage_model(num_classes=21, mask=True)
     if args["backbone"] == "lite0":
-        model.backbone = d.backbone("efficientnet", None, variant="lite0")
+        model.backbone = d.backbone(type="efficientnet", variant="lite0")
         model.neck.num_filters = 64
         model.rpn.num_filters = 64
         model.box_head.update(num_filters=64, fc_dims=256)
@@ -56,8 +56,6 @@ def get_config(arg=None):
             augment=dict(hflip=True, scale_min=0.5, scale_max=2.0),
         )
     )
-    if args["backbone"] == "lite0":  # the Lite0 weights expect (x - 127) / 128
-        config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3)
     config.train = d.train(
         batch_size=8, total_steps=1500, boundaries=(1200,), base_lr=0.04, warmup_steps=50, warmup_lr=0.004
     )

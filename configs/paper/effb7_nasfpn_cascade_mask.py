@@ -23,7 +23,7 @@ def get_config(arg=None):
         cascade=True,
         mask=True,
         activation="relu",
-        backbone_cfg=d.backbone("efficientnet", None, variant="b7", bn_momentum=0.99, bn_epsilon=1e-3),
+        backbone_cfg=d.backbone(type="efficientnet", variant="b7", bn_momentum=0.99, bn_epsilon=1e-3),
     )
     model.anchors.update(num_scales=3, anchor_size=4.0, aspect_ratios=(1.0, 2.0, 0.5))
     model.rpn.num_convs = 2

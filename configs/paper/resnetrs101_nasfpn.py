@@ -19,7 +19,7 @@ def get_config(arg=None):
     config.model = d.two_stage_model(
         num_classes=91,
         neck=d.nasfpn(3, 7),
-        backbone_cfg=d.backbone("resnet_rs", 101, bn_epsilon=1e-4, bn_momentum=0.997),
+        backbone_cfg=d.backbone(type="resnet_rs", depth=101, bn_epsilon=1e-4, bn_momentum=0.997),
     )
     d.apply_strategy(config.model, args["strategy"], "weights/resnet_rs101_i192")
     config.data = d.coco_data(canvas=1024)

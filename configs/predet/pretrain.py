@@ -31,12 +31,8 @@ images of coloured rectangles, 150 steps took the CRPN loss from 0.68 to 0.23, i
 iterations.
 """
 
-import os
-import runpy
-
+from configs.canvases import detector as canvases_detector
 from frozen_det import config_defaults as d
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
 
 LOSSES = {"crpn": "crpn", "croi": "croi", "reg": "croi_regression", "mlc": "multilabel"}
 
@@ -51,7 +47,7 @@ def get_config(arg=None):
 
     lite0 = "lite0" in tokens
     if lite0:
-        canvases = runpy.run_path(os.path.join(_HERE, "..", "canvases", "detector.py"))["get_config"]("lite0")
+        canvases = canvases_detector.get_config("lite0")
         detector = canvases.model
     else:
         detector = d.tiny_two_stage_model(num_classes=4)
@@ -80,7 +76,5 @@ def get_config(arg=None):
             queries="proposals" if "proposals" in tokens else "random",
         )
     )
-    if lite0:  # the Lite0 weights expect (x - 127) / 128 on [0, 255] RGB
-        config.data.update(mean=(127.0,) * 3, std=(128.0,) * 3)
     config.train = d.train(batch_size=8, total_steps=300, boundaries=(240,), base_lr=0.02, warmup_steps=20)
     return d.complete(config)

@@ -15,8 +15,7 @@ def get_config(arg=None):
     # weight gradients as dots, several times faster train steps on a CPU; "xla" is the better
     # choice on a TPU or GPU.
     model.backbone = d.backbone(
-        "efficientnet",
-        None,
+        type="efficientnet",
         variant="lite0",
         freeze="all",
         init_checkpoint="package:efficientnet_lite0",
@@ -27,10 +26,8 @@ def get_config(arg=None):
     model.rpn.num_filters = 64
     model.box_head.update(num_filters=64, fc_dims=256)
     config.model = model
-    # The Lite0 weights expect (x - 127) / 128 on [0, 255] RGB.
-    config.data = d.ConfigDict(
-        dict(source="synthetic", canvas=128, max_instances=10, mean=(127.0,) * 3, std=(128.0,) * 3)
-    )
+    # mean / std unset: those the Lite0 weights expect, (x - 127) / 128 on [0, 255] RGB.
+    config.data = d.ConfigDict(dict(source="synthetic", canvas=128, max_instances=10))
     config.train = d.train(
         batch_size=4, total_steps=300, boundaries=(250,), base_lr=0.02, warmup_steps=20, warmup_lr=0.002
     )

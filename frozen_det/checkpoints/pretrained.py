@@ -25,6 +25,18 @@ PACKAGED = {"package:efficientnet_lite0"}
 IMAGENET_CLASSES = 1000  # the head of every ImageNet checkpoint the converters read
 
 
+def preprocessing_of(init_checkpoint: str) -> Preprocessing | None:
+    """The input normalisation the weights named by `init_checkpoint` expect, without loading
+    them: the packaged Lite0's (x - 127) / 128, a converted directory's card; None for no weights
+    or a directory that is not there (yet)."""
+    if init_checkpoint in PACKAGED:
+        return LITE_PREPROCESSING
+    if not init_checkpoint or not os.path.isdir(init_checkpoint):
+        return None
+    pre = io.read_card(init_checkpoint).get("preprocessing")
+    return Preprocessing(tuple(pre["mean"]), tuple(pre["std"])) if pre else None
+
+
 def load_backbone_variables(init_checkpoint: str, model) -> tuple[dict[str, Any], Preprocessing]:
     """(variables for `model`, the input normalisation the weights expect)."""
     if init_checkpoint == "package:efficientnet_lite0":

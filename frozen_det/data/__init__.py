@@ -15,7 +15,7 @@ example on one engine.
       classification/            image labels: config, sources, transforms, subsets / label
                                  sets, the WordNet taxonomy, pipelines
       two_view/                  PreDet's two augmented views with aligned query boxes: config,
-                                 views, images, region proposals (+ their cache), pipelines
+                                 views, sources, region proposals (+ their cache), pipelines
       offline/                   datasets that need no download: the synthetic shapes (TFDS
                                  builder), scenes (drawing helpers), objects on canvases, the
                                  long-tailed LVIS-format shapes, Debian's Fashion-MNIST reader

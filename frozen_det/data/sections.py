@@ -22,6 +22,27 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 DEFAULT_BATCH_SIZE = 8
 
 
+def valid_normalisation(cfg: ConfigDict) -> bool:
+    """`mean` / `std` unset (filled later) or 3 values each with a positive std."""
+    mean_ok = cfg.mean is None or len(cfg.mean) == 3
+    std_ok = cfg.std is None or (len(cfg.std) == 3 and min(cfg.std) > 0)
+    return mean_ok and std_ok
+
+
+def fill_normalisation(cfg: ConfigDict, checkpoint_preprocessing) -> None:
+    """Unset `mean` / `std` of a complete data section: those of the backbone's pretrained weights
+    (`checkpoint_preprocessing`, an object with `.mean` / `.std`), else ImageNet's."""
+    if cfg.mean is None or cfg.std is None:
+        mean, std = (
+            (IMAGENET_MEAN, IMAGENET_STD)
+            if checkpoint_preprocessing is None
+            else (checkpoint_preprocessing.mean, checkpoint_preprocessing.std)
+        )
+        with cfg.ignore_type():
+            cfg.mean = cfg.mean if cfg.mean is not None else tuple(float(v) for v in mean)
+            cfg.std = cfg.std if cfg.std is not None else tuple(float(v) for v in std)
+
+
 def resolve(
     complete: Callable,
     data_config,
@@ -39,6 +60,7 @@ def resolve(
             train_batch_size = data_config.train.batch_size
         data_config = data_config.data
     cfg = complete(data_config)
+    fill_normalisation(cfg, None)
     if not cfg.batch_size:
         cfg.batch_size = int(train_batch_size or DEFAULT_BATCH_SIZE)
     # Checked only here: config files may leave these to the command line.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import sys
 
 import numpy as np
 from absl import app, flags
@@ -20,7 +21,7 @@ from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
 from frozen_det.drawing import colour, denormalize
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 
 def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
@@ -106,7 +107,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "config file (configs/**.py)")

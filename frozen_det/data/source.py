@@ -27,16 +27,12 @@ Two kinds of sources exist (:attr:`Source.random_access`):
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 log = logging.getLogger("frozen_det.data")
-
-# Image files every folder reader accepts (what tf.io.decode_image and Pillow both read).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class DataError(ValueError):
@@ -110,12 +106,3 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 
 def count(counter: dict, key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
-
-
-def is_image_file(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def list_images(folder: str) -> list[str]:
-    """The image files directly inside ``folder`` (sorted names, not paths)."""
-    return sorted(f for f in os.listdir(folder) if is_image_file(f))

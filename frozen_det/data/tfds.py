@@ -3,6 +3,7 @@ one split read with its images still encoded."""
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -26,6 +27,19 @@ def read_split(builder, split: str, seed=None, decoders=None) -> tf.data.Dataset
             f"splits: {list(builder.info.splits.keys())}. Set data.train_split / "
             "data.eval_split, or prepare the dataset (tfds build) into data.path."
         ) from e
+
+
+def split_size(builder, split: str, decoders=None) -> int:
+    """The number of records of ``split``: TFDS's metadata, else (split sizes unknown, e.g. mocked
+    data) one pass over the records with the images still encoded (``decoders`` as read_split).
+    Sources cache it per split."""
+    try:
+        n = builder.info.splits[split].num_examples
+    except Exception:  # unknown split or mocked info
+        n = 0
+    if n > 0:
+        return int(n)
+    return int(read_split(builder, split, decoders=decoders).reduce(np.int64(0), lambda c, _: c + 1))
 
 
 def tfds_builder(name: str, data_dir: str = ""):

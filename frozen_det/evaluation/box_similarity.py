@@ -11,21 +11,20 @@ change smoothly with overlap (high correlation); one made for whole-image classi
 Three functions so that any two runs can be compared on the same pairs:
 
     pairs = box_pairs(seed, reference_boxes, image_shape)          # numpy, seeded
-    fn = roi_feature_fn(config, workdir)                             # jitted (images, boxes) -> features
+    fn = roi_feature_fn(model, variables, mean, std, box_head_features)   # jitted (images, boxes) -> features
     result = similarity_vs_iou(fn, images, pairs)                    # statistics (JSON-able)
 
-Features (`roi_feature_fn`):
+Features (`roi_feature_fn` with one of two readers):
 
-* a two-stage detector run or a PreDet run (`workdir`, restored with restore_for_inference):
-  the FPN, RoIAlign of each box at its level (the detector's own `roi_features`), the box
-  head's convs / FCs, and its last FC's output -- the representation the box classifier reads
-  (PreDet's ``b``, its `box_features`);
-* `workdir=None` with a detector config whose backbone is pretrained (e.g. the packaged ImageNet
-  EfficientNet-Lite0): a detector's neck and heads would be random there, so the baseline reads
-  the backbone alone: RoIAlign (7 x 7, one level) on the backbone's C4 map (`level`, stride 16;
-  C5 at stride 32 is only 4 x 4 on a 128 canvas, too coarse for small boxes) averaged over the
-  7 x 7 bins -> one C4-channel vector per box (the "RoI-pooled backbone feature" of an
-  ImageNet-only network).
+* `box_head_features`, of a two-stage detector or a PreDet model (a run's variables): the FPN,
+  RoIAlign of each box at its level (the detector's own `roi_features`), the box head's convs /
+  FCs, and its last FC's output -- the representation the box classifier reads (PreDet's ``b``,
+  the detector's `box_features`);
+* `backbone_roi_features(level)`, of a model whose backbone is pretrained and whose neck and heads
+  would be random (e.g. the packaged ImageNet EfficientNet-Lite0): RoIAlign (7 x 7, one level) on
+  the backbone's C4 map (`level`, stride 16; C5 at stride 32 is only 4 x 4 on a 128 canvas, too
+  coarse for small boxes) averaged over the 7 x 7 bins -> one C4-channel vector per box (the
+  "RoI-pooled backbone feature" of an ImageNet-only network).
 
 Box-size buckets (`SIZE_BUCKETS`): the reference box's sqrt(area) relative to sqrt(H W) of the
 canvas: small < 0.15, medium 0.15-0.3, large >= 0.3 (on a 128 canvas: < 19 px, 19-38 px, larger;
@@ -37,7 +36,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from frozen_det.ops.roi_align import multilevel_roi_align
 
 IOU_BINS = tuple(np.round(np.linspace(0.05, 0.95, 10), 2))  # 9 bins of width 0.1
 SIZE_BUCKETS = {"small": (0.0, 0.15), "medium": (0.15, 0.3), "large": (0.3, np.inf)}
@@ -221,62 +224,31 @@ def similarity_vs_iou(feature_fn: Callable, images: np.ndarray, pairs: dict, bat
     return result
 
 
-def roi_feature_fn(config=None, workdir: str | None = None, level: int = 4) -> Callable:
-    """jitted ``(images [B, H, W, 3] on [0, 255], boxes [B, K, 4] yxyx) -> [B, K, D]`` float32.
+def box_head_features(module, images, boxes):
+    """A detector's box representation (`TwoStageDetector.box_features`) of `boxes` in `images`."""
+    return module.box_features(module.features(images, train=False), boxes, train=False)
 
-    `workdir` given: the run's box-head representation (two_stage or predet run; `config` None
-    reads the config saved with its latest checkpoint). `workdir` None: the backbone of `config`
-    (a detector config with pretrained backbone weights) RoI-aligned on C`level` and averaged over
-    the 7 x 7 bins (see the module docstring)."""
-    import jax
-    import jax.numpy as jnp
 
-    from frozen_det.ops.roi_align import multilevel_roi_align
+def backbone_roi_features(level: int = 4) -> Callable:
+    """A reader of the backbone alone: its C`level` map RoI-aligned (7 x 7) and averaged per box."""
 
-    if workdir is not None:
-        from frozen_det.inference import restore_for_inference
+    def read(module, images, boxes):
+        c = module.backbone(images, train=False)[level]
+        return jnp.mean(multilevel_roi_align({level: c}, boxes, 7, sampling_ratio=2, aligned=True), axis=(-3, -2))
 
-        if config is None:
-            from frozen_det.training.checkpointing import Checkpointer
-            from frozen_det.training.transfer import run_config
+    return read
 
-            checkpointer = Checkpointer(workdir)
-            try:
-                config = run_config(checkpointer, checkpointer.latest_step())
-            finally:
-                checkpointer.close()
-        config, _, model, variables, _ = restore_for_inference(config, workdir)
-        if config.model.type not in ("two_stage", "predet"):
-            raise ValueError(f"{workdir}: model.type={config.model.type!r}; box features need two_stage or predet")
 
-        def apply(module, x, boxes):
-            features = module.features(x, train=False)
-            roi = module.roi_features(features, boxes, module.config.roi.crop_size)
-            return module.box_heads[0](roi, False, taps=True)[f"fc{module.config.box_head.num_fcs}"]
-
-    else:
-        from frozen_det import config as config_lib
-        from frozen_det.tasks import get_task
-        from frozen_det.training.state import initial_variables
-
-        if config is None or not config.model.backbone.get("init_checkpoint"):
-            raise ValueError("roi_feature_fn without a workdir reads a pretrained backbone: give a config naming one")
-        config = config_lib.resolve(config)
-        task = get_task(config)
-        model = task.build_model()
-        variables = initial_variables(config, task, model, jax.random.key(0), train=False)
-
-        def apply(module, x, boxes):
-            c = module.backbone(x, train=False)[level]
-            roi = multilevel_roi_align({level: c}, boxes, 7, sampling_ratio=2, aligned=True)
-            return jnp.mean(roi, axis=(-3, -2))
-
-    mean = jnp.asarray(config.data.mean, jnp.float32)
-    std = jnp.asarray(config.data.std, jnp.float32)
+def roi_feature_fn(model, variables, mean, std, reader: Callable) -> Callable:
+    """jitted ``(images [B, H, W, 3] on [0, 255], boxes [B, K, 4] yxyx) -> [B, K, D]`` float32:
+    `reader(module, normalised images, boxes)` applied to `model` with `variables`, the images
+    normalised by the data's `mean` / `std`."""
+    mean = jnp.asarray(mean, jnp.float32)
+    std = jnp.asarray(std, jnp.float32)
 
     @jax.jit
     def fn(images, boxes):
         x = (jnp.asarray(images, jnp.float32) - mean) / std
-        return model.apply(variables, x, jnp.asarray(boxes, jnp.float32), method=apply).astype(jnp.float32)
+        return model.apply(variables, x, jnp.asarray(boxes, jnp.float32), method=reader).astype(jnp.float32)
 
     return fn

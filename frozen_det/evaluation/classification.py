@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import numpy as np
-from jax.experimental import multihost_utils
+
+from frozen_det.evaluation.gather import gathered_outputs
 
 
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -128,17 +128,6 @@ def extract_features(
     """(features [N, D], labels [N]) of a pipeline's valid examples (an eval pipeline: one
     ordered pass), from `features_fn(variables, images) -> [B, D]` (jitted by the caller);
     `label_key` "fine_label" gives the source's classes instead of the training labels."""
-    feats, labels = [], []
-    for batch in pipeline:
-        images = to_device({"image": batch["image"]})["image"] if to_device else batch["image"]
-        out = features_fn(variables, images)
-        out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
-        valid = batch.get("example_valid", np.ones(len(batch["label"]), bool))
-        if jax.process_count() > 1:
-            valid = multihost_utils.process_allgather(valid, tiled=True)
-            batch_labels = multihost_utils.process_allgather(batch[label_key], tiled=True)
-        else:
-            batch_labels = batch[label_key]
-        feats.append(np.asarray(out)[np.asarray(valid, bool)])
-        labels.append(np.asarray(batch_labels)[np.asarray(valid, bool)])
-    return np.concatenate(feats), np.concatenate(labels)
+    fn = lambda v, inputs: {"features": features_fn(v, inputs["image"])}
+    outs = list(gathered_outputs(fn, variables, pipeline, ("image",), to_device, carry=(label_key,)))
+    return np.concatenate([o["features"] for o in outs]), np.concatenate([o[label_key] for o in outs])

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import jax
 import numpy as np
+
+from frozen_det.evaluation.gather import gathered_outputs
 
 
 def summed_class_scores(classes: np.ndarray, scores: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
@@ -42,13 +43,10 @@ def detector_as_classifier(
     correct = np.zeros(num_classes + 1)
     seen = np.zeros(num_classes + 1)
     no_detection = 0
-    for batch in eval_pipeline:
-        inputs = {k: batch[k] for k in input_keys}
-        out = jax.device_get(detect_fn(variables, to_device(inputs) if to_device else inputs))
-        keep = np.asarray(out["example_valid"]).astype(bool)
-        valid = np.asarray(out["valid"]).astype(bool)
-        sums = summed_class_scores(np.asarray(out["classes"]), np.asarray(out["scores"]), valid, num_classes)
-        for i in np.flatnonzero(keep):
+    for out in gathered_outputs(detect_fn, variables, eval_pipeline, input_keys, to_device):
+        valid = out["valid"].astype(bool)
+        sums = summed_class_scores(out["classes"], out["scores"], valid, num_classes)
+        for i in range(len(valid)):
             label = labels.get(int(out["image_id"][i]))
             if label is None:
                 continue

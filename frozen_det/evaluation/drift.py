@@ -46,18 +46,3 @@ def weight_drift(initial: dict, current: dict) -> dict:
             if paths:
                 out.setdefault(group, {})[collection] = relative_distance([a[p] for p in paths], [b[p] for p in paths])
     return out
-
-
-def run_drift(workdir: str) -> dict:
-    """{step: weight_drift(initial, variables at step)} over every checkpoint a run kept (keep
-    more with `train.keep_checkpoints`)."""
-    from frozen_det.training.checkpointing import Checkpointer
-    from frozen_det.training.transfer import load_run_variables
-
-    checkpointer = Checkpointer(workdir)
-    steps = checkpointer.all_steps()
-    checkpointer.close()
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {workdir}")
-    initial, _, _ = load_run_variables(workdir, steps[-1], initial=True)
-    return {step: weight_drift(initial, load_run_variables(workdir, step)[0]) for step in sorted(steps)}

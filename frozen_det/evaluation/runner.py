@@ -12,10 +12,9 @@ import os
 from typing import Any, Callable
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 from frozen_det.evaluation.coco import CocoEvaluator
+from frozen_det.evaluation.gather import gathered_outputs
 
 METRICS = ("coco", "lvis")
 
@@ -61,20 +60,16 @@ def evaluate_detections(
         evaluator = CocoEvaluator(
             ground_truth, source.info.category_ids, include_masks=include_masks, max_detections=max_detections
         )
-    for batch in eval_pipeline:
-        inputs = {k: batch[k] for k in input_keys}
-        out = detect_fn(variables, to_device(inputs) if to_device else inputs)
-        out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
-        keep = np.asarray(out["example_valid"]).astype(bool)
-        if not keep.any():
+    for out in gathered_outputs(detect_fn, variables, eval_pipeline, input_keys, to_device):
+        if not len(out["image_id"]):
             continue
         evaluator.add(
-            np.asarray(out["image_id"])[keep],
-            np.asarray(out["original_boxes"])[keep],
-            np.asarray(out["scores"])[keep],
-            np.asarray(out["classes"])[keep],
-            np.asarray(out["valid"])[keep],
-            np.asarray(out["masks"])[keep] if include_masks and "masks" in out else None,
+            out["image_id"],
+            out["original_boxes"],
+            out["scores"],
+            out["classes"],
+            out["valid"],
+            out["masks"] if include_masks and "masks" in out else None,
         )
     result = dict(evaluator.evaluate(), metric=metric)
     if iou_thresholds:

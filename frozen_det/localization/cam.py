@@ -6,16 +6,17 @@ ours: the linear classifier applied as a 1x1 convolution to the map it pools,
 
 so that the spatial mean of CAM_c is the logit of class c (the classifier pools by a plain mean).
 
-Classifiers: a classification run (`model.type="classifier"`, the backbone's pooling, or a
-detector tap classifier on its "conv5" tap) restored from its workdir, or a backbone config with
-its ImageNet head and packaged / converted weights (e.g. configs/backbones/
-efficientnet_lite0_imagenet.py, the packaged ImageNet EfficientNet-Lite0).
+Classifiers: the model of a classification task (`model.type="classifier"`: the backbone's
+pooling and classifier, or a detector tap classifier on its "conv5" tap) with its variables:
+a classification run's, or a classifier config's pretrained ones (e.g. configs/backbones/
+efficientnet_lite0_imagenet.py, the packaged ImageNet EfficientNet-Lite0); the entry point
+`python -m frozen_det.pseudo_boxes` opens either.
 
 Images are resized so that their shorter side is a given scale, normalised, zero-padded at the
 bottom and right to a multiple of the stride (32) as the DAP authors' release does
 (github.com/mikuhatsune/dap, code/compute_box_imagenet1k.py), and optionally also run
 left-right flipped (the flipped map flipped back and averaged: the CAM is linear in the map).
-How the scales are combined is the pseudo-box variant's business (frozen_det.localization.pseudo_boxes).
+How the scales are combined is the pseudo-box variant's business (frozen_det.localization.cam_boxes).
 """
 
 from __future__ import annotations
@@ -52,37 +53,6 @@ class CamClassifier:
         return (np.asarray(image_u8, np.float32) - self.mean) / self.std
 
 
-def load_cam_classifier(config, workdir: str | None = None) -> CamClassifier:
-    """The classifier of a complete config: a classification run's latest checkpoint in
-    `workdir`, or (no workdir) the backbone of `config.model.backbone` with its ImageNet head
-    and its `init_checkpoint` weights."""
-    if config.model.get("type") == "classifier":
-        if not workdir:
-            raise ValueError("a classification config needs the run's --workdir (its checkpoint holds the classifier)")
-        return _from_run(config, workdir)
-    if workdir:
-        raise ValueError(
-            f"config.model.type={config.model.get('type')!r} is not a classifier; give a classification "
-            "run's config, or a backbone config with its ImageNet head and no --workdir"
-        )
-    return _from_backbone(config)
-
-
-def _from_run(config, workdir: str) -> CamClassifier:
-    from frozen_det.data.classification import build_source
-    from frozen_det.data.classification.config import resolve as resolve_data
-    from frozen_det.data.classification.subsets import source_label_set
-    from frozen_det.inference import restore_for_inference
-
-    config, _, model, variables, _ = restore_for_inference(config, workdir)
-    data = resolve_data(config)
-    try:
-        names = tuple(source_label_set(data, build_source(data)).names)
-    except Exception:  # the data may not be on this machine: the CAMs do not need it
-        names = tuple(f"class_{i}" for i in range(int(config.model.num_classes)))
-    return cam_classifier_from_model(model, variables, data.mean, data.std, names)
-
-
 def cam_classifier_from_model(model, variables, mean, std, class_names) -> CamClassifier:
     """A CamClassifier of a classification task's model (frozen_det.models.classifier) and its
     variables: the backbone's own classifier, or a tap classifier on the detector's C5."""
@@ -109,39 +79,6 @@ def cam_classifier_from_model(model, variables, mean, std, class_names) -> CamCl
         np.asarray(mean, np.float32),
         np.asarray(std, np.float32),
         tuple(class_names),
-    )
-
-
-def _from_backbone(config) -> CamClassifier:
-    from frozen_det.checkpoints.pretrained import load_backbone_variables
-    from frozen_det.config import complete
-    from frozen_det.data.classification.taxonomy import imagenet1k_class_names
-    from frozen_det.models.backbones import build_backbone
-
-    config = complete(config)
-    backbone = config.model.backbone
-    if backbone.num_classes is None or not backbone.init_checkpoint:
-        raise ValueError(
-            "config.model.backbone needs num_classes (its ImageNet head) and init_checkpoint (its "
-            "weights) for class activation maps, e.g. configs/backbones/efficientnet_lite0_imagenet.py"
-        )
-    model = build_backbone(backbone)
-    variables, preprocessing = load_backbone_variables(backbone.init_checkpoint, model)
-
-    @jax.jit
-    def maps_and_logits(variables, images):
-        _, logits, pre_pool = model.apply(variables, images, train=False, return_logits=True, return_pre_pool=True)
-        return pre_pool.astype(jnp.float32), logits.astype(jnp.float32)
-
-    layer = variables["params"]["classifier"]
-    names = imagenet1k_class_names() if int(backbone.num_classes) == 1000 else ()
-    return CamClassifier(
-        lambda images: maps_and_logits(variables, images),
-        np.asarray(layer["kernel"], np.float32),
-        np.asarray(layer["bias"], np.float32),
-        np.asarray(preprocessing.mean, np.float32),
-        np.asarray(preprocessing.std, np.float32),
-        tuple(names) or tuple(f"class_{i}" for i in range(int(backbone.num_classes))),
     )
 
 

@@ -1,16 +1,17 @@
-"""`config.model`: the schema of every model type, its defaults, and the checks that need only
-the model section.
+"""`config.model`: the schemas of the models, their defaults, and the checks that need only the
+model section.
 
-`model.type` picks the schema (the task, frozen_det.tasks): "two_stage" (Faster / Mask /
-Cascade R-CNN), "classifier", "predet" (PreDet's pretext task on a two-stage detector's
-layers). Defaults are the reference's (docs/reference.md, sections in comments), so an
-experiment states only what it changes. `complete(model)` returns the full section, unknown
-fields rejected with their name; `validate(model)` checks values that would otherwise fail deep
-inside jit.
+Each task (frozen_det.tasks) declares which schema its `config.model` has: the two-stage
+detector's (Faster / Mask / Cascade R-CNN), the classifier's, PreDet's pretext (a two-stage
+detector's layers plus `predet`). Defaults are the reference's (docs/reference.md, sections in
+comments), so an experiment states only what it changes. `complete_*(model)` returns the full
+section, unknown fields rejected with their name, and validated; the values that would
+otherwise fail deep inside jit are checked here.
 """
 
 from __future__ import annotations
 
+from frozen_det.models.freezing import num_frozen_stages
 from frozen_det.schema import ConfigDict, choice, fields, merge, placeholder
 
 FAMILIES = ("resnet", "resnet_rs", "efficientnet")
@@ -221,14 +222,6 @@ def predet_defaults() -> ConfigDict:
     return m
 
 
-SCHEMAS = {"two_stage": two_stage_defaults, "classifier": classifier_defaults, "predet": predet_defaults}
-
-
-def defaults(model_type: str) -> ConfigDict:
-    choice(model_type, tuple(SCHEMAS), "model.type")
-    return SCHEMAS[model_type]()
-
-
 def complete_backbone(given) -> ConfigDict:
     """A complete, validated `model.backbone` from a partial one (dict or ConfigDict)."""
     b = merge(backbone_defaults(), given or {}, "config.model.backbone")
@@ -244,28 +237,42 @@ def complete_neck(given) -> ConfigDict:
     return merge(neck_defaults(kind), given, "config.model.neck")
 
 
-def complete(given) -> ConfigDict:
-    """The full `config.model` (its type's schema with `given`'s fields laid over it)."""
-    given = dict(fields(given))
-    model_type = given.get("type", "two_stage")
-    detector = given.pop("detector", None) if model_type == "classifier" else None
-    m = merge(
-        defaults(model_type),
-        given,
-        "config.model",
-        typed={"neck": neck_defaults} if model_type in ("two_stage", "predet") else None,
-    )
+def complete_section(defaults: ConfigDict, given, *, typed=None) -> ConfigDict:
+    """`defaults` with `given`'s fields laid over it and the backbone completed (the shared part
+    of every model schema's completion)."""
+    m = merge(defaults, given or {}, "config.model", typed=typed)
     with m.ignore_type():
         m.backbone = complete_backbone(m.backbone)
-        if model_type == "classifier":  # the detector whose tap a classifier may read
-            m.detector = complete(dict(fields(detector or {}), type="two_stage"))
-    validate(m)
+    return m
+
+
+def complete_two_stage(given) -> ConfigDict:
+    """The full `config.model` of a two-stage detector."""
+    m = complete_section(two_stage_defaults(), given, typed={"neck": neck_defaults})
+    validate_two_stage(m)
+    return m
+
+
+def complete_classifier(given) -> ConfigDict:
+    """The full `config.model` of a classifier; `detector` (the detector whose tap a classifier may
+    read) is a whole two-stage model section."""
+    given = dict(fields(given or {}))
+    detector = given.pop("detector", None)
+    m = complete_section(classifier_defaults(), given)
+    with m.ignore_type():
+        m.detector = complete_two_stage(dict(fields(detector or {}), type="two_stage"))
+    validate_classifier(m)
+    return m
+
+
+def complete_predet(given) -> ConfigDict:
+    """The full `config.model` of PreDet pre-training."""
+    m = complete_section(predet_defaults(), given, typed={"neck": neck_defaults})
+    validate_predet(m)
     return m
 
 
 def validate_backbone(b: ConfigDict) -> None:
-    from frozen_det.models.freezing import num_frozen_stages
-
     choice(b.type, FAMILIES, "model.backbone.type")
     choice(b.dtype, DTYPES, "model.backbone.dtype")
     choice(b.conv_impl, CONV_IMPLS, "model.backbone.conv_impl")
@@ -285,22 +292,21 @@ def validate_backbone(b: ConfigDict) -> None:
         )
 
 
-def validate(m: ConfigDict) -> None:
-    """Checks of the model section alone (data- and device-dependent ones: the task's)."""
-    if m.type == "classifier":
-        choice(m.loss, ("softmax", "sigmoid"), "model.loss")
-        taps = ("backbone", "conv5", "conv_proj", "conv_proj_1", "conv_proj_2", "conv_proj_4", "fc1", "fc2")
-        choice(m.features, taps, "model.features")
-        if not 0 <= m.label_smoothing < 1:
-            raise ValueError(f"config.model.label_smoothing={m.label_smoothing}: must be in [0, 1).")
-        if m.backbone.num_classes is not None and m.backbone.num_classes != m.num_classes:
-            raise ValueError(
-                f"config.model.backbone.num_classes={m.backbone.num_classes}: a classifier's head has "
-                f"model.num_classes={m.num_classes} outputs; leave backbone.num_classes unset."
-            )
-        return
-    if m.type == "predet":
-        validate_predet(m)
+def validate_classifier(m: ConfigDict) -> None:
+    choice(m.loss, ("softmax", "sigmoid"), "model.loss")
+    taps = ("backbone", "conv5", "conv_proj", "conv_proj_1", "conv_proj_2", "conv_proj_4", "fc1", "fc2")
+    choice(m.features, taps, "model.features")
+    if not 0 <= m.label_smoothing < 1:
+        raise ValueError(f"config.model.label_smoothing={m.label_smoothing}: must be in [0, 1).")
+    if m.backbone.num_classes is not None and m.backbone.num_classes != m.num_classes:
+        raise ValueError(
+            f"config.model.backbone.num_classes={m.backbone.num_classes}: a classifier's head has "
+            f"model.num_classes={m.num_classes} outputs; leave backbone.num_classes unset."
+        )
+
+
+def validate_two_stage(m: ConfigDict) -> None:
+    """Checks of a two-stage detector's section (also the layers PreDet shares with it)."""
     choice(m.dtype, DTYPES, "model.dtype")
     choice(m.conv_impl, CONV_IMPLS, "model.conv_impl")
     choice(m.box_head.class_loss, CLASS_LOSSES, "model.box_head.class_loss")
@@ -323,6 +329,7 @@ def validate(m: ConfigDict) -> None:
 
 
 def validate_predet(m: ConfigDict) -> None:
+    validate_two_stage(m)
     p = m.predet
     if m.mask.enabled or m.cascade.enabled:
         raise ValueError(

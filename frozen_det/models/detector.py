@@ -129,6 +129,12 @@ class TwoStageDetector(nn.Module):
             backbone_features = self.backbone(images, train=train)
         return self.neck(backbone_features, train=train)
 
+    def box_features(self, features, boxes, train: bool):
+        """The (first) box head's last FC output for yxyx boxes ``[B, N, 4]`` -> ``[B, N, fc_dims]``:
+        the representation the box classifier reads (PreDet's embeddings, box-feature analyses)."""
+        roi = self.roi_features(features, boxes, self.config.roi.crop_size)
+        return self.box_heads[0](roi, train, taps=True)[f"fc{self.config.box_head.num_fcs}"]
+
     def roi_features(self, features, rois, output_size):
         n = self.config.neck
         return multilevel_roi_align(

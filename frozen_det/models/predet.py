@@ -140,11 +140,6 @@ class PreDet(TwoStageDetector):
 
     # ------------------------------------------------------------------ pieces
 
-    def box_features(self, features, boxes, train: bool):
-        """The box head's last FC output for yxyx boxes ``[B, N, 4]`` -> ``[B, N, fc_dims]``."""
-        roi = self.roi_features(features, boxes, self.config.roi.crop_size)
-        return self.box_heads[0](roi, train, taps=True)[f"fc{self.config.box_head.num_fcs}"]
-
     def crpn(self, features, query_features, image_shape, train: bool):
         """Query-conditioned scores ``[B, N, Q]`` and deltas ``[B, N, Q, 4]`` over all anchors."""
         a = self.num_anchors_per_location

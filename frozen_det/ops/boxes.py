@@ -39,12 +39,6 @@ def area(boxes: jnp.ndarray) -> jnp.ndarray:
     return jnp.maximum(ymax - ymin, 0.0) * jnp.maximum(xmax - xmin, 0.0)
 
 
-def is_padding(boxes: jnp.ndarray) -> jnp.ndarray:
-    """The reference's padding test: a box whose largest coordinate is negative (docs/reference.md §7.1:
-    ground truth is padded with -1). Returns ``[...]`` bool, True for padding."""
-    return jnp.max(boxes, axis=-1) < 0.0
-
-
 def pairwise_intersection(boxes1: jnp.ndarray, boxes2: jnp.ndarray) -> jnp.ndarray:
     """Intersection areas ``[..., N, 4] x [..., M, 4] -> [..., N, M]``."""
     y1a, x1a, y2a, x2a = [c[..., :, None] for c in _split(boxes1)]

@@ -14,24 +14,27 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow as tf
 
+from frozen_det.checkpoints.pretrained import IMAGENET_CLASSES
+from frozen_det.data import classification
+from frozen_det.data.classification.subsets import source_label_set
+from frozen_det.data.classification.taxonomy import imagenet1k_class_names
+from frozen_det.data.classification.transforms import centre_crop
+from frozen_det.data.source import DataError
+from frozen_det.evaluation.classification import ClassificationEvaluator
+from frozen_det.evaluation.gather import gathered_outputs
+from frozen_det.models import config as model_config
+from frozen_det.models.classifier import Classifier, DetectorTapClassifier
 from frozen_det.tasks.base import Task
 
 
 class ClassificationTask(Task):
     name = "classifier"
+    data = classification
+    complete_model = staticmethod(model_config.complete_classifier)
     headline_metrics = ("top1", "top5", "mean_per_class_accuracy")
     heads_take_backbone_features = False
-
-    def train_pipeline(self, **kwargs):
-        from frozen_det.data import classification
-
-        return classification.build_train_pipeline(self.config, **kwargs)
-
-    def eval_pipeline(self, **kwargs):
-        from frozen_det.data import classification
-
-        return classification.build_eval_pipeline(self.config, **kwargs)
 
     def validate(self, data_info) -> None:
         m = self.config.model
@@ -42,8 +45,6 @@ class ClassificationTask(Task):
             )
 
     def build_model(self, train_pipeline=None):
-        from frozen_det.models.classifier import Classifier, DetectorTapClassifier
-
         m = self.config.model
         if m.features == "backbone":
             return Classifier(ml_collections.FrozenConfigDict(m))
@@ -56,9 +57,9 @@ class ClassificationTask(Task):
             frozen_features=m.frozen_features,
         )
 
-    def backbone_config(self):
-        m = self.config.model
-        return m.backbone if m.features == "backbone" else m.detector.backbone
+    @classmethod
+    def backbone_section(cls, model):
+        return model.backbone if model.features == "backbone" else model.detector.backbone
 
     def model_inputs(self, train: bool) -> tuple[str, ...]:
         return ("image", "label") if train else ("image",)
@@ -69,6 +70,17 @@ class ClassificationTask(Task):
         if train:
             batch["label"] = np.zeros((batch_size,), np.int32)
         return batch
+
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the model's output classes: its data's label set, or (the data not on this
+        machine, e.g. ImageNet for a pretrained head) the ImageNet-1k names for a 1000-way head,
+        else class_<i>."""
+        d = self.data_config()
+        try:
+            return tuple(source_label_set(d, classification.build_source(d)).names)
+        except DataError:
+            n = int(self.config.model.num_classes)
+            return tuple(imagenet1k_class_names()) if n == IMAGENET_CLASSES else tuple(f"class_{i}" for i in range(n))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -82,22 +94,10 @@ class ClassificationTask(Task):
         return jax.jit(features)
 
     def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None) -> dict:
-        from frozen_det.evaluation.classification import ClassificationEvaluator
-
-        logits_fn = jax.jit(lambda v, b: model.apply(v, b, train=False)["logits"])
+        logits_fn = jax.jit(lambda v, b: {"logits": model.apply(v, b, train=False)["logits"]})
         evaluator = ClassificationEvaluator(eval_pipeline.info.class_names)
-        for batch in eval_pipeline:
-            inputs = {"image": batch["image"]}
-            logits = logits_fn(variables, to_device(inputs) if to_device else inputs)
-            if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
-                gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
-                logits, labels, valid = gather(logits), gather(batch["label"]), gather(batch["example_valid"])
-            else:
-                logits, labels, valid = np.asarray(jax.device_get(logits)), batch["label"], batch["example_valid"]
-            valid = np.asarray(valid, bool)
-            evaluator.add(logits[valid], np.asarray(labels)[valid])
+        for out in gathered_outputs(logits_fn, variables, eval_pipeline, ("image",), to_device, carry=("label",)):
+            evaluator.add(out["logits"], out["label"])
         return evaluator.evaluate()
 
     # ------------------------------------------------------------------ prediction
@@ -105,15 +105,8 @@ class ClassificationTask(Task):
     def predict(self, model, variables, images: list, min_score: float = 0.0, top_k: int = 5) -> list[dict]:
         """The `top_k` classes (name, probability) of each `(name, PIL image)` pair, with the
         evaluation preprocessing (shorter side resized, centre crop)."""
-        import tensorflow as tf
-
-        from frozen_det.data.classification import build_source
-        from frozen_det.data.classification.config import resolve
-        from frozen_det.data.classification.subsets import source_label_set
-        from frozen_det.data.classification.transforms import centre_crop
-
-        d = resolve(self.config)
-        class_names = source_label_set(d, build_source(d)).names
+        d = self.data_config()
+        class_names = self.class_names()
         probabilities = jax.jit(lambda v, b: model.apply(v, b, train=False)["probabilities"])
         records = []
         for name, image in images:

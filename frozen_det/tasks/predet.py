@@ -20,11 +20,17 @@ import jax
 import ml_collections
 import numpy as np
 
+from frozen_det.data import two_view
+from frozen_det.evaluation.gather import gathered_outputs
+from frozen_det.models import config as model_config
+from frozen_det.models.predet import PreDet
 from frozen_det.tasks.base import Task
 
 
 class PreDetTask(Task):
     name = "predet"
+    data = two_view
+    complete_model = staticmethod(model_config.complete_predet)
     headline_metrics = ("retrieval_top1", "retrieval_chance", "crpn_query_recall")
     heads_take_backbone_features = False
     backbone_input = "view1"  # (both views go through it: the backbone's cost is twice this)
@@ -36,14 +42,10 @@ class PreDetTask(Task):
     # ------------------------------------------------------------------ data
 
     def train_pipeline(self, **kwargs):
-        from frozen_det.data.two_view import pipelines as two_view_pipeline
-
-        return two_view_pipeline.build_train_pipeline(self.config, num_queries=self.num_queries, **kwargs)
+        return two_view.build_train_pipeline(self.config, num_queries=self.num_queries, **kwargs)
 
     def eval_pipeline(self, **kwargs):
-        from frozen_det.data.two_view import pipelines as two_view_pipeline
-
-        return two_view_pipeline.build_eval_pipeline(self.config, num_queries=self.num_queries, **kwargs)
+        return two_view.build_eval_pipeline(self.config, num_queries=self.num_queries, **kwargs)
 
     def validate(self, data_info) -> None:
         m, d = self.config.model, self.config.data
@@ -68,8 +70,6 @@ class PreDetTask(Task):
     # ------------------------------------------------------------------ model
 
     def build_model(self, train_pipeline=None):
-        from frozen_det.models.predet import PreDet
-
         return PreDet(ml_collections.FrozenConfigDict(self.config.model))
 
     def model_inputs(self, train: bool) -> tuple[str, ...]:
@@ -103,22 +103,12 @@ class PreDetTask(Task):
         return jax.jit(lambda v, b: model.apply(v, {k: b[k] for k in inputs}, train=False))
 
     def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None) -> dict:
-        diagnostics = self.diagnostics_fn(model)
         keys = self.model_inputs(train=False)
         totals: dict = {}
-        for batch in eval_pipeline:
-            inputs = {k: batch[k] for k in keys}
-            out = diagnostics(variables, to_device(inputs) if to_device else inputs)
-            if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
-                out = multihost_utils.process_allgather(out, tiled=True)
-                valid = np.asarray(multihost_utils.process_allgather(batch["example_valid"], tiled=True), bool)
-            else:
-                valid = np.asarray(batch["example_valid"], bool)
-            for k, v in jax.device_get(out).items():
-                totals[k] = totals.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)[valid]))
-            totals["num_images"] = totals.get("num_images", 0.0) + float(valid.sum())
+        for out in gathered_outputs(self.diagnostics_fn(model), variables, eval_pipeline, keys, to_device):
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64)))
+            totals["num_images"] = totals.get("num_images", 0.0) + float(len(next(iter(out.values()))))
         ratio = lambda a, b: totals.get(a, 0.0) / max(totals.get(b, 0.0), 1.0)
         result = {"num_images": int(totals.get("num_images", 0)), "num_queries": int(totals.get("queries", 0))}
         if "retrieval_hits" in totals:

@@ -25,9 +25,9 @@ from frozen_det.runtime import hide_accelerators_from_tensorflow
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
 from frozen_det.training.checkpointing import Checkpointer, PreemptionFlag
+from frozen_det.training.run import init_from
 from frozen_det.training.state import build_state
 from frozen_det.training.step import make_train_step
-from frozen_det.training.transfer import init_from_run
 from frozen_det.tree_paths import count_elements
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.train.init_from:
         # Also on resume: this run's checkpoints hold only its trainable part; the rest is the
         # other run's (e.g. everything but the classifier in the LVIS second stage).
-        state, report = init_from_run(state, config.train.init_from, config.train.init_exclude)
+        state, report = init_from(state, config.train.init_from, config.train.init_exclude)
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "init_from.json"), "w") as f:
                 json.dump(report, f, indent=1)

@@ -34,16 +34,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-    if global_batch % mesh.size:
-        raise ValueError(
-            f"train.batch_size={global_batch} is not divisible by the {mesh.size} devices; "
-            f"use a multiple of {mesh.size}."
-        )
-    if global_batch % jax.process_count():
-        raise ValueError(f"train.batch_size={global_batch} is not divisible by the {jax.process_count()} processes.")
-
-
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Each process's numpy batch -> global arrays sharded on the data axis."""
     sharding = batch_sharding(mesh)

@@ -1,9 +1,8 @@
 """The train state and how it is born: random init, the backbone's pretrained weights, the
 trainable / frozen partition, shardings.
 
-Used by the training loop and, for inference, by frozen_det.inference: neither `evaluate` nor
-`predict` imports the loop. Another run's weights (`train.init_from`) come through
-frozen_det.training.transfer.init_from_run.
+Used by the training loop and by a run's rebuilding for inference (frozen_det.training.run):
+neither `evaluate` nor `predict` imports the loop.
 
 Only the trainable partition of the parameters is differentiated and has optimizer state; the
 frozen partition rides along as constants, so XLA never builds its backward pass
@@ -21,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from frozen_det.checkpoints.pretrained import IMAGENET_CLASSES, load_backbone_variables
+from frozen_det.models.backbones import build_backbone
 from frozen_det.training import partition, sharding
 from frozen_det.training.optimizer import build_optimizer
 from frozen_det.tree_paths import leaf_paths, overlay, unmatched_patterns
@@ -61,7 +62,7 @@ def create_train_state(
 def trainable_mask(config, task, params) -> dict:
     """The config's trainable partition of `params` (real or abstract): the task's freeze rules
     plus `train.trainable_only`, whose patterns must each select some parameter."""
-    only = tuple(config.train.trainable_only) if "train" in config else ()
+    only = tuple(config.train.trainable_only)
     if only:
         unused = unmatched_patterns(leaf_paths(params), only)
         if unused:
@@ -77,12 +78,9 @@ def load_pretrained_backbone(backbone_config, variables: dict) -> dict:
     backbone with a classifier of its own (a classification model) takes the checkpoint's
     ImageNet head too (head convolution, and the classifier when the class counts agree); a
     classifier of another size keeps its initialisation."""
-    init_checkpoint = backbone_config.init_checkpoint
+    init_checkpoint = backbone_config.init_checkpoint if backbone_config is not None else ""
     if not init_checkpoint:
         return variables
-    from frozen_det.checkpoints.pretrained import IMAGENET_CLASSES, load_backbone_variables
-    from frozen_det.models.backbones import build_backbone
-
     ours = {c: tree["backbone"] for c, tree in variables.items() if "backbone" in tree}
     has_head = "classifier" in ours.get("params", {})
     checkpoint_backbone = dict(backbone_config.to_dict(), num_classes=IMAGENET_CLASSES if has_head else None)

@@ -8,7 +8,7 @@ import pytest
 
 from frozen_det import config as config_lib
 from frozen_det import config_defaults as d
-from frozen_det.evaluation.drift import run_drift
+from frozen_det.training.run import Run
 from frozen_det.tree_paths import flatten, map_paths
 
 
@@ -47,7 +47,8 @@ def test_drift_of_a_partly_frozen_run(tmp_path):
         saved[step] = jax.device_get(moved.variables())
     checkpointer.close()
 
-    drift = run_drift(str(tmp_path))
+    with Run(str(tmp_path)) as run:
+        drift = run.drift()
     assert sorted(drift) == [10, 20]
     for step in (10, 20):
         for group in ("stem", "stage1", "stage2"):  # frozen: neither parameters nor statistics move

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from frozen_det.config import complete
 from frozen_det.localization import cam as cam_lib
-from frozen_det.localization.pseudo_boxes import (
+from frozen_det.localization.cam_boxes import (
     PseudoBoxOptions,
     merge_boxes,
     moment_box,

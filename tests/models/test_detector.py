@@ -11,11 +11,12 @@ import numpy as np
 import optax
 import pytest
 
+from frozen_det.config import complete
 from frozen_det.config_defaults import tiny_two_stage_model
 from frozen_det.models.backbones import backbone_frozen_patterns
 from frozen_det.models.detector import TwoStageDetector
 from frozen_det.ops.boxes import to_original_boxes
-from frozen_det.tasks.detection import DetectionTask
+from frozen_det.tasks.two_stage import TwoStageTask
 from frozen_det.training import partition
 from frozen_det.training.state import create_train_state
 from frozen_det.training.step import make_train_step
@@ -69,7 +70,7 @@ def build(**kwargs):
 
 def loss_fn(model):
     """The detection task's training objective for `model`."""
-    return DetectionTask(ml_collections.ConfigDict({"model": model.config})).loss_fn(model)
+    return TwoStageTask(complete(ml_collections.ConfigDict({"model": model.config.as_configdict()}))).loss_fn(model)
 
 
 def train_steps(config, model, variables, batch, steps=2, lr=0.01):

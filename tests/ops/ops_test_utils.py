@@ -16,6 +16,12 @@ SEEDS = (0, 1, FRESH_SEED)
 over_seeds = pytest.mark.parametrize("seed", SEEDS, ids=("seed0", "seed1", "fresh_seed"))
 
 
+def is_padding(boxes):
+    """The reference's padding test (docs/reference.md §7.1: ground truth padded with -1): True
+    where a box's largest coordinate is negative."""
+    return np.max(np.asarray(boxes), axis=-1) < 0.0
+
+
 def random_boxes(rng, n, canvas=100.0, max_size=30.0, degenerate_fraction=0.1, lead=()):
     """float32 yxyx boxes ``lead + [n, 4]`` inside ``[0, canvas]``; a fraction have zero height
     or width (or both)."""

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ops_test_utils import SEEDS, over_seeds, random_boxes, yxyx_to_xyxy
+from ops_test_utils import SEEDS, is_padding, over_seeds, random_boxes, yxyx_to_xyxy
 
 from frozen_det.ops import boxes as B
 
@@ -31,7 +31,7 @@ def test_pairwise_iou_matches_torchvision(seed):
 def test_pairwise_iou_masks_padding_and_batches():
     a = np.array([[[0, 0, 10, 10], [-1, -1, -1, -1]]], np.float32)
     b = np.array([[[0, 0, 10, 5], [5, 5, 15, 15], [-1, -1, -1, -1]]], np.float32)
-    valid_a, valid_b = ~B.is_padding(a), ~B.is_padding(b)
+    valid_a, valid_b = ~is_padding(a), ~is_padding(b)
     iou = np.asarray(B.pairwise_iou(a, b, valid_a, valid_b))
     np.testing.assert_allclose(iou[0, 0], [0.5, 25 / 175, -1.0], rtol=1e-6)
     np.testing.assert_array_equal(iou[0, 1], [-1, -1, -1])

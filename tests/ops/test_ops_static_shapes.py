@@ -6,7 +6,7 @@ import functools
 import jax
 import numpy as np
 import pytest
-from ops_test_utils import FRESH_SEED, TraceCounter, distinct_scores, random_boxes
+from ops_test_utils import FRESH_SEED, TraceCounter, distinct_scores, is_padding, random_boxes
 
 from frozen_det.ops import boxes as B
 from frozen_det.ops import masks, matching, nms, postprocess, roi_align, sampling
@@ -35,12 +35,12 @@ def _coder(gt, anchors):
 
 
 def _rpn_targets(gt):
-    valid = ~B.is_padding(gt)
+    valid = ~is_padding(gt)
     return matching.rpn_match(B.pairwise_iou(ANCHORS, gt, valid2=valid), valid)
 
 
 def _roi_targets(key, rois, gt):
-    valid = ~B.is_padding(gt)
+    valid = ~is_padding(gt)
     m = matching.roi_match(B.pairwise_iou(rois, gt, valid2=valid))
     return m, sampling.sample_balanced(
         key, m.labels == matching.POSITIVE, (m.labels == matching.NEGATIVE) | (m.labels == matching.INVALID), 16, 0.25

@@ -19,7 +19,8 @@ example_valid   bool [B]           eval only: False for padding examples
 Config fields and defaults: frozen_det.data.classification.config.
 """
 
+from frozen_det.data.classification import config
 from frozen_det.data.classification.pipelines import CLASSIFICATION, build_eval_pipeline, build_train_pipeline
 from frozen_det.data.classification.sources import build_source
 
-__all__ = ["CLASSIFICATION", "build_eval_pipeline", "build_source", "build_train_pipeline"]
+__all__ = ["config", "CLASSIFICATION", "build_eval_pipeline", "build_source", "build_train_pipeline"]

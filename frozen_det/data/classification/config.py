@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from frozen_det.data import sections
 from frozen_det.data.detection.config import complete as complete_detection_data
-from frozen_det.schema import ConfigDict, choice, merge
+from frozen_det.schema import ConfigDict, choice, merge, placeholder
 
 SOURCES = ("fashion_mnist", "image_folder", "coco_labels", "detection_crops", "tfds")
 
@@ -43,8 +43,8 @@ def defaults() -> ConfigDict:
             crop_fraction=0.875,  # eval: centre crop of this fraction of the resized shorter side
             batch_size=0,  # global train batch; 0 = config.train.batch_size
             eval_batch_size=64,
-            mean=sections.IMAGENET_MEAN,
-            std=sections.IMAGENET_STD,
+            mean=placeholder(tuple),  # unset: the backbone checkpoint's, else ImageNet's (sections)
+            std=placeholder(tuple),
             seed=0,
             shuffle_buffer=4096,  # tfds streams; random-access sources shuffle the whole split
             # "uniform" or "repeat_factor" (power 1, threshold 1: class-balanced sampling)
@@ -115,7 +115,7 @@ def validate(cfg: ConfigDict) -> None:
         bad("image_size", "must be positive")
     if not 0 < cfg.crop_fraction <= 1:
         bad("crop_fraction", "must be in (0, 1]")
-    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+    if not sections.valid_normalisation(cfg):
         bad("mean", "mean and std need 3 values each, std > 0")
     lo, hi = cfg.augment.crop_scale
     if not 0 < lo <= hi <= 1:

@@ -22,10 +22,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from frozen_det.data.files import is_image_file
 from frozen_det.data.offline import fashion_mnist
 from frozen_det.data.source import DataError, Source, count, decode_image, log
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 @dataclasses.dataclass
@@ -169,7 +168,7 @@ class ImageFolderSource(ImageFileSource):
                 log.warning("skipping %s: not one of the classes %s", os.path.join(folder, name), self._class_names)
                 continue
             for file in sorted(os.listdir(os.path.join(folder, name))):
-                if file.lower().endswith(IMAGE_EXTS):
+                if is_image_file(file):
                     paths.append(os.path.join(folder, name, file))
                     labels.append(index[name])
                 else:
@@ -355,14 +354,10 @@ class TfdsClassificationSource(Source):
         return {"image": decode_image(record["image"]), "label": record["label"], "image_id": record["image_id"]}
 
     def num_records(self, split):
-        try:
-            n = self.builder.info.splits[split].num_examples
-            if n > 0:
-                return n
-        except Exception:  # unknown split or mocked info
-            pass
+        from frozen_det.data.tfds import split_size
+
         if split not in self._counts:
-            self._counts[split] = int(self._as_dataset(split).reduce(np.int64(0), lambda c, _: c + 1))
+            self._counts[split] = split_size(self.builder, split)
         return self._counts[split]
 
     def labels(self, split: str) -> np.ndarray:

@@ -47,7 +47,8 @@ the canvas, padded bottom/right, nothing dropped.
 
 """
 
+from frozen_det.data.detection import config
 from frozen_det.data.detection.pipelines import DETECTION, build_eval_pipeline, build_train_pipeline
 from frozen_det.data.detection.sources import DatasetInfo, build_source
 
-__all__ = ["DETECTION", "DatasetInfo", "build_eval_pipeline", "build_source", "build_train_pipeline"]
+__all__ = ["config", "DETECTION", "DatasetInfo", "build_eval_pipeline", "build_source", "build_train_pipeline"]

@@ -8,7 +8,7 @@ pipeline can rely on a complete ConfigDict and bad values fail at start with the
 from __future__ import annotations
 
 from frozen_det.data import sections
-from frozen_det.schema import ConfigDict, merge
+from frozen_det.schema import ConfigDict, merge, placeholder
 
 SOURCES = ("synthetic", "voc_folder", "coco_folder", "tfds")
 
@@ -37,11 +37,11 @@ def defaults() -> ConfigDict:
             canvas_masks=False,  # also emit full-canvas masks [B, N, H, W] (uint8)
             masks_dtype="float32",  # or "uint8" (0..255) to save host memory
             image_dtype="float32",  # or "bfloat16"
-            mean=tuple(sections.IMAGENET_MEAN),
-            std=tuple(sections.IMAGENET_STD),
+            mean=placeholder(tuple),  # unset: the backbone checkpoint's, else ImageNet's (sections)
+            std=placeholder(tuple),
             seed=0,
             shuffle_buffer=2048,  # tfds sources stream; local/synthetic shuffle the full split
-            kshot=0,  # >0: keep k images per class in the train split (papers 001/003)
+            kshot=0,  # >0: keep k images per class in the train split (the low-data settings of PreDet / DAP)
             kshot_seed=0,
             # Train image sampling: "uniform" (every image once per epoch) or "repeat_factor" (LVIS
             # sec. 4.1: image i appears r_i = max over its classes c of max(1, (t / f_c)^power) times
@@ -112,7 +112,7 @@ def validate(cfg: ConfigDict) -> None:
         bad("augment.scale_min", "need 0 < scale_min <= scale_max")
     if cfg.augment.copy_paste_rule not in ("per_object", "reference"):
         bad("augment.copy_paste_rule", "'per_object' or 'reference'")
-    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+    if not sections.valid_normalisation(cfg):
         bad("mean", "mean and std need 3 values each, std > 0")
     if cfg.image_dtype not in ("float32", "bfloat16"):
         bad("image_dtype", "'float32' or 'bfloat16'")

@@ -1,4 +1,5 @@
-"""k-shot subsampling of a split (the low-data settings of papers 001 and 003)."""
+"""k-shot subsampling of a split (the low-data settings of PreDet, Ramanathan et al. ICCV 2021, and
+DAP, Zhong et al. CVPR 2021)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def _check_masks(cfg, source):
 
 
 def _kshot(cfg, source, split, train):
-    """k-shot detection training sets (papers 001 / 003): k images per class."""
+    """k-shot detection training sets (PreDet, Ramanathan et al. 2021; DAP, Zhong et al. 2021): k images per class."""
     if not (train and cfg.kshot):
         return None
     selected = kshot_select(source.record_classes(split), cfg.kshot, cfg.kshot_seed)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -32,7 +33,7 @@ from PIL import Image
 
 from frozen_det.data.offline import fashion_mnist
 from frozen_det.data.offline.scenes import background, place, visible_boxes
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 MODES = {
     # mode: (objects per image, side as a fraction of the canvas, one class per image, clutter fragments)
@@ -190,5 +191,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     main()

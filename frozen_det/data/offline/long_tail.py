@@ -53,7 +53,7 @@ from pycocotools import mask as mask_utils
 
 from frozen_det.data.class_stats import LVIS_COMMON_MAX_IMAGES, LVIS_RARE_MAX_IMAGES, frequency_group
 from frozen_det.data.offline import scenes
-from frozen_det.runtime import quiet_tensorflow
+from frozen_det.runtime import prepare_entry_point
 
 COLOURS = (
     ("red", (215, 45, 45)),
@@ -328,5 +328,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    quiet_tensorflow()  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     sys.exit(main())

@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from frozen_det.data.detection.sources.base import DatasetInfo, coco_annotation, coco_image_entry
 from frozen_det.data.source import DataError, Source, decode_image, log
-from frozen_det.data.tfds import read_split
+from frozen_det.data.tfds import read_split, split_size
 
 # COCO's 80 category ids (1..90 with gaps), in TFDS label order.
 COCO_CATEGORY_IDS = [
@@ -239,10 +239,8 @@ class TfdsSource(Source):
 
     # ------------------------------------------------------------------ whole-split passes
     def num_records(self, split):
-        if self._split_known(split):
-            return self.builder.info.splits[split].num_examples
         if split not in self._counts:
-            self._counts[split] = int(self._as_dataset(split).reduce(np.int64(0), lambda c, _: c + 1))
+            self._counts[split] = split_size(self.builder, split, self._decoders())
         return self._counts[split]
 
     def _record_class_counts(self, split):

@@ -19,9 +19,8 @@ from PIL import Image
 
 from frozen_det.data.detection.sources.base import DatasetInfo
 from frozen_det.data.detection.sources.records import Record, RecordListSource, sanitize_box
+from frozen_det.data.files import IMAGE_EXTENSIONS
 from frozen_det.data.source import DataError, count, log
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class VocFolderSource(RecordListSource):
@@ -102,7 +101,7 @@ class VocFolderSource(RecordListSource):
             return None
         image_path = None
         fname = root.findtext("filename")
-        candidates = ([fname] if fname else []) + [stem + e for e in IMAGE_EXTS]
+        candidates = ([fname] if fname else []) + [stem + e for e in IMAGE_EXTENSIONS]
         for c in candidates:
             p = os.path.join(self.path, "JPEGImages", c.strip())
             if os.path.isfile(p):

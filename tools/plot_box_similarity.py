@@ -3,7 +3,7 @@ supervised pre-training for detection", ICCV 2021, sec. 4): cosine similarity of
 features against their IoU, per box-size bucket (frozen_det.evaluation.box_similarity), the
 same box pairs for every run.
 
-    python tools/box_similarity.py --runs imagenet=lite0,predet=/tmp/predet_study/predet/full \\
+    python tools/plot_box_similarity.py --runs imagenet=lite0,predet=/tmp/predet_study/predet/full \\
         --images bccd --output /tmp/box_similarity
 
 --runs: comma-separated NAME=SPEC; SPEC is a run's workdir (two_stage or predet: its FPN + box
@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_common import repo_config, write_json  # noqa: E402
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from frozen_det.data.files import is_image_file  # noqa: E402
 
 
 def _resize(image, boxes, canvas: int):
@@ -88,7 +88,7 @@ def load_images(spec: str, canvas: int = 128, max_images: int = 64, seed: int = 
             described = f"{spec} {split} ({len(raw)} images, true boxes)"
         else:
             paths = sorted(p for p in glob.glob(os.path.join(spec, "**", "*"), recursive=True))
-            paths = [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS)][:max_images]
+            paths = [p for p in paths if is_image_file(p)][:max_images]
             if not paths:
                 raise SystemExit(f"--images {spec}: not bccd / photos, and no images under it")
             raw = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
@@ -105,14 +105,17 @@ def load_images(spec: str, canvas: int = 128, max_images: int = 64, seed: int = 
 
 def feature_fn(spec: str):
     """The jitted feature function of a --runs SPEC (a workdir or "lite0")."""
-    from frozen_det.evaluation.box_similarity import roi_feature_fn
+    from frozen_det.evaluation.box_similarity import backbone_roi_features, box_head_features, roi_feature_fn
+    from frozen_det.training.run import Run, pretrained_model
 
     if spec == "lite0":
-        config = repo_config("configs/canvases/detector.py:lite0")
-        return roi_feature_fn(config, None)
+        config, _, model, variables = pretrained_model(repo_config("configs/canvases/detector.py:lite0"))
+        return roi_feature_fn(model, variables, config.data.mean, config.data.std, backbone_roi_features(4))
     if not os.path.isdir(spec):
         raise SystemExit(f"--runs: {spec!r} is neither 'lite0' nor a run's workdir")
-    return roi_feature_fn(None, spec)
+    with Run(spec) as run:
+        mean, std = run.config.data.mean, run.config.data.std
+        return roi_feature_fn(run.model, run.variables(), mean, std, box_head_features)
 
 
 def compare(runs: dict, images, references, seed: int = 0, max_pairs_per_image: int = 36) -> dict:

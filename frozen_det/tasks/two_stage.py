@@ -10,15 +10,26 @@ from typing import Callable
 import jax
 import ml_collections
 import numpy as np
+import tensorflow as tf
 
+from frozen_det.data import class_stats, detection
+from frozen_det.data.detection import augment
+from frozen_det.drawing import draw_detections
+from frozen_det.evaluation.coco import paste_mask
+from frozen_det.evaluation.runner import evaluate_detections
+from frozen_det.models import config as model_config
+from frozen_det.models.detector import TwoStageDetector
 from frozen_det.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
 
-class DetectionTask(Task):
+class TwoStageTask(Task):
     name = "two_stage"
+    data = detection
+    complete_model = staticmethod(model_config.complete_two_stage)
     headline_metrics = ("AP", "AP50", "AP75")
+    evaluate_options = ("iou_thresholds",)
 
     # ------------------------------------------------------------------ config checks
 
@@ -49,17 +60,13 @@ class DetectionTask(Task):
         """The detector; losses that read class counts get them from `train_pipeline`'s split
         (one label-only pass), or uniform stand-ins without one (costs do not depend on them;
         inference never reads them)."""
-        from frozen_det.models.detector import TwoStageDetector
-
         frozen = ml_collections.FrozenConfigDict(self.config.model)
         if not self.needs_class_statistics():
             return TwoStageDetector(frozen)
-        from frozen_det.data.class_stats import source_statistics, uniform_statistics
-
         if train_pipeline is None:
-            stats = uniform_statistics(int(self.config.model.num_classes) - 1)
+            stats = class_stats.uniform_statistics(int(self.config.model.num_classes) - 1)
         else:
-            stats = source_statistics(train_pipeline.source, train_pipeline.split)
+            stats = class_stats.source_statistics(train_pipeline.source, train_pipeline.split)
             log.info(
                 "class statistics of %r: %d images, %d instances, %d classes without instances",
                 train_pipeline.split,
@@ -124,8 +131,6 @@ class DetectionTask(Task):
     def evaluate(self, model, variables, eval_pipeline, to_device: Callable | None = None, iou_thresholds=None) -> dict:
         """COCO or LVIS metrics; with `iou_thresholds`, also "ap_vs_iou" (COCO-style and VOC AP at
         each threshold)."""
-        from frozen_det.evaluation.runner import evaluate_detections
-
         keys = self.model_inputs(train=False) + ("image_id", "example_valid")
         return evaluate_detections(
             self.detect_fn(model),
@@ -144,10 +149,6 @@ class DetectionTask(Task):
     def preprocess(self, image_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(canvas image [H, W, 3], image_info [4, 2]) exactly as the eval pipeline makes them
         (longer side to the canvas, padded bottom / right)."""
-        import tensorflow as tf
-
-        from frozen_det.data.detection import augment
-
         d = self.config.data
         params = augment.resize_params(image_u8.shape[0], image_u8.shape[1], d.canvas, 1.0)
         image = augment.transform_image(tf.constant(image_u8), params, d.canvas, d.mean, d.std)
@@ -156,12 +157,7 @@ class DetectionTask(Task):
     def predict(self, model, variables, images: list, min_score: float = 0.3) -> list[dict]:
         """Detections of `(name, PIL image)` pairs at or above `min_score`: boxes [x0, y0, x1, y1]
         in the image's pixels, class id and name, score; "drawing" is the image with them drawn."""
-        from frozen_det.data import detection
-        from frozen_det.data.detection import config as detection_config
-        from frozen_det.drawing import draw_detections
-        from frozen_det.evaluation.coco import paste_mask
-
-        class_names = detection.build_source(detection_config.resolve(self.config)).info.class_names
+        class_names = detection.build_source(self.data_config()).info.class_names
         detect = jax.jit(lambda v, b: model.apply(v, b, train=False))
         records = []
         for name, image in images:

@@ -2,7 +2,7 @@
 detection", secs. 4.3-4.4; frozen_det.evaluation.feature_analysis): k-means co-membership over
 several cluster counts, t-SNE plots, and activation and mask-out maps of a few images.
 
-    python tools/feature_analysis.py --runs cls=RUN_A,det=RUN_B --output /tmp/features \
+    python tools/plot_feature_spaces.py --runs cls=RUN_A,det=RUN_B --output /tmp/features \
         [--config configs/classification/fashion_mnist.py --images 2000 --clusters 5,10,20,40 --maps 4]
 
 Each run is a classification run (any backbone, or a detector's tap: model.features); its
@@ -54,23 +54,18 @@ def main(argv=None) -> None:
     from frozen_det.data import classification
     from frozen_det.evaluation.classification import extract_features
     from frozen_det.evaluation.feature_analysis import activation_map, co_membership, mask_out_map
-    from frozen_det.tasks import get_task
-    from frozen_det.training.checkpointing import Checkpointer
-    from frozen_det.training.transfer import load_run_variables, run_config
+    from frozen_det.training.run import Run
 
     os.makedirs(args.output, exist_ok=True)
     data = _load(args.config).data if args.config else None
     runs = dict(r.split("=", 1) for r in args.runs.split(","))
     features, models = {}, {}
     for name, workdir in runs.items():
-        checkpointer = Checkpointer(workdir)
-        config = run_config(checkpointer, checkpointer.latest_step())
-        checkpointer.close()
+        with Run(workdir) as run:
+            config = run.config.copy_and_resolve_references()
+            task, model, variables = run.task, run.model, run.variables()
         data = data or config.data
         config.data = data  # the images to compare on, in the run's own task
-        task = get_task(config)
-        model = task.build_model()
-        variables, _, _ = load_run_variables(workdir)
         pipeline = classification.build_eval_pipeline(config, process_index=0, process_count=1)
         feats, labels = extract_features(task.features_fn(model), variables, pipeline, label_key="fine_label")
         features[name] = feats[: args.images]
