@@ -24,10 +24,10 @@ finally:
 
 FAKE = "FAKE evaluation written by tests/test_bccd_configs.py: made-up numbers, no model was run"
 EXPECTED = {
-    "frozen": ("all", False, True),
-    "finetune": ("none", False, True),
-    "scratch": ("none", False, False),
-    "adapters": ("all", True, True),
+    "frozen": ("all", "none", True),
+    "finetune": ("none", "none", True),
+    "scratch": ("none", "none", False),
+    "adapters": ("all", "residual", True),
 }
 
 
