@@ -1,0 +1,18 @@
+"""BCCD transfer study: EfficientNet-Lite0 pretrained on ImageNet, frozen, with FiLM layers (a per-channel scale
+and shift after every MBConv block, identity at init, trainable; Perez et al. 2018, the feature-wise transformations
+that paper Sec. 4.5 conjectures might serve like the residual adapters).
+
+    python -m frozen_det.train --config configs/bccd/film.py:fpn --workdir /tmp/bccd_study/film_fpn
+    python tools/bccd_study.py --rows film:fpn,film:cascade
+
+Argument: the head, fpn | cascade. Data, model, schedule: configs/bccd/common.py.
+"""
+
+import os
+import runpy
+
+_COMMON = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "common.py"))
+
+
+def get_config(arg=None):
+    return _COMMON["get_config"]("film", arg)
