@@ -65,7 +65,7 @@ def two_stage_model(backbone_cfg: ConfigDict, neck=None, cascade=False, mask=Fal
 
 
 def tiny_two_stage_model(
-    num_classes=4, cascade=False, mask=False, freeze="none", adapters=False, neck_type="fpn"
+    num_classes=4, cascade=False, mask=False, freeze="none", adapters="none", neck_type="fpn"
 ) -> ConfigDict:
     """A small, fast-compiling variant for tests and CPU demos (ResNet-18, 32-channel heads,
     few proposals). Same code paths as the paper's models."""
@@ -205,10 +205,11 @@ def coco_data(canvas=1024, with_masks=False, max_instances=100) -> ConfigDict:
 
 STRATEGIES = {
     # name -> (freeze, adapters, pretrained?)
-    "frozen": ("all", False, True),
-    "finetune": ("none", False, True),
-    "scratch": ("none", False, False),
-    "adapters": ("all", True, True),
+    "frozen": ("all", "none", True),
+    "finetune": ("none", "none", True),
+    "scratch": ("none", "none", False),
+    "adapters": ("all", "residual", True),  # residual adapters (paper Table 7)
+    "film": ("all", "film", True),  # FiLM scale and shift per block (paper Sec. 4.5's conjecture)
 }
 
 

@@ -24,10 +24,11 @@ finally:
 
 FAKE = "FAKE evaluation written by tests/test_bccd_configs.py: made-up numbers, no model was run"
 EXPECTED = {
-    "frozen": ("all", False, True),
-    "finetune": ("none", False, True),
-    "scratch": ("none", False, False),
-    "adapters": ("all", True, True),
+    "frozen": ("all", "none", True),
+    "finetune": ("none", "none", True),
+    "scratch": ("none", "none", False),
+    "adapters": ("all", "residual", True),
+    "film": ("all", "film", True),
 }
 
 
@@ -55,14 +56,16 @@ def test_configs_build_and_share_everything_but_the_backbone_transfer(head):
 
 
 def test_parameter_counts_follow_the_strategy():
-    """Abstract init (jax.eval_shape, nothing compiled) of the frozen / adapters / fine-tune
-    models: adapters add trainable parameters to a frozen backbone, fine-tuning trains it."""
+    """Abstract init (jax.eval_shape, nothing compiled) of the frozen / FiLM / adapters /
+    fine-tune models: FiLM and adapters add trainable parameters to a frozen backbone (FiLM two
+    per output channel of every block), fine-tuning trains it."""
     counts = {}
-    for strategy in ("frozen", "adapters", "finetune"):
+    for strategy in ("frozen", "film", "adapters", "finetune"):
         config = _config(strategy, "fpn")
         config.data.canvas = 128  # parameter counts do not depend on the canvas
         counts[strategy] = parameter_counts(config)[0]
-    assert counts["frozen"]["params_trainable"] < counts["adapters"]["params_trainable"]
+    assert counts["frozen"]["params_trainable"] < counts["film"]["params_trainable"]
+    assert counts["film"]["params_trainable"] < counts["adapters"]["params_trainable"]
     assert counts["adapters"]["params_trainable"] < counts["finetune"]["params_trainable"]
     assert counts["frozen"]["params_total"] == counts["finetune"]["params_total"]
 

@@ -66,11 +66,13 @@ def test_overrides_of_tuples_placeholders_and_fields_a_file_never_mentions():
         "--config.model.backbone.bn_epsilon=0.001",
         "--config.data.kshot=5",
         "--config.model.backbone.freeze=2",
+        "--config.model.backbone.adapters=film",
         "--config.train.schedule.boundaries=(300, 400)",
     )
     assert config.data.class_names == ("cat",) and config.model.anchors.aspect_ratios == (1.0,)
     assert config.model.backbone.bn_epsilon == 0.001 and config.data.kshot == 5
     assert config.model.backbone.freeze == "2" and config.train.schedule.boundaries == (300, 400)
+    assert config.model.backbone.adapters == "film"
     config_lib.resolve(config, num_devices=1)
 
 

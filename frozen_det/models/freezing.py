@@ -32,6 +32,26 @@ HEAD_PATTERNS = (r"^[^/]+/(?:head_conv|head_bn|classifier)/",)
 # parameter under it trainable even when its block is frozen.
 ADAPTER_NAME = "adapter"
 
+# `model.backbone.adapters`: no adapters, residual adapters (a parallel 1x1 convolution per
+# block) or FiLM (a per-channel scale and shift after every block), frozen_det.models.adapters.
+ADAPTER_KINDS = ("none", "residual", "film")
+
+
+def adapter_kind(adapters: str | bool) -> str:
+    """`adapters` as one of ADAPTER_KINDS. Booleans (and their spellings on a command line) are
+    the switch's earlier form, kept for old configs and checkpoints: False is "none", True is
+    "residual"."""
+    if isinstance(adapters, bool):
+        return "residual" if adapters else "none"
+    text = str(adapters).strip().lower()
+    text = {"false": "none", "true": "residual"}.get(text, text)
+    if text not in ADAPTER_KINDS:
+        raise ValueError(
+            f"config.model.backbone.adapters={adapters!r}: choose one of {ADAPTER_KINDS} "
+            "(False / True are accepted as 'none' / 'residual')."
+        )
+    return text
+
 
 def num_frozen_stages(freeze: FreezeSpec, num_stages: int) -> int:
     """Returns how many stages are frozen: -1 for none, 0 for the stem only, ... num_stages.
@@ -66,7 +86,7 @@ class FreezePlan:
     """Which parts of a backbone are frozen, derived once from the config."""
 
     frozen_stages: int  # -1: nothing frozen; 0: stem; k: stem + stages 1..k.
-    adapters: bool
+    adapters: bool  # any kind of adapter (ADAPTER_KINDS other than "none")
 
     def is_frozen(self, part: int) -> bool:
         """`part` is 0 for the stem and k for stage k."""
@@ -75,16 +95,17 @@ class FreezePlan:
     def cut_gradient_after(self, part: int) -> bool:
         """True where the output of `part` needs no gradient at all.
 
-        That holds for a frozen part when nothing trainable sits at or below it: adapters live
-        inside residual stages (never in the stem), so with adapters only the stem is cut.
+        That holds for a frozen part when nothing trainable sits at or below it: adapters
+        (residual or FiLM) live inside the stages' blocks (never in the stem), so with adapters
+        only the stem is cut.
         """
         if not self.is_frozen(part):
             return False
         return part == 0 or not self.adapters
 
 
-def freeze_plan(freeze: FreezeSpec, num_stages: int, adapters: bool) -> FreezePlan:
-    return FreezePlan(num_frozen_stages(freeze, num_stages), bool(adapters))
+def freeze_plan(freeze: FreezeSpec, num_stages: int, adapters: str | bool) -> FreezePlan:
+    return FreezePlan(num_frozen_stages(freeze, num_stages), adapter_kind(adapters) != "none")
 
 
 def frozen_param_patterns(freeze: FreezeSpec, num_stages: int, prefix: str = "") -> list[str]:

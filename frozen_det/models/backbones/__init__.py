@@ -1,9 +1,9 @@
 """Backbone registry: build a backbone from `config.model.backbone`.
 
 Fields and defaults: frozen_det.models.config.backbone_defaults (type resnet | resnet_rs |
-efficientnet, depth, variant, freeze, adapters, num_classes, init_checkpoint, bn_momentum,
-bn_epsilon, drop_path_rate, dtype, conv_impl). A partial section (e.g. `{"freeze": "all"}`)
-is completed from those defaults; unknown fields are an error.
+efficientnet, depth, variant, freeze, adapters none | residual | film, num_classes,
+init_checkpoint, bn_momentum, bn_epsilon, drop_path_rate, dtype, conv_impl). A partial section
+(e.g. `{"freeze": "all"}`) is completed from those defaults; unknown fields are an error.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def build_backbone(cfg: Any) -> nn.Module:
     cfg = complete_backbone(cfg)
     common: dict[str, Any] = dict(
         freeze=cfg.freeze,
-        adapters=bool(cfg.adapters),
+        adapters=cfg.adapters,
         bn_mode=cfg.bn_mode,
         num_classes=cfg.num_classes,
         dtype=dtype_of(cfg.dtype, "model.backbone.dtype"),

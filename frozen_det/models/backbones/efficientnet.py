@@ -24,7 +24,8 @@ belongs to no stage.
 
 Parameter paths: ``stem/{conv,bn}``, ``stage{k}/block{g}{letter}/{expand_conv, expand_bn,
 depthwise_conv, depthwise_bn, se_reduce, se_expand, project_conv, project_bn, adapter}``
-where ``block{g}{letter}`` is keras' block name (group g = 1..7, ``a`` = first repeat).
+where ``block{g}{letter}`` is keras' block name (group g = 1..7, ``a`` = first repeat);
+``adapter`` holds a residual adapter's ``conv`` or FiLM's ``scale`` / ``shift``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import jax.numpy as jnp
 
 from frozen_det.models import adapters as adapters_lib
 from frozen_det.models.backbones import common
-from frozen_det.models.freezing import freeze_plan
+from frozen_det.models.freezing import adapter_kind, freeze_plan
 from frozen_det.models.layers import ModuleDef
 
 
@@ -223,7 +224,7 @@ class MBConv(nn.Module):
     spec: BlockSpec
     act: Callable[[jax.Array], jax.Array]
     frozen: bool
-    adapters: bool
+    adapters: str  # frozen_det.models.freezing.ADAPTER_KINDS
     bn_momentum: float
     bn_epsilon: float
     dtype: Any = jnp.float32
@@ -254,8 +255,10 @@ class MBConv(nn.Module):
                 # Drop-connect: drop the whole residual branch per example, rescale the rest.
                 x = nn.Dropout(s.drop_rate, broadcast_dims=(1, 2, 3), deterministic=False)(x)
             x = x + inputs
-        if self.adapters:
+        if self.adapters == "residual":
             x = x + adapters_lib.adapter(s.output_filters, s.strides, self.dtype, self.conv_cls)(inputs)
+        elif self.adapters == "film":  # on the block's output, after the skip connection
+            x = adapters_lib.film(self.dtype)(x)
         return x
 
 
@@ -288,7 +291,8 @@ class _Stage(nn.Module):
 
 
 class EfficientNet(nn.Module):
-    """EfficientNet-B0..B7 / Lite0..4 backbone with the freeze switch and optional adapters.
+    """EfficientNet-B0..B7 / Lite0..4 backbone with the freeze switch and optional adapters
+    (residual or FiLM).
 
     `drop_connect_rate` / `dropout_rate` default (None) to the variant's values (0.2 and the
     variant's classifier dropout). Parameters are float32; `dtype` is the activation dtype.
@@ -299,7 +303,7 @@ class EfficientNet(nn.Module):
 
     variant: str
     freeze: str | int = "none"
-    adapters: bool = False
+    adapters: str | bool = "none"  # "none" | "residual" | "film" (True / False: "residual" / "none")
     num_classes: int | None = 1000
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
@@ -323,7 +327,8 @@ class EfficientNet(nn.Module):
         if self.bn_mode not in ("batch", "frozen_stats"):
             raise ValueError(f"config.model.backbone.bn_mode={self.bn_mode!r}: choose 'batch' or 'frozen_stats'.")
         stored = self.bn_mode == "frozen_stats"
-        plan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
+        adapters = adapter_kind(self.adapters)
+        plan = freeze_plan(self.freeze, self.NUM_STAGES, adapters)
         act = common.activation_fn("relu6" if cfg.lite else "swish")
         dc = DEFAULT_DROP_CONNECT_RATE if self.drop_connect_rate is None else self.drop_connect_rate
         specs = block_specs(self.variant, dc)
@@ -341,7 +346,7 @@ class EfficientNet(nn.Module):
             block_kwargs = dict(
                 act=act,
                 frozen=plan.is_frozen(k),
-                adapters=self.adapters,
+                adapters=adapters,
                 bn_momentum=self.bn_momentum,
                 bn_epsilon=self.bn_epsilon,
                 dtype=self.dtype,

@@ -22,9 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from frozen_det.models.adapters import adapter
+from frozen_det.models.adapters import adapter, film
 from frozen_det.models.backbones.common import activation_fn, global_average_pool, maybe_stop_gradient, pad_symmetric
-from frozen_det.models.freezing import FreezePlan, freeze_plan
+from frozen_det.models.freezing import FreezePlan, adapter_kind, freeze_plan
 from frozen_det.models.layers import ModuleDef
 
 # depth -> (bottleneck?, blocks per stage)
@@ -55,7 +55,7 @@ class _Block(nn.Module):
     project: bool  # first block of a stage: projection shortcut
     rs: bool
     frozen: bool
-    adapters: bool
+    adapters: str  # frozen_det.models.freezing.ADAPTER_KINDS
     act: Callable
     norm: Callable
     drop_path_rate: float = 0.0
@@ -79,15 +79,18 @@ class _Block(nn.Module):
         return self.norm(name="proj_bn")(x)
 
     def finish(self, x, residual, out_features, train):
-        """shortcut + (stochastic depth) residual + adapter, then the activation."""
+        """shortcut + (stochastic depth) residual [+ residual adapter], the activation [, FiLM]."""
         if self.drop_path_rate > 0 and train and not self.frozen:
             keep = 1.0 - self.drop_path_rate
             mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (residual.shape[0], 1, 1, 1))
             residual = residual * mask.astype(residual.dtype) / keep
         y = self.shortcut(x, out_features) + residual
-        if self.adapters:
+        if self.adapters == "residual":
             y = y + adapter(out_features, self.strides, self.dtype, self.conv_cls)(x)
-        return self.act(y)
+        y = self.act(y)
+        if self.adapters == "film":  # on the block's output, as the MBConv blocks' (efficientnet.py)
+            y = film(self.dtype)(y)
+        return y
 
 
 class BasicBlock(_Block):
@@ -188,7 +191,7 @@ class ResNet(nn.Module):
     depth: int = 50
     variant: str = "v1.5"  # "v1.5" | "rs"
     freeze: str | int = "none"
-    adapters: bool = False
+    adapters: str | bool = "none"  # "none" | "residual" | "film" (True / False: "residual" / "none")
     num_classes: int | None = 1000
     bn_momentum: float = 0.9  # flax convention: 0.9 == torch momentum 0.1
     bn_epsilon: float = 1e-5
@@ -231,7 +234,8 @@ class ResNet(nn.Module):
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"config.model.backbone.bn_mode={self.bn_mode!r}: choose one of {BN_MODES}.")
         rs = self.variant == "rs"
-        plan: FreezePlan = freeze_plan(self.freeze, self.NUM_STAGES, self.adapters)
+        adapters = adapter_kind(self.adapters)
+        plan: FreezePlan = freeze_plan(self.freeze, self.NUM_STAGES, adapters)
         act = activation_fn(self.activation or ("swish" if rs else "relu"))
         se_ratio = (0.25 if rs else 0.0) if self.se_ratio is None else self.se_ratio
         conv_cls = self.conv
@@ -255,7 +259,7 @@ class ResNet(nn.Module):
             block_kwargs = dict(
                 rs=rs,
                 frozen=plan.is_frozen(stage),
-                adapters=self.adapters,
+                adapters=adapters,
                 act=act,
                 norm=norm_for(stage),
                 dtype=self.dtype,
