@@ -106,9 +106,10 @@ def test_two_view_batches_are_fixed_shape_seeded_and_resumable(image_folder):
         boxes = b[key]
         assert (boxes[..., :2] >= -1e-3).all() and (boxes[..., 2:] <= SIZE + 1e-3).all()
         assert (boxes[..., 2:] > boxes[..., :2]).all()
-    # Worker threads make the same batches as the calling thread.
-    inline = build_train_pipeline(config.copy_and_resolve_references(), **kw)
-    inline.config.num_workers = 0
+    # Parallel examples (data.num_workers > 0) make the same batches as one at a time.
+    inline_config = config.copy_and_resolve_references()
+    inline_config.data.num_workers = 0
+    inline = build_train_pipeline(inline_config, **kw)
     for expected in first:
         got = next(inline)
         for k in expected:
@@ -176,13 +177,12 @@ def test_labelled_detection_folders_give_image_labels(voc_folder, image_folder):
     assert train.info.num_labels == 4  # bird, cat, dog, person (the folder's sorted names)
     with pytest.raises(ValueError, match=r"model.predet.num_labels=4"):
         get_task(config).validate(train.info)
-    records = train.images.records
-    by_id = {r.image_id: r for r in records}
+    by_id = {r.image_id: r.classes[~r.is_crowd] for r in train.source.detection.split_records("trainval")}
     batch = next(train)
     assert batch["image_labels"].shape == (2, 4) and batch["image_labels"].sum() > 0
     for image_id, labels in zip(batch["image_id"], batch["image_labels"]):
         expected = np.zeros(4, np.float32)
-        expected[[c - 1 for c in by_id[int(image_id)].classes]] = 1
+        expected[[c - 1 for c in by_id[int(image_id)]]] = 1
         np.testing.assert_array_equal(labels, expected)
     # An image folder has no labels, and says so.
     with pytest.raises(ValueError, match="config.data.labels=True: an image_folder has no labels"):
@@ -223,8 +223,8 @@ def test_a_predet_run_initialises_a_detector(predet_run, tmp_path):
     from frozen_det.models.predet import PRETEXT_MODULES
     from frozen_det.tasks import get_task
     from frozen_det.training import sharding
+    from frozen_det.training.run import Run, init_from
     from frozen_det.training.state import build_state
-    from frozen_det.training.transfer import init_from_run, load_run_variables
     from frozen_det.tree_paths import flatten
 
     _, workdir, _ = predet_run
@@ -242,9 +242,10 @@ def test_a_predet_run_initialises_a_detector(predet_run, tmp_path):
     state, _, _, _ = build_state(detector, task, task.build_model(), sharding.make_mesh(jax.devices()[:1]))
     flat = lambda tree: {k: np.asarray(v) for k, v in flatten(jax.device_get(tree)).items()}
     fresh = flat(state.variables())
-    state, report = init_from_run(state, workdir)
+    state, report = init_from(state, workdir)
     got = flat(state.variables())
-    theirs = flat(load_run_variables(workdir)[0])
+    with Run(workdir) as run:
+        theirs = flat(run.variables())
 
     class_specific = ("/rpn_head/scores/", "/rpn_head/boxes/", "/box_heads_0/class_logits/", "/box_heads_0/box_deltas/")
     shared = sorted(p for p in got if not any(s in p for s in class_specific))

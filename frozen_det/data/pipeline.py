@@ -22,16 +22,26 @@ P)[p]`` of a TFDS split (disjoint, covering). Each process yields the per-proces
 
 Bad records: an example whose decoding fails (corrupt image) is dropped by
 ``ignore_errors``; the iterator notices the gap in positions, counts it in
-``stats["examples_skipped"]`` and logs which record it was. Boxes removed by sanitising are
-counted in ``stats["bad_boxes"]``; instances over ``max_instances`` in
-``stats["dropped_instances"]`` (and per example in ``num_dropped_instances``).
+``stats["examples_skipped"]`` and logs which record it was. A kind's per-example counters
+(``Kind.counters``) are summed into ``stats``: detection's boxes removed by sanitising in
+``stats["bad_boxes"]``, instances over ``max_instances`` in ``stats["dropped_instances"]`` (and
+per example in ``num_dropped_instances``).
+
+Examples made in Python. An example function may wrap numpy / Pillow code in
+``tf.numpy_function`` (the two-view kind: frozen_det.data.two_view.pipelines), seeded from the
+example's stateless seed: the map runs ``Kind.parallel_calls`` of them at once (Pillow and numpy
+release the GIL for most of their work; 0: one at a time, tf.data's own parallelisation of the
+map switched off), and an exception one raises drops the example like a decoding error. Epochs
+still being read at exit are closed first (``_close_open_epochs``).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import math
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -41,7 +51,18 @@ from frozen_det.data.class_stats import class_statistics, epoch_repeats, repeat_
 from frozen_det.data.position import ResumablePosition, padding_like, per_process_batch, process_layout, stack_examples
 from frozen_det.data.source import DataError, log
 
-_INTERNAL = ("_position",)
+# The epochs being read: generators that hold a tf.data iterator.
+_OPEN_EPOCHS = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_epochs():
+    """Closes the epochs still being read (a train iterator's current epoch, an eval pass left
+    half way) while the interpreter can still run Python threads. A tf.data iterator destroyed
+    during interpreter shutdown waits for its in-flight ``tf.numpy_function`` calls, which can no
+    longer take the GIL: the process would hang at exit."""
+    for epoch in list(_OPEN_EPOCHS):
+        epoch.close()
 
 
 def sub_seed(seed, k: int):
@@ -69,14 +90,21 @@ def cached_source(cfg, kind: Kind):
 class Kind:
     """What the shared iterator machinery below needs to know about one kind of example:
     the data schema's resolver, the sources, the example functions, the per-example counters
-    summed into the pipeline's report (counter field -> report key) and a source check."""
+    summed into the pipeline's report (counter field -> report key) and a source check.
+
+    The data section a kind resolves has the fields the machinery reads: ``seed``,
+    ``batch_size``, ``eval_batch_size``, ``train_split``, ``eval_split``, ``shuffle_buffer``,
+    ``prefetch``, the parallelism ``parallel_calls`` reads, and optionally ``sampling``
+    ("repeat_factor" with ``repeat_threshold`` / ``repeat_power``; absent: every record once per
+    epoch). A counter field whose name starts with ``_`` is only counted: it is removed from the
+    example, so it stays out of the batch contract."""
 
     name: str
     resolve: Callable  # (config or data section) -> complete data section
     build_source: Callable  # data section -> Source
     source_fields: tuple  # the data fields that define the source (cache key)
-    make_train_fn: Callable  # (source, cfg) -> fn(seed, record[, second record])
-    make_eval_fn: Callable  # (source, cfg) -> fn(seed, record)
+    make_train_fn: Callable  # (source, cfg, **options) -> fn(seed, record[, second record])
+    make_eval_fn: Callable  # (source, cfg, **options) -> fn(seed, record)
     counters: tuple = ()  # ((example field, stats key), ...)
     check: Callable = lambda cfg, source: None
     second_stream: Callable = lambda cfg: False  # a second record stream per example (Copy-Paste)
@@ -84,6 +112,8 @@ class Kind:
     select: Callable = lambda cfg, source, split, train: None
     # (cfg, source) -> what the examples' labels are (the source's classes, or a label set)
     info: Callable = lambda cfg, source: source.info
+    # (cfg) -> examples made at once by tf.data's map: n > 0, < 0 for AUTOTUNE, 0 one at a time
+    parallel_calls: Callable = lambda cfg: cfg.num_parallel_calls
 
 
 def _cached_fn(source, key, make):
@@ -94,11 +124,14 @@ def _cached_fn(source, key, make):
 
 
 class _Base:
-    def __init__(self, kind, config, split, train, process_index, process_count, source, batch_size):
+    def __init__(self, kind, config, split, train, process_index, process_count, source, batch_size, options):
         tf.config.set_visible_devices([], "GPU")
         self.kind = kind
         self.config = kind.resolve(config)
         cfg = self.config
+        # Keywords of the kind's example functions that are not data fields (the two-view kind:
+        # the model's number of queries); part of the example functions' cache key.
+        self.options = dict(options or {})
         self.train = train
         self.split = split or (cfg.train_split if train else cfg.eval_split)
         self.process_index, self.process_count = process_layout(process_index, process_count)
@@ -183,7 +216,12 @@ class _Base:
         return f"record {position} of the shard"
 
     def _examples(self, epoch: int, offset: int, fn, copy_paste: bool):
-        """Yields (position, numpy example) of one epoch from ``offset``; logs gaps."""
+        """Iterator of (position, numpy example) of one epoch from ``offset``; logs gaps."""
+        examples = self._read_epoch(epoch, offset, fn, copy_paste)
+        _OPEN_EPOCHS.add(examples)
+        return examples
+
+    def _read_epoch(self, epoch: int, offset: int, fn, copy_paste: bool):
         cfg = self.config
         records = self._records(epoch, offset)
         positions = tf.data.Dataset.range(offset, 2**62)
@@ -198,8 +236,14 @@ class _Base:
         def process(position, *recs):
             return traced(tf.constant(seed, tf.int64), tf.constant(pidx, tf.int64), epoch_t, position, *recs)
 
-        npc = tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
-        ds = ds.map(process, num_parallel_calls=npc, deterministic=True)
+        npc = self.kind.parallel_calls(cfg)
+        if npc == 0:  # one example at a time: tf.data would parallelise a stateless map itself
+            ds = ds.map(process)
+            options = tf.data.Options()
+            options.experimental_optimization.map_parallelization = False
+            ds = ds.with_options(options)
+        else:
+            ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE if npc < 0 else npc, deterministic=True)
         ds = ds.ignore_errors(log_warning=True).prefetch(cfg.prefetch)
         expected = offset
         for ex in ds.as_numpy_iterator():
@@ -221,9 +265,16 @@ class _Base:
             )
 
     def _account(self, ex):
+        """Counts ``ex`` into ``stats`` (and removes its count-only ``_`` fields)."""
         self.stats["examples"] += 1
         for field, key in self.kind.counters:
-            self.stats[key] += int(ex[field])
+            self.stats[key] += int(ex.pop(field) if field.startswith("_") else ex[field])
+
+    def _example_fn(self, train: bool):
+        """The kind's train or eval example function, made once per (source, config, options)."""
+        cfg, make = self.config, self.kind.make_train_fn if train else self.kind.make_eval_fn
+        key = ("train" if train else "eval", cfg.to_json(), json.dumps(self.options, sort_keys=True))
+        return _cached_fn(self.source, key, lambda: make(self.source, cfg, **self.options))
 
     @property
     def info(self):
@@ -240,13 +291,23 @@ class TrainPipeline(ResumablePosition, _Base):
     """Infinite iterator of per-process train batches. ``state()`` / ``restore(state)``
     save and restore the position (module docstring)."""
 
-    def __init__(self, kind, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
-        super().__init__(kind, config, split, True, process_index, process_count, source, batch_size)
+    def __init__(
+        self,
+        kind,
+        config,
+        split=None,
+        process_index=None,
+        process_count=None,
+        source=None,
+        batch_size=None,
+        options=None,
+    ):
+        super().__init__(kind, config, split, True, process_index, process_count, source, batch_size, options)
         cfg = self.config
         self.copy_paste = self.kind.second_stream(cfg)
-        if cfg.sampling == "repeat_factor":
+        if cfg.get("sampling") == "repeat_factor":
             self._repeat_factors = self._compute_repeat_factors()
-        self._fn = _cached_fn(self.source, ("train", cfg.to_json()), lambda: self.kind.make_train_fn(self.source, cfg))
+        self._fn = self._example_fn(train=True)
         self._epoch, self._offset = 0, 0
         self._gen = None
 
@@ -308,11 +369,19 @@ class EvalPipeline(_Base):
     examples whose ``example_valid`` is False (image_id -1). Every process yields the same
     number of batches (``num_batches``), as a multi-host evaluation step needs."""
 
-    def __init__(self, kind, config, split=None, process_index=None, process_count=None, source=None, batch_size=None):
-        super().__init__(kind, config, split, False, process_index, process_count, source, batch_size)
-        self._fn = _cached_fn(
-            self.source, ("eval", self.config.to_json()), lambda: self.kind.make_eval_fn(self.source, self.config)
-        )
+    def __init__(
+        self,
+        kind,
+        config,
+        split=None,
+        process_index=None,
+        process_count=None,
+        source=None,
+        batch_size=None,
+        options=None,
+    ):
+        super().__init__(kind, config, split, False, process_index, process_count, source, batch_size, options)
+        self._fn = self._example_fn(train=False)
         n = self.source.num_records(self.split) if self._selected is None else len(self._selected)
         self.num_examples = n
         self.num_batches = max(1, math.ceil(math.ceil(n / self.process_count) / self.batch_size))

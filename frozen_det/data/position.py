@@ -1,9 +1,8 @@
-"""What every seeded, sharded, resumable batch iterator of the data package shares: the process
-layout, the (epoch, offset) position saved with a checkpoint, and batch assembly.
+"""The engine's bookkeeping without TensorFlow (frozen_det.data.pipeline): the process layout,
+the (epoch, offset) position saved with a checkpoint, and batch assembly.
 
-Both the detection / classification pipeline (frozen_det.data.pipeline) and PreDet's two-view
-pipeline (frozen_det.data.two_view.pipelines) make example k of epoch e on process p a function
-of (seed, e, p, k), so the pair (epoch, offset) is the whole position of a train iterator.
+The engine makes example k of epoch e on process p a function of (seed, e, p, k), for every kind
+of example, so the pair (epoch, offset) is the whole position of a train iterator.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ class ResumablePosition:
     same seed, split and process layout (anything else would silently read other examples)."""
 
     STATE_VERSION = 1
-    STATE_NAME = "pipeline"  # in the version error
 
     def state(self) -> dict:
         """A small JSON-able dict; save it with the training checkpoint."""
@@ -64,11 +62,11 @@ class ResumablePosition:
         ):
             if key in state and state[key] != mine:
                 raise ValueError(
-                    f"{self.STATE_NAME} state was saved with {key}={state[key]!r}, this pipeline "
+                    f"pipeline state was saved with {key}={state[key]!r}, this pipeline "
                     f"has {mine!r}: restore with the same data config and process layout"
                 )
         if state.get("version") != self.STATE_VERSION:
-            raise ValueError(f"{self.STATE_NAME} state version {state.get('version')} != {self.STATE_VERSION}")
+            raise ValueError(f"pipeline state version {state.get('version')} != {self.STATE_VERSION}")
         self._epoch, self._offset = int(state["epoch"]), int(state["offset"])
         self.stats.update(state.get("stats", {}))
         self._restored()

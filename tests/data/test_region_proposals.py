@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-R = pytest.importorskip("frozen_det.data.two_view.proposals")
-pytest.importorskip("skimage")
+from frozen_det.data.two_view import proposals as R
 
 RECTS = np.array([[20, 30, 90, 110], [140, 40, 230, 100], [60, 150, 200, 240]], np.float64)
 

@@ -217,6 +217,11 @@ def test_tfds_two_view_pipeline_streams_resumes_and_labels():
         assert sum(int(b["example_valid"].sum()) for b in passes[0]) == 12
         np.testing.assert_array_equal(passes[0][2]["view2"], passes[1][2]["view2"])
         assert sorted(np.concatenate([b["image_id"] for b in passes[0]]).tolist()) == list(range(12))
+        first5 = build_eval_pipeline(dict(cfg, num_eval_examples=5), num_queries=3, process_index=1, process_count=2)
+        batches = list(first5)  # this process's share of the first 5 images: 1 and 3 (process 0: 0, 2, 4)
+        assert first5.num_batches == len(batches) == 2 and batches[0]["image_id"].tolist() == [1, 3]
+        assert batches[1]["image_id"].tolist() == [-1, -1] and not batches[1]["example_valid"].any()
+        np.testing.assert_array_equal(batches[0]["view2"], passes[0][0]["view2"][[1, 3]])  # seeded per image
 
 
 def test_tfds_two_view_detection_labels_and_cached_proposals(tmp_path):
@@ -230,7 +235,7 @@ def test_tfds_two_view_detection_labels_and_cached_proposals(tmp_path):
         report = cache_run_proposals(cfg, max_boxes=20)
         assert report["images"] == N and not report["unreadable"]  # ids 100..105 in both splits
         held_out = build_eval_pipeline(cfg, num_queries=3, process_index=0, process_count=1)
-        builder = held_out.images.builder
+        builder = held_out.source.builder
         batches = list(held_out)
     assert held_out.stats["missing_proposals"] == 0
     expected = {100 + i: set(ex["objects"]["label"]) for i, ex in enumerate(_fake_examples(builder, "validation"))}

@@ -1,8 +1,11 @@
 """PreDet's two MoCo v2 views with aligned query boxes: geometry round trips, the same pixels under
-each view's query box, validity and index alignment, determinism."""
+each view's query box, validity and index alignment, determinism; the two-view pipelines on the
+engine: exact resumption across epochs, parallel examples, the held-out set."""
 
 import dataclasses
+import logging
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -162,3 +165,85 @@ def test_cached_region_proposals_as_candidates(tmp_path):
 def test_rejects_bad_images(bad):
     with pytest.raises(ValueError, match="uint8"):
         T.make_two_views(bad, np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------------------------------------- pipelines
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """train: 5 images and one unreadable file (sorted last); validation: 3 images."""
+    root = tmp_path_factory.mktemp("two_view_images")
+    for split, n in (("train", 5), ("validation", 3)):
+        (root / split).mkdir()
+        for i in range(n):
+            Image.fromarray(smooth_image(40 + 4 * i, 48)).save(root / split / f"{i}.png")
+    (root / "train" / "x_broken.jpg").write_bytes(b"not an image")
+    return str(root)
+
+
+def _pipeline_config(path, **over):
+    data = dict(source="image_folder", path=path, image_size=32, batch_size=2, eval_batch_size=2, num_workers=0)
+    return ml_collections.ConfigDict(dict(data, augment=dict(min_view_size=4.0), **over))
+
+
+def _assert_same_batches(got, expected):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert sorted(a) == sorted(b)
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_two_view_train_resumes_exactly_across_an_epoch_boundary(image_folder, caplog):
+    from frozen_det.data.two_view.pipelines import build_train_pipeline
+
+    kw = dict(num_queries=3, process_index=0, process_count=1)
+    train = build_train_pipeline(_pipeline_config(image_folder), **kw)
+    states, batches = [], []
+    with caplog.at_level(logging.WARNING, logger="frozen_det.data"):
+        for _ in range(7):  # 5 readable images an epoch: batch 2 holds examples of epochs 0 and 1
+            states.append(train.state())
+            batches.append(next(train))
+    assert states[2]["epoch"] == 0 and states[3]["epoch"] == 1
+    assert train.stats["examples_skipped"] >= 2 and train.report()["examples"] == 14  # x_broken.jpg, each epoch
+    assert "x_broken.jpg of split 'train'" in caplog.text
+    assert batches[0]["view1"].shape == (2, 32, 32, 3) and batches[0]["query_valid"].shape == (2, 3)
+    for k in (2, 3):  # the next batch crosses the boundary; the boundary was just crossed
+        again = build_train_pipeline(_pipeline_config(image_folder), **kw)
+        again.restore(states[k])
+        _assert_same_batches([next(again) for _ in range(7 - k)], batches[k:])
+        assert again.stats == train.stats
+    # Each epoch reads every readable image once, in a new order.
+    ids = [i for b in batches for i in b["image_id"].tolist()]
+    assert sorted(ids[:5]) == sorted(ids[5:10]) == [0, 1, 2, 3, 4] and ids[:5] != ids[5:10]
+
+
+def test_two_view_num_workers_make_the_same_batches(image_folder):
+    from frozen_det.data.two_view.pipelines import build_eval_pipeline, build_train_pipeline
+
+    kw = dict(num_queries=3, process_index=0, process_count=1)
+    inline, parallel = (_pipeline_config(image_folder, num_workers=n) for n in (0, 3))
+    train = [build_train_pipeline(cfg, **kw) for cfg in (inline, parallel)]
+    _assert_same_batches([next(train[1]) for _ in range(4)], [next(train[0]) for _ in range(4)])
+    assert train[0].stats == train[1].stats
+    held_out = [list(build_eval_pipeline(cfg, **kw)) for cfg in (inline, parallel)]
+    _assert_same_batches(held_out[1], held_out[0])
+
+
+def test_two_view_held_out_set_is_fixed_per_image(image_folder):
+    """The first num_eval_examples images, padded to whole batches, every process the same number
+    of batches, and each image's views the same whatever the process layout."""
+    from frozen_det.data.two_view.pipelines import build_eval_pipeline
+
+    cfg = _pipeline_config(image_folder, num_eval_examples=2)
+    one = build_eval_pipeline(cfg, num_queries=3, process_index=0, process_count=1)
+    (batch,) = list(one)
+    assert one.num_batches == 1 and batch["example_valid"].all() and batch["image_id"].tolist() == [0, 1]
+    two = [build_eval_pipeline(cfg, num_queries=3, process_index=p, process_count=2, batch_size=4) for p in (0, 1)]
+    for p, held_out in enumerate(two):
+        (b,) = list(held_out)
+        assert held_out.num_batches == 1 and b["image_id"].tolist() == [p, -1]
+        assert b["example_valid"].tolist() == [True, False] and not b["view1"][1].any()
+        np.testing.assert_array_equal(b["view1"][0], batch["view1"][p])
+        np.testing.assert_array_equal(b["query_boxes2"][0], batch["query_boxes2"][p])

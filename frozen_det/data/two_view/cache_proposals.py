@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -23,20 +24,29 @@ log = logging.getLogger("frozen_det.data")
 
 
 def split_images(config, split: str):
-    """(proposal key, uint8 image) of every readable image of `split`, and the unreadable ones."""
+    """(proposal key, uint8 image) of every readable image of `split`, in stored order, and the
+    unreadable ones (the list fills while the images are read)."""
     from frozen_det.data.two_view import config as two_view_config
-    from frozen_det.data.two_view.images import open_split
+    from frozen_det.data.two_view.sources import build_source
 
-    cfg = two_view_config.complete(config.data if "data" in config else config)
+    source = build_source(two_view_config.complete(config.data if "data" in config else config))
     unreadable = []
 
+    def skipped(start, stop):
+        for index in range(start, stop):
+            unreadable.append(source.describe_record(split, index))
+            log.warning("skipped %s: it could not be decoded", unreadable[-1])
+
     def images():
-        for _, record in open_split(cfg, split).epoch(0, (0, 1), None):
-            try:
-                yield record.proposal_key, record.read()
-            except (OSError, ValueError) as e:
-                log.warning("skipped %s: %s", record.path, e)
-                unreadable.append(record.path)
+        n = source.num_records(split)
+        records = source.records(split, np.arange(n)) if source.random_access else source.stream(split, (0, 1), None, 0)
+        expected = 0
+        for ex in records.map(source.decode).ignore_errors(log_warning=True).as_numpy_iterator():
+            skipped(expected, ex["index"])
+            expected = ex["index"] + 1
+            key = ex["proposal_key"].decode()
+            yield (int(key) if source.proposal_keys_are_ids else key), ex["image"]
+        skipped(expected, n)
 
     return images, unreadable
 

@@ -18,7 +18,7 @@ records with one), "SPLIT/index" (other TFDS records) or the image's path relati
 from __future__ import annotations
 
 from frozen_det.data import sections
-from frozen_det.schema import ConfigDict, choice, merge
+from frozen_det.schema import ConfigDict, choice, merge, placeholder
 
 SOURCES = ("image_folder", "coco_folder", "voc_folder", "tfds")
 
@@ -38,14 +38,16 @@ def defaults() -> ConfigDict:
             batch_size=0,  # global train batch (images, two views each); 0 = config.train.batch_size
             eval_batch_size=8,
             num_eval_examples=0,  # the held-out set: the first n images of eval_split (0: all)
-            mean=sections.IMAGENET_MEAN,
-            std=sections.IMAGENET_STD,
+            mean=placeholder(tuple),  # unset: the backbone checkpoint's, else ImageNet's (sections)
+            std=placeholder(tuple),
             seed=0,
             shuffle_buffer=4096,  # tfds streams (folders shuffle the whole split)
             queries="random",  # "random" | "proposals"
             proposals_file="",  # queries="proposals": the region_proposals .npz cache
             labels=False,  # detection folders: emit `image_labels` (multi-hot of the image's classes)
-            num_workers=4,  # threads making a batch's examples (0: in the calling thread); same batches
+            # Examples made at once by tf.data's parallel map (0: one at a time); the same batches.
+            num_workers=4,
+            prefetch=2,  # examples made ahead of the batch being assembled
             # MoCo v2 views (frozen_det.data.two_view.views.TwoViewConfig).
             augment=ConfigDict(
                 dict(
@@ -96,6 +98,6 @@ def validate(cfg: ConfigDict) -> None:
     if cfg.labels and cfg.source == "image_folder":
         raise ValueError("config.data.labels=True: an image_folder has no labels; use a coco_folder / voc_folder.")
     if cfg.num_workers < 0:
-        raise ValueError(f"config.data.num_workers={cfg.num_workers}: 0 (in-line) or more threads.")
-    if len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0:
+        raise ValueError(f"config.data.num_workers={cfg.num_workers}: 0 (one example at a time) or more.")
+    if not sections.valid_normalisation(cfg):
         raise ValueError("config.data.mean / std: 3 values each, std > 0.")
