@@ -10,6 +10,7 @@ command line.
 
 from __future__ import annotations
 
+from frozen_det.checkpoints.pretrained import preprocessing_of
 from frozen_det.config import complete, train_defaults
 from frozen_det.data.detection import config as data_config
 from frozen_det.models import config as model_config
@@ -211,6 +212,16 @@ STRATEGIES = {
     "adapters": ("all", "residual", True),  # residual adapters (paper Table 7)
     "film": ("all", "film", True),  # FiLM scale and shift per block (paper Sec. 4.5's conjecture)
 }
+
+
+def normalisation_of(checkpoint: str) -> dict:
+    """`data.mean` / `data.std` of the weights `checkpoint` names (their preprocessing), for a
+    family of rows that must share one input pipeline whether or not a row loads them (a
+    from-scratch row beside pretrained ones)."""
+    pre = preprocessing_of(checkpoint)
+    if pre is None:
+        raise ValueError(f"{checkpoint!r}: no preprocessing known for these weights")
+    return dict(mean=tuple(pre.mean), std=tuple(pre.std))
 
 
 def apply_strategy(model: ConfigDict, strategy: str, checkpoint: str) -> None:

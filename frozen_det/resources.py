@@ -25,14 +25,12 @@ import json
 import sys
 
 import jax
-import numpy as np
 import optax
-from absl import app
 from ml_collections import config_flags
 
 from frozen_det import config as config_lib
 from frozen_det.models.backbones import build_backbone
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.runtime import compile_progress, prepare_entry_point, run_main
 from frozen_det.tasks import get_task
 from frozen_det.training import partition
 from frozen_det.training.state import create_train_state, trainable_mask
@@ -72,13 +70,14 @@ def _counts(variables, mask) -> dict:
     return {"params_total": count_elements(variables), "params_trainable": count_elements(trainable)}
 
 
-def _init(task, model, batch) -> dict:
-    one = jax.tree.map(lambda x: x[:1], batch)
-    return jax.jit(lambda b: model.init(task.init_rngs(jax.random.key(0)), b, train=True))(one)
+def _abstract(tree):
+    """Shapes and dtypes only: what XLA compiles against, no array materialised."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
 def _train_step(task, model, variables, mask, batch, backbone_features=None):
-    """Compiled SGD train step of the task's loss; with `backbone_features`, of the heads alone."""
+    """Compiled SGD train step of the task's loss, from the shapes of `variables` and `batch`;
+    with `backbone_features`, of the heads alone."""
 
     def loss_fn(params, batch_stats, b, rng):
         b, feats = b
@@ -86,9 +85,9 @@ def _train_step(task, model, variables, mask, batch, backbone_features=None):
         return task.loss_fn(model, **kwargs)(params, batch_stats, b, rng)
 
     optimizer = optax.sgd(0.01, momentum=0.9)
-    state = create_train_state(variables, mask, optimizer)
+    state = jax.eval_shape(lambda v: create_train_state(v, mask, optimizer), _abstract(variables))
     step = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
-    return step.lower(state, (batch, backbone_features), jax.random.key(0)).compile()
+    return step.lower(state, _abstract((batch, backbone_features)), jax.random.key(0)).compile()
 
 
 def parameter_counts(config):
@@ -103,17 +102,15 @@ def freeze_savings(config, _setup_and_variables=None) -> dict:
     full = backbone + heads: XLA built no backbone backward pass."""
     if _setup_and_variables is None:
         setup = _setup(config)
-        _setup_and_variables = setup, _init(*setup[1:4])
+        _setup_and_variables = setup, setup[4]
     (config, task, model, batch, _, mask), variables = _setup_and_variables
     backbone = build_backbone(task.backbone_config())
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     # The frozen parts of a backbone run in inference mode inside the train step too.
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"])[0])
     images = batch[task.backbone_input]
-    compiled_backbone = backbone_forward.lower(backbone_vars, images).compile()
-    features = jax.tree.map(
-        lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(backbone_forward, backbone_vars, images)
-    )
+    compiled_backbone = backbone_forward.lower(_abstract(backbone_vars), _abstract(images)).compile()
+    features = jax.eval_shape(backbone_forward, _abstract(backbone_vars), _abstract(images))
     compiled_step = _train_step(task, model, variables, mask, batch)
     head_step = _train_step(task, model, variables, mask, batch, features)
     return {
@@ -128,7 +125,7 @@ def train_step_cost(config) -> dict:
     """params_total, params_trainable, train_step_gflops and train_step_temp_bytes, as in
     `measure` but from the train step's compilation alone."""
     _, task, model, batch, abstract, mask = _setup(config)
-    cost = compiled_cost(_train_step(task, model, _init(task, model, batch), mask, batch))
+    cost = compiled_cost(_train_step(task, model, abstract, mask, batch))
     return {
         **_counts(abstract, mask),
         "train_step_gflops": round(cost["gflops"], 3),
@@ -138,12 +135,12 @@ def train_step_cost(config) -> dict:
 
 def measure(config) -> dict:
     config, task, model, batch, abstract, mask = _setup(config)
-    variables = _init(task, model, batch)
+    variables = abstract
     eval_batch = task.model_batch(task.example_batch(_per_device_batch(config), train=False), train=False)
-    forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, eval_batch).compile()
+    forward = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, _abstract(eval_batch)).compile()
     backbone = build_backbone(task.backbone_config())
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
-    images = batch[task.backbone_input]
+    images = _abstract(batch[task.backbone_input])
     backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=False)).lower(backbone_vars, images).compile()
     return {
         **_counts(abstract, mask),
@@ -161,7 +158,13 @@ def measure(config) -> dict:
 
 def main(argv):
     del argv
-    print(json.dumps(measure(_CONFIG.value)), flush=True)
+    config = config_lib.complete(_CONFIG.value)
+    # What `measure` compiles: the forward pass, the backbone's, and the train step (with a
+    # separable backbone also the backbone in train mode and the heads' train step).
+    programs = 5 if get_task(config).heads_take_backbone_features else 3
+    with compile_progress("resources: compiling", total=programs):
+        result = measure(config)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
@@ -169,4 +172,4 @@ if __name__ == "__main__":
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-    app.run(main)
+    run_main(main)

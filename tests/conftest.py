@@ -14,6 +14,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # subprocesses that run the entry points) lets tests that build the same program share it.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "frozen_det_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# JAX's partitionable threefry (its default) unrolls every random draw of a model's initialisation
+# into code that XLA:CPU compiles slowly: a ResNet-18's init compiles ~2.5x faster without it. The
+# tests assert properties, not particular random numbers; subprocesses inherit the setting.
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 
 try:
     import torch  # noqa: F401

@@ -18,6 +18,7 @@ from PIL import Image
 
 from frozen_det import config as config_lib
 from frozen_det import config_defaults as d
+from frozen_det.data.offline import fashion_mnist
 from frozen_det.evaluation.classification import knn_accuracy, knn_predict, per_class_accuracy, top_k_accuracy
 
 sklearn = pytest.importorskip("sklearn")
@@ -25,7 +26,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = os.path.isfile("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")
+FASHION = fashion_mnist.available()
 
 
 def test_top_k_and_per_class_accuracy_equal_numpy():

@@ -72,8 +72,8 @@ def get_config(strategy: str, arg=None):
     config = d.ConfigDict()
     config.model = model
     config.data = bccd_data.get_config().data
-    # mean / std unset: those the Lite0 weights expect, (x - 127) / 128 on [0, 255] RGB.
-    config.data.update(mean=None, std=None, batch_size=BATCH, eval_batch_size=BATCH)
+    # Every row (from scratch too) reads the input as the Lite0 weights expect it.
+    config.data.update(**d.normalisation_of(CHECKPOINT), batch_size=BATCH, eval_batch_size=BATCH)
     config.data.augment.update(scale_min=0.5, scale_max=1.5)
     config.train = d.train(
         batch_size=BATCH, total_steps=500, boundaries=(), base_lr=0.04, warmup_steps=50, warmup_lr=0.004

@@ -33,10 +33,10 @@ def get_config(arg=None):
             bn_momentum=0.9,
             init_checkpoint="" if args["strategy"] == "scratch" else "package:efficientnet_lite0",
         )
-        mean, std = None, None  # unset: what the Lite0 weights expect
+        normalisation = d.normalisation_of("package:efficientnet_lite0")  # every row, scratch too
     else:
         backbone = dict(type="resnet", depth=18, width=0.25, conv_impl="fast", bn_momentum=0.9)
-        mean, std = (0.286 * 255,) * 3, (0.353 * 255,) * 3  # the Fashion-MNIST pre-training's
+        normalisation = dict(mean=(0.286 * 255,) * 3, std=(0.353 * 255,) * 3)  # the Fashion-MNIST pre-training's
     config.model = d.ConfigDict(dict(type="classifier", num_classes=3, backbone=backbone))
     detection = bccd_data.get_config().data
     config.data = d.ConfigDict(
@@ -49,8 +49,7 @@ def get_config(arg=None):
             train_split="trainval",
             eval_split="test",
             eval_batch_size=64,
-            mean=mean,
-            std=std,
+            **normalisation,
             sampling="repeat_factor",
             repeat_threshold=1.0,
             repeat_power=1.0,  # classes sampled evenly

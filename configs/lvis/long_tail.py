@@ -56,6 +56,8 @@ def get_config(arg=None):
             augment=dict(hflip=True, scale_min=0.5, scale_max=2.0),
         )
     )
+    if args["backbone"] == "lite0":  # every Lite0 row (from scratch too) reads the input as its weights expect
+        config.data.update(**d.normalisation_of(LITE0))
     config.train = d.train(
         batch_size=8, total_steps=1500, boundaries=(1200,), base_lr=0.04, warmup_steps=50, warmup_lr=0.004
     )

@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 from scipy import ndimage
 
 from frozen_det.localization import cam as cam_lib
-from frozen_det.ops.nms import non_max_suppression_padded
+from frozen_det.ops.nms import nms_indices
 
 VARIANTS = ("paper", "released")
 
@@ -135,28 +134,6 @@ def released_threshold_boxes(
     return np.asarray(boxes, np.float64).reshape(-1, 4)
 
 
-def merge_boxes(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS (frozen_det.ops.nms, the same set as torchvision.ops.nms), in
-    descending score order; IoU >= 1 keeps everything."""
-    if len(boxes) == 0 or iou_threshold >= 1.0:
-        return np.argsort(-np.asarray(scores), kind="stable")
-    # Pad to a power of two so that a handful of compiled shapes serve every image.
-    size = max(16, 1 << (len(boxes) - 1).bit_length())
-    padded = np.zeros((size, 4), np.float32)
-    padded[: len(boxes)] = boxes
-    padded_scores = np.zeros((size,), np.float32)
-    padded_scores[: len(boxes)] = scores
-    valid = np.arange(size) < len(boxes)
-    indices, kept = _padded_nms(padded, padded_scores, valid, np.float32(iou_threshold))
-    return np.asarray(indices)[np.asarray(kept)]
-
-
-@jax.jit
-def _padded_nms(boxes, scores, valid, iou_threshold):
-    result = non_max_suppression_padded(boxes, scores, boxes.shape[0], iou_threshold, valid=valid)
-    return result.indices, result.valid
-
-
 def pseudo_boxes_from_cam(cam: np.ndarray, options: PseudoBoxOptions, image_hw=None, cell_pixels=None) -> PseudoBoxes:
     """Pseudo-boxes of a normalised CAM: an image-pixel CAM [H, W] ("paper"), or a grid CAM
     with the image's (height, width) and the pixels per grid cell ("released")."""
@@ -179,7 +156,7 @@ def pseudo_boxes_from_cam(cam: np.ndarray, options: PseudoBoxOptions, image_hw=N
     if options.variant == "released" and len(boxes):
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         scores = areas / areas[0] if areas[0] > 0 else areas
-    keep = merge_boxes(boxes, scores, options.nms_iou)
+    keep = nms_indices(boxes, scores, options.nms_iou)  # merging: greedy NMS, descending score
     return PseudoBoxes(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), per_threshold)
 
 

@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from frozen_det.ops.boxes import pairwise_iou
 
@@ -161,3 +162,26 @@ def non_max_suppression_padded(
         jnp.where(out_valid[..., None], out_boxes, 0),
         jnp.where(out_valid, out_scores, 0),
     )
+
+
+def nms_indices(boxes, scores, iou_threshold: float) -> np.ndarray:
+    """Host-side greedy NMS of a variable number of boxes: the indices (numpy, descending score)
+    of ``boxes`` [N, 4] that survive, the same set as ``torchvision.ops.nms``; an IoU threshold
+    >= 1 keeps everything. The boxes are padded to a power of two so that a handful of compiled
+    shapes serve every call (pseudo-box merging, region proposals)."""
+    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+    if len(boxes) == 0 or iou_threshold >= 1.0:
+        return np.argsort(-scores, kind="stable")
+    size = max(16, 1 << (len(boxes) - 1).bit_length())
+    padded = np.zeros((size, 4), np.float32)
+    padded[: len(boxes)] = boxes
+    padded_scores = np.zeros((size,), np.float32)
+    padded_scores[: len(boxes)] = scores
+    indices, kept = _padded_nms(padded, padded_scores, np.arange(size) < len(boxes), np.float32(iou_threshold))
+    return np.asarray(indices)[np.asarray(kept)]
+
+
+@jax.jit
+def _padded_nms(boxes, scores, valid, iou_threshold):
+    result = non_max_suppression_padded(boxes, scores, boxes.shape[0], iou_threshold, valid=valid)
+    return result.indices, result.valid

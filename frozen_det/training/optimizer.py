@@ -21,7 +21,7 @@ from frozen_det.training.partition import decay_mask
 
 
 def learning_rate_schedule(schedule, total_steps: int) -> optax.Schedule:
-    """`config.train.schedule` (frozen_det.training.config) -> optax schedule."""
+    """`config.train.schedule` (frozen_det.config.train_defaults) -> optax schedule."""
     name = schedule.name
     base = float(schedule.base_lr)
     warmup_steps = int(schedule.warmup_steps)

@@ -11,10 +11,11 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from frozen_det.data import detection
+from frozen_det.data.offline import fashion_mnist
 from frozen_det.data.offline.canvases import write_canvases
 
 pytestmark = pytest.mark.skipif(
-    not os.path.isfile("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz"),
+    not fashion_mnist.available(),
     reason="Debian package dataset-fashion-mnist not installed",
 )
 

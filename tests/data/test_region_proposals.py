@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from frozen_det.data.two_view import proposals as R
+from frozen_det.ops.boxes import pairwise_iou
 
 RECTS = np.array([[20, 30, 90, 110], [140, 40, 230, 100], [60, 150, 200, 240]], np.float64)
 
@@ -18,11 +19,7 @@ def scene(seed=0, size=256):
 
 
 def iou(a, b):
-    inter_h = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    inter_w = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = inter_h * inter_w
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+    return np.asarray(pairwise_iou(np.asarray(a, np.float32), np.asarray(b, np.float32)))
 
 
 @pytest.fixture(scope="module")

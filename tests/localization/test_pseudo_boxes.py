@@ -20,12 +20,13 @@ from frozen_det.config import complete
 from frozen_det.localization import cam as cam_lib
 from frozen_det.localization.cam_boxes import (
     PseudoBoxOptions,
-    merge_boxes,
     moment_box,
     paper_threshold_boxes,
     pseudo_boxes_from_cam,
     released_threshold_boxes,
 )
+from frozen_det.ops.boxes import pairwise_iou
+from frozen_det.ops.nms import nms_indices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -223,7 +224,7 @@ def test_merging_keeps_what_torchvision_nms_keeps():
         scores = rng.uniform(size=n)
         for iou in (0.5, 0.8):
             expected = torchvision.ops.nms(torch.from_numpy(boxes[:, [1, 0, 3, 2]]), torch.from_numpy(scores), iou)
-            np.testing.assert_array_equal(merge_boxes(boxes, scores, iou), expected.numpy())
+            np.testing.assert_array_equal(nms_indices(boxes, scores, iou), expected.numpy())
 
 
 # ---------------------------------------------------------------- the command on real photos
@@ -234,13 +235,6 @@ EYE_BOXES = {
     "coffee": ("espresso", (172, 18, 410, 300)),  # the cup, handle included, saucer not
     "astronaut": ("football_helmet", (275, 342, 505, 512)),  # the helmet at the bottom right
 }
-
-
-def _iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_the_command_finds_eye_drawn_boxes_on_photos(tmp_path):
@@ -270,7 +264,8 @@ def test_the_command_finds_eye_drawn_boxes_on_photos(tmp_path):
         expected_class, eye = EYE_BOXES[name]
         boxes = [a for a in result["annotations"] if a["image_id"] == image["id"]]
         assert names[boxes[0]["category_id"]] == expected_class
-        best = max(_iou(eye, (x, y, x + w, y + h)) for x, y, w, h in (a["bbox"] for a in boxes))
+        found = np.array([(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in boxes)], np.float32)
+        best = float(np.max(pairwise_iou(np.asarray([eye], np.float32), found)))  # xyxy: IoU is symmetric in x / y
         assert best >= 0.5, (name, best, boxes)
     merged = result["stats"]["merged"]
     assert merged["boxes_per_image"] >= 1 and set(result["stats"]["per_threshold"]) == {"0.2", "0.3", "0.4", "0.5"}

@@ -21,7 +21,7 @@ from frozen_det.training import partition
 from frozen_det.training.state import create_train_state
 from frozen_det.training.step import make_train_step
 
-CANVAS, BATCH, MAX_GT, MASK = 128, 2, 6, 16
+CANVAS, BATCH, MAX_GT, MASK = 64, 2, 6, 16
 
 
 def make_batch(seed=0, with_masks=False):
@@ -32,8 +32,8 @@ def make_batch(seed=0, with_masks=False):
     image = rng.normal(size=(BATCH, CANVAS, CANVAS, 3)).astype(np.float32) * 0.1
     for b, n in enumerate((3, 1)):
         for i in range(n):
-            y, x = rng.uniform(0, CANVAS * 0.6, 2)
-            h, w = rng.uniform(16, 48, 2)
+            y, x = rng.uniform(0, CANVAS * 0.5, 2)
+            h, w = rng.uniform(CANVAS / 5, CANVAS / 2, 2)
             boxes[b, i] = (y, x, y + h, x + w)
             valid[b, i] = True
             classes[b, i] = rng.integers(1, 4)

@@ -161,7 +161,7 @@ def test_adapters_field_values():
 
 def test_saved_configs_with_boolean_adapters_still_load():
     """A config saved with a checkpoint before the switch took names (adapters: true / false)
-    completes, as `frozen_det.training.transfer.run_config` does, into the same backbone."""
+    completes, as `frozen_det.training.run.Run.saved_config` does, into the same backbone."""
     for old, kind in ((True, "residual"), (False, "none")):
         saved = _tiny_config("adapters").to_dict()
         saved["model"]["backbone"]["adapters"] = old

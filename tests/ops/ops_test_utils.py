@@ -4,6 +4,7 @@ import os
 import secrets
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ over_seeds = pytest.mark.parametrize("seed", SEEDS, ids=("seed0", "seed1", "fres
 def is_padding(boxes):
     """The reference's padding test (docs/reference.md §7.1: ground truth padded with -1): True
     where a box's largest coordinate is negative."""
-    return np.max(np.asarray(boxes), axis=-1) < 0.0
+    return jnp.max(jnp.asarray(boxes), axis=-1) < 0.0
 
 
 def random_boxes(rng, n, canvas=100.0, max_size=30.0, degenerate_fraction=0.1, lead=()):

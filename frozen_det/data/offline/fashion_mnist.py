@@ -10,6 +10,8 @@ import struct
 
 import numpy as np
 
+from frozen_det.data.source import DataError
+
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _FILES = {"train": "train", "test": "t10k"}
@@ -29,8 +31,6 @@ def read_idx(path: str) -> np.ndarray:
 
 def path_of(root: str, split: str, kind: str) -> str:
     """The idx file of `split` ("train" | "test") and `kind` ("images" | "labels"), gzipped or not."""
-    from frozen_det.data.source import DataError
-
     if split not in _FILES:
         raise DataError(f"Fashion-MNIST has the splits {sorted(_FILES)}, not {split!r}")
     stem = f"{_FILES[split]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+
+from frozen_det.runtime import prepare_entry_point
 
 log = logging.getLogger("frozen_det.data")
 
@@ -71,11 +74,6 @@ def cache_run_proposals(config, path: str | None = None, splits=None, **search) 
     return {"images": len(cache), "unreadable": unreadable, "path": path}
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a PreDet config (model.type='predet')")
-flags.DEFINE_integer("max_boxes", 500, "proposals kept per image")
-flags.DEFINE_integer("max_side", 512, "images are downscaled to this longer side for the search")
-
-
 def main(argv):
     del argv
     report = cache_run_proposals(_CONFIG.value, max_boxes=flags.FLAGS.max_boxes, max_side=flags.FLAGS.max_side)
@@ -83,4 +81,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
+    # Flags are defined only when run as a program, like every entry point's.
+    _CONFIG = config_flags.DEFINE_config_file("config", None, "a PreDet config (model.type='predet')")
+    flags.DEFINE_integer("max_boxes", 500, "proposals kept per image")
+    flags.DEFINE_integer("max_side", 512, "images are downscaled to this longer side for the search")
     app.run(main)

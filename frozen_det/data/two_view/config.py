@@ -43,7 +43,7 @@ def defaults() -> ConfigDict:
             seed=0,
             shuffle_buffer=4096,  # tfds streams (folders shuffle the whole split)
             queries="random",  # "random" | "proposals"
-            proposals_file="",  # queries="proposals": the region_proposals .npz cache
+            proposals_file="",  # queries="proposals": the .npz cache of frozen_det.data.two_view.proposals
             labels=False,  # detection folders: emit `image_labels` (multi-hot of the image's classes)
             # Examples made at once by tf.data's parallel map (0: one at a time); the same batches.
             num_workers=4,

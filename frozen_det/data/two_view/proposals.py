@@ -30,6 +30,8 @@ from typing import Hashable, Iterable, Mapping, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from frozen_det.ops.nms import nms_indices
+
 _BINS = 25
 
 
@@ -130,30 +132,6 @@ def hierarchical_grouping(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _box_iou(boxes: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of yxyx boxes by pycocotools' (numpy-level) box IoU, in [x, y, w, h]."""
-    from pycocotools import mask as mask_utils
-
-    xywh = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1).astype(
-        np.float64
-    )
-    return np.asarray(mask_utils.iou(xywh, xywh, np.zeros(len(xywh), np.uint8))).reshape(len(xywh), len(xywh))
-
-
-def _greedy_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices kept by greedy NMS of ``boxes`` already in priority order."""
-    if len(boxes) == 0 or threshold >= 1.0:
-        return np.arange(len(boxes))
-    iou = _box_iou(boxes)
-    suppressed = np.zeros(len(boxes), bool)
-    keep = []
-    for i in range(len(boxes)):
-        if not suppressed[i]:
-            keep.append(i)
-            suppressed |= iou[i] > threshold
-    return np.asarray(keep, np.int64)
-
-
 def selective_search(
     image: np.ndarray,
     scales: Sequence[float] = (50.0, 100.0, 200.0, 400.0),
@@ -209,7 +187,8 @@ def selective_search(
     boxes = boxes[np.sort(first)]  # exact duplicates removed, ranking order kept
     big = (boxes[:, 2] - boxes[:, 0] >= min_box_size) & (boxes[:, 3] - boxes[:, 1] >= min_box_size)
     boxes = boxes[big][: 4 * max_boxes]
-    return boxes[_greedy_nms(boxes, nms_iou)][:max_boxes].astype(np.float32)
+    keep = nms_indices(boxes, -np.arange(len(boxes), dtype=np.float32), nms_iou)  # greedy NMS in ranking order
+    return boxes[keep][:max_boxes].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Choices the paper leaves open, made here:
   biases the crops slightly towards overlapping, which the task needs.
 * Queries are a uniformly random subset of the eligible candidates (without replacement, in
   random order). De-duplication (the paper's footnote: "NMS applied to Edge Box proposals") is the
-  candidate source's job (region_proposals applies NMS).
+  candidate source's job (frozen_det.data.two_view.proposals applies NMS).
 * Rows are padded to Q with zero boxes and ``query_valid`` False; row i of every output is the
   same query (never dropped or reordered by the augmentation, which is geometric and keeps every
   query inside both views).
