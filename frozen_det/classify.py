@@ -15,9 +15,9 @@ import sys
 
 from absl import app, flags
 from ml_collections import config_flags
-from PIL import Image
 
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.data.files import read_rgb
+from frozen_det.runtime import prepare_entry_point, run_main
 
 
 def classify(config, paths: list[str], top_k: int = 5, workdir: str | None = None) -> list[dict]:
@@ -31,9 +31,9 @@ def classify(config, paths: list[str], top_k: int = 5, workdir: str | None = Non
     images = []
     for path in paths:
         try:
-            images.append((path, Image.open(path).convert("RGB")))
+            images.append((path, read_rgb(path)))
         except (OSError, ValueError) as e:
-            raise SystemExit(f"cannot read image {path}: {e}") from None
+            raise ValueError(f"cannot read image {path}: {e}") from None
     records = task.predict(model, variables, images, top_k=top_k)
     return [
         {"image": r["image"], f"top{top_k}": [[c["class_id"], round(c["probability"], 6)] for c in r["top_classes"]]}
@@ -50,11 +50,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv, runs=("workdir",))  # before anything (the config file too) imports TensorFlow
     # Flags are defined only when run as a program, so the module can be imported (tests,
     # notebooks) beside other entry points that define the same flag names.
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Classifier config file.", lock_config=True)
     _WORKDIR = flags.DEFINE_string("workdir", None, "A classification run (default: the config's pretrained weights).")
     _TOP_K = flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
     flags.mark_flag_as_required("config")
-    app.run(main)
+    run_main(main)

@@ -25,6 +25,7 @@ DEFAULT_MODEL_TYPE = "two_stage"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("warmup_piecewise", "warmup_cosine", "constant")
 SHARDING_MODES = ("fsdp", "replicate")
+NONFINITE = ("stop", "skip")
 
 
 def train_defaults() -> ConfigDict:
@@ -50,7 +51,11 @@ def train_defaults() -> ConfigDict:
             seed=0,
             log_every=50,
             checkpoint_every=1000,
-            keep_checkpoints=3,
+            keep_checkpoints=3,  # >= 2: a damaged latest checkpoint falls back to the one before
+            # A step whose loss, gradients or update are not finite never changes the weights;
+            # "stop": the run stops there, naming the step and the last good checkpoint; "skip":
+            # the update is skipped, counted (nonfinite_steps in the metrics) and training goes on.
+            nonfinite="stop",
             eval_every=0,  # 0: evaluate only at the end
             eval_at_end=True,
             # Transfer: another run's workdir (any task) whose parameters and BN statistics start
@@ -79,6 +84,7 @@ def validate_train(t: ConfigDict) -> None:
 
     choice(t.optimizer.name, OPTIMIZERS, "train.optimizer.name")
     choice(t.schedule.name, SCHEDULES, "train.schedule.name")
+    choice(t.nonfinite, NONFINITE, "train.nonfinite")
     if t.batch_size <= 0:
         bad("batch_size", "must be positive")
     if t.total_steps < 0:
@@ -92,6 +98,8 @@ def validate_train(t: ConfigDict) -> None:
     for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
         if t[field] <= 0:
             bad(field, "must be positive")
+    if t.keep_checkpoints < 2:
+        bad("keep_checkpoints", "keep at least 2, so that a damaged latest checkpoint can fall back to the one before")
     for rule in t.sharding_rules:
         if len(rule) != 2 or rule[1] not in SHARDING_MODES:
             raise ValueError(
@@ -120,8 +128,8 @@ def complete(config) -> ConfigDict:
 
 
 def check_devices(config, num_devices: int, num_processes: int = 1) -> None:
-    """Global batch sizes must split evenly over the devices and the hosts (else the first train
-    step, or the first evaluation after hours of training, fails inside jit)."""
+    """Global batch sizes must be positive and split evenly over the devices and the hosts (else
+    the first train step, or the first evaluation after hours of training, fails inside jit)."""
     batches = []
     if "train" in config:
         batches.append(("train.batch_size", int(config.train.batch_size)))
@@ -130,6 +138,8 @@ def check_devices(config, num_devices: int, num_processes: int = 1) -> None:
         if config.data.batch_size:
             batches.append(("data.batch_size", int(config.data.batch_size)))
     for field, size in batches:
+        if size <= 0:
+            raise ValueError(f"config.{field}={size}: must be positive (e.g. {max(num_devices, 8)}).")
         for count, what in ((num_devices, "devices"), (num_processes, "processes")):
             if size % count:
                 raise ValueError(

@@ -33,14 +33,13 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
-from PIL import Image
 
-from frozen_det.data.files import IMAGE_EXTENSIONS, image_files
+from frozen_det.data.files import IMAGE_EXTENSIONS, image_files, read_rgb
 from frozen_det.localization.cam import CamClassifier, cam_classifier_from_model
 from frozen_det.localization.cam_boxes import PseudoBoxOptions, image_pseudo_boxes
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.runtime import prepare_entry_point, run_main
 
 log = logging.getLogger("frozen_det.pseudo_boxes")
 
@@ -65,12 +64,33 @@ def load_cam_classifier(config, workdir: str | None = None) -> CamClassifier:
     return cam_classifier_from_model(model, variables, config.data.mean, config.data.std, task.class_names())
 
 
+def read_labels_file(path: str) -> dict:
+    """The `--labels` file: COCO-format JSON whose `images` have `id`, `file_name` and `label`
+    and whose `categories` have `id`; anything else fails in one line saying what is missing."""
+    expected = (
+        "a COCO-format labels file has 'images' (each with 'id', 'file_name' and 'label', a category id) "
+        "and 'categories' (each with 'id'), as `python -m frozen_det.data.offline.canvases --mode imagenet` writes"
+    )
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--labels {path}: not JSON ({e}); {expected}") from None
+    found = sorted(data) if isinstance(data, dict) else type(data).__name__
+    entries_ok = isinstance(data, dict) and all(
+        isinstance(data.get(key), list) and all(isinstance(e, dict) and set(fields) <= set(e) for e in data[key])
+        for key, fields in (("images", ("id", "file_name")), ("categories", ("id",)))
+    )
+    if not entries_ok:
+        raise ValueError(f"--labels {path}: not a COCO-format labels file (found {found}); {expected}")
+    return data
+
+
 def list_images(images_dir: str, labels: str | None, class_names) -> list[dict]:
     """[{"id", "file_name", "label" (None: the classifier's top-1)}] of the images to box."""
     if labels and labels != "folders":
-        with open(labels) as f:
-            data = json.load(f)
-        index = {c["id"]: i for i, c in enumerate(sorted(data.get("categories", []), key=lambda c: c["id"]))}
+        data = read_labels_file(labels)
+        index = {c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
         out = []
         for e in data["images"]:
             if e.get("label") not in index:
@@ -132,8 +152,7 @@ def write_pseudo_boxes(
     for entry in tqdm(entries, desc="pseudo-boxes", unit="image", disable=not progress, mininterval=2):
         path = os.path.join(images_dir, entry["file_name"])
         try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
+            image = np.asarray(read_rgb(path))
         except (OSError, ValueError) as e:
             unreadable.append({"file_name": entry["file_name"], "error": str(e)})
             log.warning("cannot read %s: %s (skipped)", path, e)
@@ -194,7 +213,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv, runs=("workdir",))  # before anything (the config file too) imports TensorFlow
     _CONFIG = config_flags.DEFINE_config_file("config", None, "Classifier config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, "The classification run (omit for a backbone config with packaged weights).")
     flags.DEFINE_string("images", None, "Folder of images (searched recursively).")
@@ -208,4 +227,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("flip", True, "Average with the flipped image's CAM.")
     flags.DEFINE_integer("max_images", 0, "Box only the first N images (0: all).")
     flags.mark_flags_as_required(["config", "images", "output"])
-    app.run(main)
+    run_main(main)

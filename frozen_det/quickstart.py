@@ -23,12 +23,12 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
 from frozen_det.config import complete
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.runtime import prepare_entry_point, run_main
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.py")
 
@@ -79,7 +79,6 @@ def run(config, workdir: str, num_examples: int = 6, min_score: float = 0.5) -> 
 
 def main(argv):
     del argv
-    logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS's notes on the generated dataset's config
     config = complete(_CONFIG.value)
     workdir = os.path.abspath(_WORKDIR.value)
@@ -106,4 +105,4 @@ if __name__ == "__main__":
     _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Run directory.")
     _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 6, "Eval images to draw predictions on.")
     _MIN_SCORE = flags.DEFINE_float("min_score", 0.5, "Draw detections at or above this score.")
-    app.run(main)
+    run_main(main, package_level=logging.WARNING)

@@ -109,8 +109,10 @@ def main(argv=None) -> int:
         parser.error("--model (the timm model name) is required for --format timm")
 
     from frozen_det.checkpoints import io
+    from frozen_det.runtime import one_line_errors
 
-    variables, card = convert(args)
+    with one_line_errors():  # a missing or foreign --input: one line, exit 2
+        variables, card = convert(args)
     io.save_variables(args.output, variables, card)
     print(f"wrote {args.output} ({card['architecture']})")
     return 0

@@ -18,12 +18,28 @@ import json
 import os
 
 from frozen_det.evaluation.drift import BACKBONE_GROUPS
+from frozen_det.runtime import one_line_errors
 from frozen_det.training.run import Run
+
+
+def parse_runs(text: str) -> dict:
+    """{name: workdir} of `--runs`: `name=WORKDIR` items, or a bare WORKDIR named by its folder."""
+    runs = {}
+    for item in filter(None, text.split(",")):
+        name, path = item.split("=", 1) if "=" in item else (os.path.basename(os.path.normpath(item)), item)
+        if not name or not path:
+            raise ValueError(f"--runs {text}: {item!r} is not name=WORKDIR (or WORKDIR)")
+        if name in runs:
+            raise ValueError(f"--runs {text}: two runs named {name!r}; name them: name=WORKDIR")
+        runs[name] = path
+    if not runs:
+        raise ValueError(f"--runs {text!r}: give name=WORKDIR,name=WORKDIR,...")
+    return runs
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", required=True, help="name=WORKDIR,name=WORKDIR,...")
+    ap.add_argument("--runs", required=True, help="name=WORKDIR,name=WORKDIR,... (or WORKDIR: named by its folder)")
     ap.add_argument("--output", required=True, help="the figure (.png)")
     args = ap.parse_args(argv)
     import matplotlib
@@ -31,11 +47,15 @@ def main(argv=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = dict(r.split("=", 1) for r in args.runs.split(","))
+    try:
+        runs = parse_runs(args.runs)
+    except ValueError as e:
+        ap.error(str(e))
     drifts = {}
-    for name, path in runs.items():
-        with Run(path) as run:
-            drifts[name] = run.drift()
+    with one_line_errors():  # a path that holds no run, an unreadable checkpoint: one line, exit 2
+        for name, path in runs.items():
+            with Run(path) as run:
+                drifts[name] = run.drift()
     fig, axes = plt.subplots(1, len(drifts), figsize=(4 * len(drifts), 3.2), sharey=True, squeeze=False)
     for ax, (name, drift) in zip(axes[0], drifts.items()):
         steps = sorted(drift)

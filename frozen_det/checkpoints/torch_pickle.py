@@ -169,9 +169,15 @@ def _load_legacy(f: BinaryIO, path: str) -> Any:
             f, lambda pid: (_ for _ in ()).throw(pickle.UnpicklingError("persistent id outside the object pickle"))
         ).load()
 
-    magic = safe_load()
+    try:
+        magic = safe_load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as e:
+        magic = e  # not a pickle at all (a text file, an image, a safetensors file, ...)
     if magic != _LEGACY_MAGIC:
-        raise pickle.UnpicklingError(f"{path} is neither a torch zip checkpoint nor a legacy one")
+        raise pickle.UnpicklingError(
+            f"{path} is not a PyTorch checkpoint (neither torch's zip format nor its legacy pickle; "
+            f"{magic if isinstance(magic, Exception) else 'another pickle'}): give the .pth / .pt file torch.save wrote"
+        )
     safe_load()  # protocol version
     safe_load()  # sys info (endianness, type sizes)
     storages: dict[str, _LazyStorage] = {}

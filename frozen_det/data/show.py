@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
 from frozen_det.drawing import colour, denormalize
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.runtime import prepare_entry_point, run_main
 
 
 def draw_example(batch: dict, i: int, class_names, mean, std) -> Image.Image:
@@ -92,7 +92,8 @@ def run(config, num: int, output: str, split=None) -> dict:
         "split": pipe.split,
         "examples": source.num_records(pipe.split),
         "instances_per_class" if source.random_access else "images_per_class": instance_counts(source, pipe.split),
-        "skipped": pipe.report(),
+        # the pipeline's report minus its count of examples made (those drawn), which is no skip
+        "skipped": {k: v for k, v in pipe.report().items() if k != "examples"},
         "written": written,
     }
     return summary
@@ -114,4 +115,4 @@ if __name__ == "__main__":
     _NUM = flags.DEFINE_integer("num", 8, "number of training examples to draw")
     _OUTPUT = flags.DEFINE_string("output", "inspect", "output directory")
     _SPLIT = flags.DEFINE_string("split", None, "split (default data.train_split)")
-    app.run(main)
+    run_main(main)

@@ -92,17 +92,40 @@ class Source:
         """Human-readable name of a record, for log lines."""
         return f"record {index}"
 
-    def skipped_report(self) -> dict:
-        """Counts of rows the source dropped while indexing, by reason."""
+    def skipped_report(self, split: str | None = None) -> dict:
+        """Counts of rows the source dropped while indexing `split` (None: every split read), by
+        reason. Sources that count per split override this; the others count over all splits."""
         return dict(getattr(self, "_skipped", {}))
 
 
+# A truncated JPEG (a copy cut short) whose first rows decode is still an image with its ground
+# truth: tf.io.decode_image refuses it, Pillow decodes it. libjpeg's recovery fills the missing
+# rows with grey and logs "Premature end of JPEG data" on stderr; below this fraction of rows the
+# image fails, and the pipeline skips it and counts it.
+RECOVERABLE_JPEG_FRACTION = 0.5
+
+
 def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-    """Any of JPEG/PNG/GIF/BMP to uint8 [H, W, 3] (grey and RGBA converted)."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    """Any of JPEG/PNG/GIF/BMP to uint8 [H, W, 3] (grey and RGBA converted; 16-bit PNGs scaled to
+    8 bits; truncated JPEGs recovered, `RECOVERABLE_JPEG_FRACTION`)."""
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(
+            encoded, channels=3, try_recover_truncated=True, acceptable_fraction=RECOVERABLE_JPEG_FRACTION
+        ),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
     image.set_shape([None, None, 3])
     return image
 
 
 def count(counter: dict, key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
+
+
+def class_names_hint(given, found) -> str:
+    """The fix of `data.class_names` that match none of the dataset's names `found` but for
+    case ("Circle" for "circle"), as the end of an error message; "" if there is none."""
+    by_lower = {name.lower(): name for name in sorted(found)}
+    fixed = [by_lower.get(name.lower()) for name in given]
+    return f"; class names are case-sensitive: data.class_names={tuple(fixed)!r}?" if all(fixed) else ""

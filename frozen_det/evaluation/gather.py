@@ -4,6 +4,7 @@ evaluation loop shares (detections, logits, features, pretext diagnostics).
 Each process runs the same number of batches (eval pipelines pad the last one with examples
 whose `example_valid` is False); the function's outputs (global arrays) and the batch's host
 values named by `carry` are gathered to every process as numpy, and the padding rows dropped.
+A pass that takes more than a few seconds shows a progress bar with an ETA (process 0).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Callable, Iterator, Sequence
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+from frozen_det.runtime import progress
 
 
 def to_host(tree):
@@ -33,7 +36,14 @@ def gathered_outputs(
     """Per batch of `pipeline`: `fn(variables, inputs)` (a dict; `inputs` the batch's
     `input_keys`, placed by `to_device`) merged with the batch's `carry` keys, on the host, only
     the rows of real examples (`example_valid`)."""
-    for batch in pipeline:
+    batches = progress(
+        pipeline,
+        f"evaluating {getattr(pipeline, 'split', '')}".strip(),
+        total=getattr(pipeline, "num_batches", None),
+        unit="batch",
+        disable=jax.process_index() > 0,
+    )
+    for batch in batches:
         inputs = {k: batch[k] for k in input_keys}
         out = to_host(dict(fn(variables, to_device(inputs) if to_device else inputs)))
         host = {k: batch[k] for k in (*carry, "example_valid") if k in batch and k not in out}

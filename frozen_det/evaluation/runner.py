@@ -8,6 +8,7 @@ pads the last batch); detections are gathered to every process and the host scor
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Callable
 
@@ -84,11 +85,26 @@ def evaluate_detections(
     return result
 
 
+def json_safe(value: Any) -> Any:
+    """`value` (nested dicts, lists, numbers) with every NaN or infinity as None: JSON has neither,
+    and strict parsers reject Python's `NaN` (e.g. the AP of a class without ground truth)."""
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_eval_json(workdir: str, split: str, step: int, result: dict, suffix: str = "") -> str:
-    """`workdir/eval/<split>_step<N><suffix>.json` (process 0 only)."""
+    """`workdir/eval/<split>_step<N><suffix>.json` (process 0 only), strict JSON (`json_safe`:
+    null where a metric is undefined)."""
     path = os.path.join(workdir, "eval", f"{split.replace('/', '_')}_step{step}{suffix}.json")
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
-            json.dump(dict(result, step=step, split=split), f, indent=2, sort_keys=True, default=float)
+            json.dump(json_safe(dict(result, step=step, split=split)), f, indent=2, sort_keys=True, allow_nan=False)
     return path

@@ -2,9 +2,18 @@
 resume, the jitted step, the loop with its periodic actions (metrics, progress/ETA,
 checkpoints, evaluation, preemption).
 
-Resume order: (1) this workdir's own latest checkpoint; (2) `train.init_from`, another run's
-checkpoint directory (e.g. the LVIS second stage starting from the first); (3) the backbone's
-pretrained weights (`model.backbone.init_checkpoint`); (4) scratch.
+Resume order: (1) this workdir's own newest readable checkpoint; (2) `train.init_from`, another
+run's checkpoint directory (e.g. the LVIS second stage starting from the first); (3) the
+backbone's pretrained weights (`model.backbone.init_checkpoint`); (4) scratch.
+
+Nothing lost, nothing repeated: SIGTERM (a preemption notice; on several hosts JAX's sync
+service) and Ctrl-C save the step the run is on and stop; a resumed run continues from its
+checkpoint exactly (model, optimizer, step, input position) and first drops the lines of
+`train_metrics.jsonl` past that step (a run killed without saving had logged them), so no step
+is logged twice. Ctrl-C then raises KeyboardInterrupt (the caller stops too, e.g. quickstart's
+evaluation); SIGTERM returns. A non-finite loss never reaches the weights (training/step.py):
+`train.nonfinite="stop"` raises FloatingPointError naming the step and the last good
+checkpoint, before anything else is saved; "skip" counts the skipped updates and goes on.
 """
 
 from __future__ import annotations
@@ -61,7 +70,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ------------------------------------------------------------------ resume
     checkpointer = Checkpointer(
-        workdir, max_to_keep=config.train.keep_checkpoints, save_interval_steps=config.train.checkpoint_every
+        workdir,
+        max_to_keep=config.train.keep_checkpoints,
+        save_interval_steps=config.train.checkpoint_every,
+        writer=True,
     )
     if config.train.init_from:
         # Also on resume: this run's checkpoints hold only its trainable part; the rest is the
@@ -74,6 +86,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, meta = checkpointer.restore(state)
         train_pipeline.restore(meta["data"])
         log.info("resumed from step %d", int(state.step))
+    metrics_log = os.path.join(workdir, "train_metrics.jsonl")
+    if jax.process_index() == 0:
+        drop_logged_steps_after(metrics_log, int(jax.device_get(state.step)))
 
     # ------------------------------------------------------------------ the jitted step
     batch_sharding = sharding.batch_sharding(mesh)
@@ -104,13 +119,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_secs=None, every_steps=log_every
     )
-    preemption = PreemptionFlag()
+    preemption = PreemptionFlag(catch_interrupt=True)
     meta = lambda: {"data": train_pipeline.state(), "config": config.to_json()}
     last_eval: dict = {}
     accumulated: list = []
     start, start_step = time.time(), step
     first_step = step
     preempted = False
+
+    def check_finite() -> None:
+        """train.nonfinite="stop": the first non-finite step of those not yet logged stops the run."""
+        bad = first_nonfinite(accumulated, step)
+        if bad is not None and config.train.nonfinite == "stop":
+            raise FloatingPointError(
+                f"non-finite loss or gradients at step {bad}: the weights were not updated from it; the last "
+                f"good checkpoint is {last_good(checkpointer)}. Lower "
+                "train.schedule.base_lr, set train.grad_clip_norm, or train.nonfinite='skip' to skip such steps."
+            )
+
     try:
         while step < total_steps:
             batch = task.model_batch(next(train_pipeline), train=True)
@@ -122,22 +148,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             accumulated.append(metrics)
             progress(step)
             if step % log_every == 0 or step == total_steps:
-                means = {k: float(np.mean([jax.device_get(m[k]) for m in accumulated])) for k in accumulated[0]}
+                check_finite()
+                means = mean_metrics(accumulated)
                 means["learning_rate"] = float(schedule(step - 1))
-                if not all(np.isfinite(v) for v in means.values()):
-                    checkpointer.close()
-                    raise FloatingPointError(
-                        f"non-finite training metrics at step {step}: {means}; the last "
-                        f"good checkpoint is step {checkpointer.latest_step()}"
-                    )
-                writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+                if means["nonfinite_steps"]:
+                    log.warning("skipped %d non-finite updates up to step %d", means["nonfinite_steps"], step)
+                writer.write_scalars(step, {f"train/{k}": v for k, v in means.items() if v is not None})
                 if jax.process_index() == 0:
-                    with open(os.path.join(workdir, "train_metrics.jsonl"), "a") as f:
-                        f.write(json.dumps({"step": step, **means}) + "\n")
+                    with open(metrics_log, "a") as f:
+                        f.write(json.dumps({"step": step, **means}, allow_nan=False) + "\n")
                 rate = (step - start_step) / max(time.time() - start, 1e-9) if step > start_step else 0.0
                 eta = f"ETA {(total_steps - step) / rate / 60:.1f} min" if rate > 0 else "ETA ?"
+                loss = f"{means['total']:.4f}" if means.get("total") is not None else "n/a"
                 print(
-                    f"{progress_bar(step, total_steps)} step {step}/{total_steps}  loss {means['total']:.4f}  "
+                    f"{progress_bar(step, total_steps)} step {step}/{total_steps}  loss {loss}  "
                     f"lr {means['learning_rate']:.4g}  {rate:.2f} steps/s  {eta}",
                     flush=True,
                 )
@@ -145,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             # Every host reaches the same decision at the same step (PreemptionFlag).
             preempted = preemption.should_stop(step)
             if checkpointer.should_save(step) or step == total_steps or preempted:
+                check_finite()
                 checkpointer.save(state, meta())
             if preempted:
                 log.warning("preempted: saved step %d, stopping", step)
@@ -157,7 +182,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         preemption.restore_handlers()
         checkpointer.close()
         writer.flush()
+    if preemption.interrupted:
+        raise KeyboardInterrupt(f"interrupted: saved step {step} in {checkpointer.directory}; the same command resumes")
     return last_eval
+
+
+def last_good(checkpointer: Checkpointer) -> str:
+    step = checkpointer.latest_step()
+    return f"step {step} in {checkpointer.directory}" if step is not None else "none (no step was saved)"
+
+
+def drop_logged_steps_after(path: str, step: int) -> None:
+    """Keeps the lines of the metrics log `path` up to `step`, the step a run resumes from: a run
+    killed after logging steps it never saved would otherwise log them twice (and a line a kill
+    cut short would break the file)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        log.info(
+            "%s: dropped %d lines past step %d, the step this run resumes from", path, len(lines) - len(kept), step
+        )
+        with open(path, "w") as f:
+            f.writelines(kept)
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics log line; infinity for a line that is not a whole record."""
+    try:
+        return json.loads(line)["step"] if line.endswith("\n") else float("inf")
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def first_nonfinite(accumulated: list, last_step: int) -> int | None:
+    """The step of the first of `accumulated` (the metrics of the steps up to `last_step`) whose
+    update was skipped as non-finite, or None."""
+    flags = [float(jax.device_get(m["nonfinite"])) for m in accumulated]
+    bad = [i for i, flag in enumerate(flags) if flag]
+    return last_step - len(flags) + 1 + bad[0] if bad else None
+
+
+def mean_metrics(accumulated: list) -> dict:
+    """Means over the steps whose update was finite, and `nonfinite_steps`, how many were not
+    (None for a metric none of them has a finite value of: JSON has no NaN)."""
+    host = [jax.device_get(m) for m in accumulated]
+    finite = [m for m in host if not m["nonfinite"]]
+    means = {}
+    for key in host[0]:
+        if key != "nonfinite":
+            value = float(np.mean([m[key] for m in finite])) if finite else float("nan")
+            means[key] = value if np.isfinite(value) else None
+    means["nonfinite_steps"] = len(host) - len(finite)
+    return means
 
 
 def progress_bar(step: int, total: int, width: int = 24) -> str:

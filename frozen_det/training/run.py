@@ -3,6 +3,7 @@
     run = Run("runs/bccd_frozen")          # the config saved with its latest checkpoint
     run = Run(workdir, config)             # or the given one (an experiment file, overrides)
     run.steps, run.latest_step             # the checkpoints it kept
+    run.check_step(step)                   # a step it kept (None: the latest), else an error listing them
     run.config, run.task, run.model        # resolved config, its task, the flax module
     run.variables(step=None)               # {"params", "batch_stats"} at a step (latest)
     run.initial_variables()                # what the run started from (init, pretrained, init_from)
@@ -13,14 +14,14 @@ studies. Variables are rebuilt the way training built them: the model is initial
 config's seed, the backbone's pretrained weights are loaded, `train.init_from` supplies the part
 of another run this run did not train, and the checkpoint (which holds only the trainable part,
 docs/architecture.md "The freeze switch") is restored on top, its frozen part checked by
-fingerprint.
+fingerprint. Reading "the latest step" reads the newest step that is readable: a damaged
+checkpoint is reported in one line and passed over (frozen_det.training.checkpointing).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 
 import jax
 import ml_collections
@@ -28,7 +29,7 @@ import numpy as np
 
 from frozen_det import config as config_lib
 from frozen_det.evaluation.drift import weight_drift
-from frozen_det.runtime import hide_accelerators_from_tensorflow
+from frozen_det.runtime import check_run_dir, hide_accelerators_from_tensorflow
 from frozen_det.schema import dropping_unknown_fields
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
@@ -39,25 +40,13 @@ from frozen_det.training.transfer import overlay_run_variables
 log = logging.getLogger(__name__)
 
 
-def run_workdir(directory: str) -> str:
-    """A run's workdir from its workdir or its `checkpoints/` folder."""
-    directory = os.path.abspath(directory.rstrip("/"))
-    return os.path.dirname(directory) if os.path.basename(directory) == "checkpoints" else directory
-
-
 class Run:
     """A run's workdir (module docstring). `config`: the config to rebuild the run with (complete
     or partial; resolved here); None reads the one saved with the latest checkpoint. `mesh`: where
     the variables are laid out (default: every device)."""
 
     def __init__(self, workdir: str, config=None, mesh=None):
-        self.workdir = run_workdir(workdir)
-        checkpoints = os.path.join(self.workdir, "checkpoints")
-        if not os.path.isdir(checkpoints):
-            raise FileNotFoundError(
-                f"{workdir}: no run there (no {checkpoints}); train first with "
-                f"`python -m frozen_det.train --workdir {workdir} ...`"
-            )
+        self.workdir = check_run_dir(workdir)
         self._checkpointer = Checkpointer(self.workdir)
         self._given_config = config
         self._mesh = mesh
@@ -73,26 +62,26 @@ class Run:
     def latest_step(self) -> int | None:
         return self._checkpointer.latest_step()
 
-    def _step(self, step: int | None) -> int:
+    def check_step(self, step: int | None) -> int | None:
+        """`step` if the run kept it (None, "the latest", if it kept any); otherwise an error
+        that lists the steps it kept. Cheap: call it before building anything."""
         steps = self.steps
         if not steps:
             raise FileNotFoundError(f"{self.workdir}: no checkpoint yet; train (or resume) the run first")
-        step = steps[-1] if step is None else int(step)
-        if step not in steps:
-            raise ValueError(f"{self.workdir}: no checkpoint at step {step}; the run kept steps {steps}")
-        return step
+        if step is not None and int(step) not in steps:
+            raise ValueError(f"--step {step}: {self.workdir} has no checkpoint at step {step}; it kept steps {steps}")
+        return None if step is None else int(step)
 
     def meta(self, step: int | None = None) -> dict:
         """The JSON saved with the checkpoint at `step` (latest): input position, config, fingerprint."""
-        return self._checkpointer.meta(self._step(step))
+        return self._checkpointer.meta(self.check_step(step))
 
     def saved_config(self, step: int | None = None) -> ml_collections.ConfigDict:
         """The complete config the run saved with its checkpoint at `step` (latest); fields that
         the schemas have since dropped are ignored and logged."""
-        step = self._step(step)
-        saved = self._checkpointer.meta(step).get("config")
+        saved = self.meta(step).get("config")
         if not saved:
-            raise ValueError(f"the checkpoint at step {step} in {self._checkpointer.directory} has no saved config")
+            raise ValueError(f"the checkpoints in {self._checkpointer.directory} have no saved config; give --config")
         with dropping_unknown_fields() as dropped:
             config = config_lib.complete(ml_collections.ConfigDict(json.loads(saved)))
         if dropped:
@@ -133,7 +122,7 @@ class Run:
     def restored_state(self, step: int | None = None) -> TrainState:
         """The inference state at `step` (latest): the checkpoint's trainable part restored onto
         the initial state (whose frozen part is checked against the checkpoint's fingerprint)."""
-        return self._checkpointer.restore_model(self._initial(), self._step(step))
+        return self._checkpointer.restore_model(self._initial(), self.check_step(step))
 
     def variables(self, step: int | None = None) -> dict:
         """{"params", "batch_stats"} at `step` (latest)."""
@@ -142,14 +131,9 @@ class Run:
     def drift(self) -> dict:
         """{step: weight_drift(initial variables, variables at step)} over every checkpoint the
         run kept (frozen_det.evaluation.drift; keep more with `train.keep_checkpoints`)."""
+        self.check_step(None)
         initial = jax.device_get(self.initial_variables())
-        return {step: weight_drift(initial, jax.device_get(self.variables(step))) for step in self._all_steps()}
-
-    def _all_steps(self) -> list[int]:
-        steps = self.steps
-        if not steps:
-            raise FileNotFoundError(f"{self.workdir}: no checkpoint yet; train (or resume) the run first")
-        return steps
+        return {step: weight_drift(initial, jax.device_get(self.variables(step))) for step in self.steps}
 
     def close(self) -> None:
         self._checkpointer.close()
@@ -184,8 +168,9 @@ def init_from(state: TrainState, directory: str, exclude=()) -> tuple[TrainState
     """`state` with another run's weights (`train.init_from`, frozen_det.training.transfer); its
     step and optimizer state stay. Returns (state, report)."""
     with Run(directory, mesh=sharding.make_mesh(jax.devices()[:1])) as source:
-        theirs = jax.tree.map(np.asarray, jax.device_get(source.variables()))
+        restored = source.restored_state()  # the newest readable step
+        theirs = jax.tree.map(np.asarray, jax.device_get(restored.variables()))
         description = dict(
-            source=source.workdir, source_step=source.latest_step, source_model_type=source.config.model.type
+            source=source.workdir, source_step=int(restored.step), source_model_type=source.config.model.type
         )
     return overlay_run_variables(state, theirs, exclude, description)

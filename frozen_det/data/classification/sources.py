@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from frozen_det.data.files import is_image_file
 from frozen_det.data.offline import fashion_mnist
-from frozen_det.data.source import DataError, Source, count, decode_image, log
+from frozen_det.data.source import DataError, Source, class_names_hint, count, decode_image, log
 
 
 @dataclasses.dataclass
@@ -174,7 +174,12 @@ class ImageFolderSource(ImageFileSource):
                 else:
                     count(self._skipped, "not_image_files")
         if not paths:
-            raise DataError(f"image folder {folder}: no images in class sub-folders")
+            matched = set(found) & set(index)
+            raise DataError(
+                f"image folder {folder}: no images in the class sub-folders {sorted(matched) or found}"
+                + ("" if matched else f" (data.class_names={tuple(self._class_names)!r} match none of them)")
+                + ("" if matched else class_names_hint(self._class_names, found))
+            )
         self._paths[split] = paths
         self._labels[split] = np.asarray(labels, np.int32)
 

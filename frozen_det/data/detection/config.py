@@ -28,6 +28,7 @@ def defaults() -> ConfigDict:
             class_names=(),  # voc_folder: fixes the class order; empty = sorted names found
             voc_difficult="crowd",  # VOC `difficult` objects: "crowd" (ignored in train and eval),
             # "keep" (ordinary objects) or "drop"
+            voc_size_mismatch="rescale",  # an XML <size> unlike the image's: "rescale" its boxes or "skip" it
             canvas=1024,  # H = W of every batch image; a multiple of 2^max_level
             batch_size=0,  # global train batch; 0 = config.train.batch_size
             eval_batch_size=8,  # global eval batch (reference: 8, docs/reference.md §6)
@@ -120,6 +121,8 @@ def validate(cfg: ConfigDict) -> None:
         bad("masks_dtype", "'float32' or 'uint8'")
     if cfg.voc_difficult not in ("crowd", "keep", "drop"):
         bad("voc_difficult", "'crowd', 'keep' or 'drop'")
+    if cfg.voc_size_mismatch not in ("rescale", "skip"):
+        bad("voc_size_mismatch", "'rescale' or 'skip'")
     if cfg.sampling not in ("uniform", "repeat_factor"):
         bad("sampling", "'uniform' or 'repeat_factor'")
     if cfg.repeat_threshold <= 0 or cfg.repeat_power <= 0:

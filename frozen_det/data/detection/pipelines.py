@@ -18,6 +18,7 @@ _SOURCE_FIELDS = (
     "coco_files",
     "class_names",
     "voc_difficult",
+    "voc_size_mismatch",
     "synthetic",
     "train_split",
     "eval_split",
@@ -33,9 +34,33 @@ def _check_masks(cfg, source):
         )
 
 
-def _kshot(cfg, source, split, train):
-    """k-shot detection training sets (PreDet, Ramanathan et al. 2021; DAP, Zhong et al. 2021): k images per class."""
-    if not (train and cfg.kshot):
+def _train_records(cfg, source, split, train):
+    """The records a pipeline reads (None: every one). A train split of a local folder without a
+    single (non-crowd) object stops here, before anything compiles: it would train on nothing and
+    evaluate to AP -1; classes without one are named in a warning. Training sets of k images per
+    class (`data.kshot`: PreDet, Ramanathan et al. 2021; DAP, Zhong et al. 2021) are selected here."""
+    if not train:
+        return None
+    if source.random_access:
+        present = set().union(*source.record_classes(split))
+        names = source.info.class_names[1:]
+        if not present:
+            raise DataError(
+                f"train split {split!r} of {source.info.name!r} has no object of any class {names} in its "
+                f"{source.num_records(split)} images (skipped: {source.skipped_report(split) or 'nothing'}): it would "
+                "train on nothing; check data.class_names and the annotations"
+            )
+        missing = [name for k, name in enumerate(names, start=1) if k not in present]
+        if missing:
+            log.warning(
+                "train split %r of %r: no object of %d classes: %s%s",
+                split,
+                source.info.name,
+                len(missing),
+                missing[:20],
+                " ..." if len(missing) > 20 else "",
+            )
+    if not cfg.kshot:
         return None
     selected = kshot_select(source.record_classes(split), cfg.kshot, cfg.kshot_seed)
     log.info("k-shot: %d images of split %r keep >= %d images per class", len(selected), split, cfg.kshot)
@@ -52,7 +77,7 @@ DETECTION = Kind(
     counters=(("num_bad_boxes", "bad_boxes"), ("num_dropped_instances", "dropped_instances")),
     check=_check_masks,
     second_stream=lambda cfg: bool(cfg.augment.copy_paste),
-    select=_kshot,
+    select=_train_records,
 )
 
 

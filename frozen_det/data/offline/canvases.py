@@ -33,7 +33,7 @@ from PIL import Image
 
 from frozen_det.data.offline import fashion_mnist
 from frozen_det.data.offline.scenes import background, place, visible_boxes
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.runtime import one_line_errors, prepare_entry_point, progress
 
 MODES = {
     # mode: (objects per image, side as a fraction of the canvas, one class per image, clutter fragments)
@@ -129,6 +129,9 @@ def write_canvases(
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {sorted(MODES)}")
+    for name, count in (("num_train", num_train), ("num_val", num_val)):
+        if count < 1:
+            raise ValueError(f"--{name} {count}: a dataset needs at least one image per split")
     categories = [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(fashion_mnist.CLASSES)]
     os.makedirs(os.path.join(output, "annotations"), exist_ok=True)
     summary = {"mode": mode, "image_size": image_size, "seed": seed}
@@ -138,7 +141,7 @@ def write_canvases(
         labels = fashion_mnist.read(fashion_mnist_dir, fashion_split, "labels")
         os.makedirs(os.path.join(output, split), exist_ok=True)
         images, annotations = [], []
-        for index in range(count):
+        for index in progress(range(count), f"canvases {split}", unit="image"):
             ex = generate_example(mode, items, labels, index, split_seed, image_size, seed)
             name = f"{index:06d}.png"
             Image.fromarray(ex["image"]).save(os.path.join(output, split, name))
@@ -186,7 +189,8 @@ def main(argv=None) -> None:
     ap.add_argument("--fashion_mnist", default=fashion_mnist.DEBIAN_DIR, help="the idx files' folder")
     a = ap.parse_args(argv)
     start = time.perf_counter()
-    summary = write_canvases(a.output, a.mode, a.num_train, a.num_val, a.image_size, a.seed, a.fashion_mnist)
+    with one_line_errors():
+        summary = write_canvases(a.output, a.mode, a.num_train, a.num_val, a.image_size, a.seed, a.fashion_mnist)
     print(json.dumps(dict(summary, seconds=round(time.perf_counter() - start, 1))), flush=True)
 
 

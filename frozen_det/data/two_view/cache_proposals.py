@@ -18,10 +18,10 @@ import logging
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from frozen_det.runtime import prepare_entry_point
+from frozen_det.runtime import prepare_entry_point, run_main
 
 log = logging.getLogger("frozen_det.data")
 
@@ -86,4 +86,4 @@ if __name__ == "__main__":
     _CONFIG = config_flags.DEFINE_config_file("config", None, "a PreDet config (model.type='predet')")
     flags.DEFINE_integer("max_boxes", 500, "proposals kept per image")
     flags.DEFINE_integer("max_side", 512, "images are downscaled to this longer side for the search")
-    app.run(main)
+    run_main(main)

@@ -16,7 +16,12 @@ def build_source(cfg, split: str | None = None) -> Source:
     if cfg.source == "voc_folder":
         from frozen_det.data.detection.sources.voc_folder import VocFolderSource
 
-        return VocFolderSource(cfg.path, class_names=list(cfg.class_names), difficult=cfg.voc_difficult)
+        return VocFolderSource(
+            cfg.path,
+            class_names=list(cfg.class_names),
+            difficult=cfg.voc_difficult,
+            size_mismatch=cfg.voc_size_mismatch,
+        )
     if cfg.source == "coco_folder":
         from frozen_det.data.detection.sources.coco_folder import CocoFolderSource
 

@@ -152,7 +152,7 @@ class CocoFolderSource(RecordListSource):
             self.path,
             split,
             len(records),
-            self.skipped_report() or "nothing skipped",
+            self.skipped_report(split) or "nothing skipped",
         )
         return records
 

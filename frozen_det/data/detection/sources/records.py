@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from frozen_det.data.detection.sources.base import coco_annotation, coco_image_entry
-from frozen_det.data.source import Source, decode_image
+from frozen_det.data.source import Source, count, decode_image
 
 
 @dataclasses.dataclass
@@ -28,7 +28,8 @@ class Record:
 
 
 class RecordListSource(Source):
-    """A source backed by ``self._split_records(split) -> list[Record]`` (cached)."""
+    """A source backed by ``self._split_records(split) -> list[Record]`` (cached). While a split is
+    read, ``self._skipped`` is that split's counter of skipped rows (``skipped_report(split)``)."""
 
     random_access = True
 
@@ -36,14 +37,25 @@ class RecordListSource(Source):
         self._cache = {}
         self._tensors = {}
         self._skipped = {}
+        self._skipped_by_split = {}
 
     def _split_records(self, split: str) -> list:
         raise NotImplementedError
 
     def split_records(self, split: str) -> list:
         if split not in self._cache:
+            self._skipped = self._skipped_by_split.setdefault(split, {})
             self._cache[split] = self._split_records(split)
         return self._cache[split]
+
+    def skipped_report(self, split: str | None = None) -> dict:
+        if split is not None:
+            return dict(self._skipped_by_split.get(split, {}))
+        total: dict = {}
+        for counter in self._skipped_by_split.values():
+            for key, n in counter.items():
+                count(total, key, n)
+        return total
 
     def num_records(self, split):
         return len(self.split_records(split))
