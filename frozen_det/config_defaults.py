@@ -100,6 +100,33 @@ def tiny_two_stage_model(
     return m
 
 
+def retinanet_model(backbone_cfg: ConfigDict, neck=None, **fields) -> ConfigDict:
+    """`config.model` of RetinaNet: the schema's defaults (Lin et al. 2017: FPN P3-P7, 9 anchors,
+    4-conv subnets, focal loss) with the given backbone, neck and top-level fields."""
+    m = model_config.retinanet_defaults()
+    m.update(fields)
+    m.backbone = backbone_cfg
+    if neck is not None:
+        m.neck = neck
+    return m
+
+
+def tiny_retinanet_model(num_classes=4, freeze="none", adapters="none", width=0.5, num_filters=32) -> ConfigDict:
+    """A small, fast-compiling RetinaNet for tests and CPU demos: a narrow ResNet-18 (`width` x its
+    channels), `num_filters`-channel FPN P3-P7 and 2-conv subnets, fewer candidates before NMS.
+    Same code paths as the full model."""
+    m = retinanet_model(
+        backbone(type="resnet", depth=18, width=width, freeze=freeze, adapters=adapters), num_classes=num_classes
+    )
+    # Short runs: BN moving averages must converge within a few hundred steps (as the tiny
+    # two-stage model).
+    m.bn.momentum = 0.9
+    m.neck.update(num_filters=num_filters, bn_momentum=0.9)
+    m.head.update(num_convs=2, num_filters=num_filters)
+    m.detections.update(max_detections=20, pre_nms_top_k=100)
+    return m
+
+
 def predet_model(detector: ConfigDict, **predet) -> ConfigDict:
     """`config.model` of PreDet pre-training (frozen_det.models.predet) for the layers of
     `detector` (a two-stage `config.model`): every detector section is copied, so the shared

@@ -1,4 +1,5 @@
-"""Detection losses with the reference's normalisations (docs/reference.md §2.12).
+"""Detection losses with the reference's normalisations (docs/reference.md §2.12), and
+RetinaNet's focal and box losses (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
 
 Huber here is Keras' form, 0.5 x^2 for |x| <= delta else delta (|x| - 0.5 delta), which is
 `optax.huber_loss` (not PyTorch's smooth-L1 with beta, which divides by beta).
@@ -124,3 +125,43 @@ def mask_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.
     pixel_weights = jnp.broadcast_to(weights[..., None, None], logits.shape).astype(jnp.float32)
     bce = optax.sigmoid_binary_cross_entropy(logits, targets.astype(jnp.float32))
     return jnp.sum(bce * pixel_weights) / (jnp.sum(pixel_weights) + 0.01)
+
+
+def sigmoid_focal_loss(logits: jax.Array, targets: jax.Array, alpha: float = 0.25, gamma: float = 2.0) -> jax.Array:
+    """Elementwise focal loss (Lin et al. 2017, eq. 5 with alpha-balancing): BCE scaled by
+    (1 - p_t)^gamma and by alpha for positives, 1 - alpha for negatives (alpha < 0: no
+    balancing). The same function as torchvision.ops.sigmoid_focal_loss with reduction "none"."""
+    logits = logits.astype(jnp.float32)
+    targets = targets.astype(jnp.float32)
+    p = jax.nn.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = optax.sigmoid_binary_cross_entropy(logits, targets) * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def focal_class_loss(
+    logits: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    normalizer: jax.Array,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> jax.Array:
+    """RetinaNet's classification loss: the focal loss of every class of every anchor with weight
+    1 (positive and negative anchors; 0: ignored), summed and divided by `normalizer` (the number
+    of positive anchors, at least 1; Lin et al. 2017 sec. 3.3). logits / targets [..., A, K],
+    weights [..., A]."""
+    loss = sigmoid_focal_loss(logits, targets, alpha, gamma) * weights[..., None].astype(jnp.float32)
+    return jnp.sum(loss) / normalizer
+
+
+def dense_box_loss(
+    deltas: jax.Array, targets: jax.Array, positive: jax.Array, normalizer: jax.Array, delta: float = 0.1
+) -> jax.Array:
+    """RetinaNet's box loss as TF Model Garden's (tensorflow/models official/vision/tasks/retinanet.py,
+    `build_losses`): Keras Huber(delta) averaged over the 4 coordinates, summed over the positive
+    anchors, divided by `normalizer`. deltas / targets [..., A, 4], positive [..., A]."""
+    loss = jnp.mean(optax.huber_loss(deltas.astype(jnp.float32), targets, delta=delta), axis=-1)
+    return jnp.sum(loss * positive.astype(jnp.float32)) / normalizer

@@ -12,15 +12,16 @@ Model: EfficientNet-Lite0 (levels 2-5: 24 / 40 / 112 / 320 channels), FPN L3-6 w
 filters, anchors 32..256 px (anchor_size 4), 1-conv RPN, 2-fc box head (512), 128 sampled
 ROIs per image, at most 100 detections per image (COCO metrics with maxDets 100).
 
-Argument: the head, ``fpn`` (Faster R-CNN + FPN) or ``cascade`` (Cascade R-CNN on the same
-FPN: three box-head stages at IoU 0.5 / 0.7 / 0.8). Why Cascade on FPN rather than NAS-FPN
-as the higher-capacity head on this CPU: measured train steps of the frozen model at batch
-4 / canvas 512 took 2.9 CPU-seconds (fpn), 3.2 (cascade) and 4.1 (NAS-FPN L3-7, 3 repeats,
-128 filters), of which 2.0 are the frozen Lite0's forward pass (with XLA's convolutions;
-conv_impl "fast" below makes that forward pass ~2.7x cheaper, not the heads). The cascade adds its capacity
-on 7x7 ROI crops, whose cost does not grow with the canvas, and aims at the localisation
-quality (AP75) where BCCD detectors are weakest; NAS-FPN's cost grows with every pixel of
-the L3 map (and needs L7, a multiple-of-128 canvas).
+Argument: the head, ``fpn`` (Faster R-CNN + FPN), ``cascade`` (Cascade R-CNN on the same FPN:
+three box-head stages at IoU 0.5 / 0.7 / 0.8) or ``retinanet`` (RetinaNet on the same FPN
+levels, 128-filter subnets, 9 anchors of 32..406 px; not a row of tools/bccd_study.py yet). Why
+Cascade on FPN rather than NAS-FPN as the higher-capacity head on this CPU: measured train steps
+of the frozen model at batch 4 / canvas 512 took 2.9 CPU-seconds (fpn), 3.2 (cascade) and 4.1
+(NAS-FPN L3-7, 3 repeats, 128 filters), of which 2.0 are the frozen Lite0's forward pass (with
+XLA's convolutions; conv_impl "fast" below makes that forward pass ~2.7x cheaper, not the
+heads). The cascade adds its capacity on 7x7 ROI crops, whose cost does not grow with the
+canvas, and aims at the localisation quality (AP75) where BCCD detectors are weakest; NAS-FPN's
+cost grows with every pixel of the L3 map (and needs L7, a multiple-of-128 canvas).
 
 Schedule (every row): batch 4, 500 steps (~6.8 epochs), SGD momentum 0.9, linear warm-up
 from 0.004 over 50 steps to 0.04, cosine decay to 0, weight decay 4e-5, gradient clipping
@@ -37,7 +38,7 @@ and heads too.
 from configs.data import bccd as bccd_data
 from frozen_det import config_defaults as d
 
-HEADS = ("fpn", "cascade")
+HEADS = ("fpn", "cascade", "retinanet")
 CHECKPOINT = "package:efficientnet_lite0"
 BATCH = 4
 
@@ -46,28 +47,34 @@ def get_config(strategy: str, arg=None):
     """The study's config for a transfer `strategy` (config_defaults.STRATEGIES); `arg` picks
     the head."""
     head = d.parse_arg(arg, head=("fpn", HEADS))["head"]
-    model = d.two_stage_model(
-        num_classes=4,
-        neck=d.fpn(3, 6, num_filters=128),
-        cascade=head == "cascade",
-        conv_impl="fast",
-        backbone_cfg=d.backbone(type="efficientnet", variant="lite0", bn_momentum=0.9, conv_impl="fast"),
-    )
+    backbone = d.backbone(type="efficientnet", variant="lite0", bn_momentum=0.9, conv_impl="fast")
+    if head == "retinanet":
+        model = d.retinanet_model(backbone, num_classes=4, conv_impl="fast")
+        model.neck.update(max_level=6, num_filters=128)
+        model.head.num_filters = 128
+    else:
+        model = d.two_stage_model(
+            num_classes=4,
+            neck=d.fpn(3, 6, num_filters=128),
+            cascade=head == "cascade",
+            conv_impl="fast",
+            backbone_cfg=backbone,
+        )
+        model.rpn.update(
+            num_filters=128,
+            pre_nms_top_k_train=1000,
+            pre_nms_top_k_test=500,
+            post_nms_top_k_train=200,
+            post_nms_top_k_test=200,
+            num_proposals_train=256,
+            num_proposals_test=200,
+        )
+        model.roi.num_samples = 128
+        model.box_head.update(num_convs=0, num_fcs=2, fc_dims=512)
     d.apply_strategy(model, strategy, CHECKPOINT)
     model.anchors.anchor_size = 4.0
     model.bn.momentum = 0.9
     model.neck.bn_momentum = 0.9
-    model.rpn.update(
-        num_filters=128,
-        pre_nms_top_k_train=1000,
-        pre_nms_top_k_test=500,
-        post_nms_top_k_train=200,
-        post_nms_top_k_test=200,
-        num_proposals_train=256,
-        num_proposals_test=200,
-    )
-    model.roi.num_samples = 128
-    model.box_head.update(num_convs=0, num_fcs=2, fc_dims=512)
 
     config = d.ConfigDict()
     config.model = model

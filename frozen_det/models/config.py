@@ -2,8 +2,8 @@
 model section.
 
 Each task (frozen_det.tasks) declares which schema its `config.model` has: the two-stage
-detector's (Faster / Mask / Cascade R-CNN), the classifier's, PreDet's pretext (a two-stage
-detector's layers plus `predet`). Defaults are the reference's (docs/reference.md, sections in
+detector's (Faster / Mask / Cascade R-CNN), RetinaNet's, the classifier's, PreDet's pretext (a
+two-stage detector's layers plus `predet`). Defaults are the reference's (docs/reference.md, sections in
 comments), so an experiment states only what it changes. `complete_*(model)` returns the full
 section, unknown fields rejected with their name, and validated; the values that would
 otherwise fail deep inside jit are checked here.
@@ -159,6 +159,49 @@ def two_stage_defaults() -> ConfigDict:
     return m
 
 
+def retinanet_neck_defaults(kind: str = "fpn") -> ConfigDict:
+    """`model.neck` of RetinaNet: the pyramid P3-P7 (Lin et al. 2017 sec. 4.1; NAS-FPN's levels
+    are 3-7 already). Our FPN makes P6 by a stride-2 conv on P5 and P7 by another on ReLU(P6),
+    as TF-Vision's FPN and torchvision's `retinanet_resnet50_fpn` (the paper: P6 from C5)."""
+    neck = neck_defaults(kind)
+    neck.update(min_level=3, max_level=7)
+    if kind == "fpn":
+        neck.activation = "relu"
+    return neck
+
+
+def retinanet_defaults() -> ConfigDict:
+    """`config.model` of RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017,
+    sec. 3-4; frozen_det.models.retinanet) with the paper's values; where the paper leaves a
+    choice, TF Model Garden's RetinaNet (tensorflow/models official/vision/configs/retinanet.py)."""
+    m = ConfigDict()
+    m.type = "retinanet"
+    m.num_classes = 91  # including background (class 0), which has no logit
+    m.activation = "relu"  # of the subnets (sec. 4.1)
+    m.dtype = "float32"
+    m.conv_impl = "xla"  # convolutions of the neck and head
+    m.bn = ConfigDict(dict(momentum=0.997, epsilon=1e-4))  # the subnets' BatchNorm, as the neck's
+    m.backbone = backbone_defaults()
+    m.neck = retinanet_neck_defaults("fpn")
+    # Sec. 4.1: A = 9 anchors per location, sizes 4 * stride * 2^(0, 1/3, 2/3) (32..813 px on P3-P7)
+    # x aspect ratios 1:2, 1:1, 2:1.
+    m.anchors = ConfigDict(dict(num_scales=3, aspect_ratios=(0.5, 1.0, 2.0), anchor_size=4.0))
+    # Sec. 4.1: 4 convs of 256 filters per subnet; TF Model Garden's head has a BatchNorm per level
+    # after each (the paper none: use_batch_norm=False); prior pi = 0.01 (sec. 3.3).
+    m.head = ConfigDict(dict(num_convs=4, num_filters=256, use_batch_norm=True, prior_probability=0.01))
+    # Sec. 4: IoU >= 0.5 positive, < 0.4 negative, in between ignored; plus each ground truth's best
+    # anchor (TF Model Garden's force_match_for_each_row; torchvision's allow_low_quality_matches).
+    m.matching = ConfigDict(dict(positive_from=0.5, negative_below=0.4, force_match_gt=True))
+    # Focal loss alpha 0.25, gamma 2 (sec. 5.1; TF Model Garden's default gamma is 1.5). Box loss:
+    # TF Model Garden's Huber(0.1) averaged over the 4 coordinates x 50, i.e. 1.25 x smooth-L1
+    # (beta 0.1) summed over coordinates; unit box-coder weights.
+    m.loss = ConfigDict(dict(focal_alpha=0.25, focal_gamma=2.0, huber_delta=0.1, box_loss_weight=50.0))
+    # Sec. 4 "Inference": per level the 1000 best (anchor, class) scores above 0.05, class-aware
+    # NMS 0.5 over all levels, 100 detections.
+    m.detections = ConfigDict(dict(max_detections=100, pre_nms_top_k=1000, score_threshold=0.05, iou_threshold=0.5))
+    return m
+
+
 def classifier_defaults() -> ConfigDict:
     """`config.model` of an image classifier (frozen_det.models.classifier): a backbone with its
     family's global pooling and linear classifier."""
@@ -259,6 +302,13 @@ def complete_two_stage(given) -> ConfigDict:
     return m
 
 
+def complete_retinanet(given) -> ConfigDict:
+    """The full `config.model` of RetinaNet."""
+    m = complete_section(retinanet_defaults(), given, typed={"neck": retinanet_neck_defaults})
+    validate_retinanet(m)
+    return m
+
+
 def complete_classifier(given) -> ConfigDict:
     """The full `config.model` of a classifier; `detector` (the detector whose tap a classifier may
     read) is a whole two-stage model section."""
@@ -332,6 +382,30 @@ def validate_two_stage(m: ConfigDict) -> None:
         )
     if m.neck.min_level > m.neck.max_level:
         raise ValueError(f"config.model.neck: min_level={m.neck.min_level} > max_level={m.neck.max_level}.")
+
+
+def validate_retinanet(m: ConfigDict) -> None:
+    choice(m.dtype, DTYPES, "model.dtype")
+    choice(m.conv_impl, CONV_IMPLS, "model.conv_impl")
+    if m.num_classes < 2:
+        raise ValueError(f"config.model.num_classes={m.num_classes}: classes + background, at least 2.")
+    if m.neck.min_level > m.neck.max_level:
+        raise ValueError(f"config.model.neck: min_level={m.neck.min_level} > max_level={m.neck.max_level}.")
+    if not 0 < m.head.prior_probability < 1:
+        raise ValueError(f"config.model.head.prior_probability={m.head.prior_probability}: must be in (0, 1).")
+    if not 0 <= m.matching.negative_below <= m.matching.positive_from <= 1:
+        raise ValueError(
+            f"config.model.matching: need 0 <= negative_below ({m.matching.negative_below}) <= "
+            f"positive_from ({m.matching.positive_from}) <= 1."
+        )
+    if not 0 <= m.loss.focal_alpha <= 1 or m.loss.focal_gamma < 0 or m.loss.huber_delta <= 0:
+        raise ValueError(
+            f"config.model.loss: focal_alpha={m.loss.focal_alpha} must be in [0, 1], focal_gamma="
+            f"{m.loss.focal_gamma} >= 0 and huber_delta={m.loss.huber_delta} > 0."
+        )
+    for field in ("max_detections", "pre_nms_top_k"):
+        if m.detections[field] <= 0:
+            raise ValueError(f"config.model.detections.{field}={m.detections[field]}: must be positive.")
 
 
 def validate_predet(m: ConfigDict) -> None:

@@ -16,7 +16,6 @@ masks (optional, box-aligned crops), image_info.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -27,6 +26,7 @@ import ml_collections
 from frozen_det import losses as loss_lib
 from frozen_det.models.backbones import build_backbone
 from frozen_det.models.heads.mask_head import MaskHead
+from frozen_det.models.heads.retina import prior_bias
 from frozen_det.models.heads.roi_heads import BoxHead, RoiTargets, assign_rois, sample_rois, select_class_deltas
 from frozen_det.models.heads.rpn import RPNHead, generate_proposals
 from frozen_det.models.layers import batch_norm, conv_module, dtype_of
@@ -39,7 +39,7 @@ from frozen_det.ops.postprocess import detection_postprocess
 from frozen_det.ops.roi_align import multilevel_roi_align
 from frozen_det.ops.sampling import batched_sample_balanced
 
-SIGMOID_PRIOR_BIAS = -math.log((1 - 0.01) / 0.01)  # a 1% prior per class (RetinaNet's)
+SIGMOID_PRIOR_BIAS = prior_bias(0.01)  # a 1% prior per class (RetinaNet's)
 
 
 class TwoStageDetector(nn.Module):

@@ -1,4 +1,4 @@
-"""Two-stage detector post-processing: per-class NMS to a fixed number of detections.
+"""Detector post-processing: NMS to a fixed number of detections.
 
 Reproduces the reference's ``DetectionGenerator`` with ``nms_version='v2'`` (docs/reference.md §2.7):
 
@@ -10,6 +10,7 @@ Reproduces the reference's ``DetectionGenerator`` with ``nms_version='v2'`` (doc
 
 :func:`detection_postprocess` does all four from raw head outputs;
 :func:`multiclass_nms` does 3-4 for boxes already decoded (e.g. cascade outputs).
+:func:`dense_postprocess` is the one-stage (RetinaNet) counterpart on per-level anchor outputs.
 Output classes are 1..C-1 (0 marks padding).
 """
 
@@ -19,6 +20,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from frozen_det.ops.boxes import FRCNN_WEIGHTS, clip_boxes, decode_boxes
 from frozen_det.ops.nms import non_max_suppression_padded
@@ -133,3 +135,63 @@ def detection_postprocess(
         anchors = rois
     boxes = clip_boxes(decode_boxes(deltas, anchors.astype(jnp.float32), weights), image_shape)
     return multiclass_nms(boxes, scores, **nms_kwargs)
+
+
+def dense_postprocess(
+    class_logits: Sequence[jnp.ndarray],
+    box_deltas: Sequence[jnp.ndarray],
+    anchors: Sequence[np.ndarray],
+    image_shape,
+    *,
+    weights: Optional[Sequence[float]] = None,
+    pre_nms_top_k: int = 1000,
+    score_threshold: float = 0.05,
+    iou_threshold: float = 0.5,
+    max_detections: int = 100,
+    tile_size: int = 256,
+) -> Detections:
+    """One-stage detections from per-level anchor outputs, as torchvision's
+    `RetinaNet.postprocess_detections` (pytorch/vision torchvision/models/detection/retinanet.py)
+    with static shapes:
+
+    1. per level: sigmoid scores of every (anchor, class) pair, the `pre_nms_top_k` best of
+       them, scores <= `score_threshold` dropped; their anchors' deltas decoded and clipped;
+    2. all levels pooled, class-aware NMS at `iou_threshold` (a box suppresses only boxes of its
+       own class, `torchvision.ops.batched_nms`), the best `max_detections`.
+
+    Args:
+      class_logits: per level ``[..., N_l, K]`` logits of the K foreground classes.
+      box_deltas: per level ``[..., N_l, 4]`` deltas relative to the level's anchors.
+      anchors: per level ``[N_l, 4]`` yxyx anchors (static, shared by the batch).
+      image_shape: static ``(h, w)`` or ``[..., 2]``: boxes are clipped to it.
+      weights: the box coder's weights (None: unit weights, RetinaNet's).
+    """
+    boxes, scores, classes = [], [], []
+    for logits, deltas, level_anchors in zip(class_logits, box_deltas, anchors):
+        num_anchors, num_fg = logits.shape[-2], logits.shape[-1]
+        level_scores = jax.nn.sigmoid(logits.astype(jnp.float32)).reshape(logits.shape[:-2] + (-1,))
+        top_scores, top_index = jax.lax.top_k(level_scores, min(pre_nms_top_k, num_anchors * num_fg))
+        anchor_index = top_index // num_fg
+        top_deltas = jnp.take_along_axis(deltas.astype(jnp.float32), anchor_index[..., None], axis=-2)
+        decoded = decode_boxes(top_deltas, jnp.asarray(level_anchors)[anchor_index], weights)
+        boxes.append(clip_boxes(decoded, image_shape))
+        scores.append(top_scores)
+        classes.append((top_index % num_fg + 1).astype(jnp.int32))
+    boxes, scores, classes = jnp.concatenate(boxes, -2), jnp.concatenate(scores, -1), jnp.concatenate(classes, -1)
+    nms = non_max_suppression_padded(
+        boxes,
+        scores,
+        max_detections,
+        iou_threshold,
+        classes=classes,
+        score_threshold=score_threshold,
+        tile_size=tile_size,
+    )
+    out_classes = jnp.where(nms.valid, jnp.take_along_axis(classes, nms.indices, axis=-1), 0)
+    return Detections(
+        boxes=nms.boxes,
+        scores=nms.scores,
+        classes=out_classes,
+        valid=nms.valid,
+        num_detections=jnp.sum(nms.valid, axis=-1, dtype=jnp.int32),
+    )

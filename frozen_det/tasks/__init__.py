@@ -15,6 +15,7 @@ from frozen_det.tasks.base import Task
 # model.type -> "module:class".
 TASKS = {
     "two_stage": "frozen_det.tasks.two_stage:TwoStageTask",
+    "retinanet": "frozen_det.tasks.retinanet:RetinaNetTask",
     "classifier": "frozen_det.tasks.classification:ClassificationTask",
     "predet": "frozen_det.tasks.predet:PreDetTask",
 }
