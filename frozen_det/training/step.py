@@ -13,6 +13,8 @@ the loop decides whether to stop or go on (`train.nonfinite`) without a per-step
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -23,7 +25,9 @@ from frozen_det.training.state import TrainState
 
 def all_finite(tree) -> jax.Array:
     """Whether every element of `tree` is finite (elementwise: a norm overflows for large finite values)."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+    return functools.reduce(
+        jnp.logical_and, [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)], jnp.array(True)
+    )
 
 
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
