@@ -19,7 +19,7 @@ LAYERS = (
     ("tasks",),
     ("config", "config_defaults"),
     ("training",),
-    ("classify", "evaluate", "predict", "pseudo_boxes", "resources", "train", "quickstart"),
+    ("classify", "evaluate", "export", "predict", "pseudo_boxes", "resources", "train", "quickstart"),
 )
 LAYER = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 

@@ -118,10 +118,17 @@ class DetectionTask(Task):
     def preprocess(self, image_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(canvas image [H, W, 3], image_info [4, 2]) exactly as the eval pipeline makes them
         (longer side to the canvas, padded bottom / right)."""
+        image, info = self.preprocess_tf(tf.constant(image_u8))
+        return image.numpy().astype(np.float32), info.numpy()
+
+    def preprocess_tf(self, image_u8: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`preprocess` as TensorFlow ops on a uint8 [H, W, 3] tensor of any (dynamic) size: what
+        `predict` and the exported SavedModel (frozen_det.export) both run."""
         d = self.config.data
-        params = augment.resize_params(image_u8.shape[0], image_u8.shape[1], d.canvas, 1.0)
-        image = augment.transform_image(tf.constant(image_u8), params, d.canvas, d.mean, d.std)
-        return image.numpy().astype(np.float32), augment.image_info(params, d.canvas).numpy()
+        shape = tf.shape(image_u8)
+        params = augment.resize_params(shape[0], shape[1], d.canvas, 1.0)
+        image = augment.transform_image(image_u8, params, d.canvas, d.mean, d.std)
+        return image, augment.image_info(params, d.canvas)
 
     def predict(self, model, variables, images: list, min_score: float = 0.3) -> list[dict]:
         """Detections of `(name, PIL image)` pairs at or above `min_score`: boxes [x0, y0, x1, y1]
