@@ -105,6 +105,7 @@ def _probe_config(digits_folder):
     return config_lib.complete(config)
 
 
+@pytest.mark.slow
 def test_linear_probe_matches_logistic_regression(digits_folder, tmp_path):
     """The loop trains only the classifier of a frozen backbone, to a linear model on the same
     (fixed) features as good as scikit-learn's LogisticRegression: its test accuracy lies on
@@ -229,6 +230,7 @@ def test_transfer_between_a_detector_and_a_classifier(tmp_path):
     np.testing.assert_array_equal(got["params/backbone/classifier/kernel"], fresh["params/backbone/classifier/kernel"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FASHION, reason="Debian package dataset-fashion-mnist not installed")
 def test_train_and_evaluate_commands_write_the_classification_json(tmp_path):
     config = os.path.join(ROOT, "configs", "classification", "fashion_mnist.py")
@@ -266,6 +268,7 @@ def test_train_and_evaluate_commands_write_the_classification_json(tmp_path):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("BCCD_DIR"), reason="BCCD not found (set BCCD_DIR)")
 def test_bccd_crops_linear_probe_on_lite0(tmp_path):
     """The packaged ImageNet Lite0, frozen, with a linear classifier trained on BCCD's trainval

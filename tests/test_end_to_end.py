@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quickstart.py")
 
 
+@pytest.mark.slow
 def test_the_main_job(tmp_path):
     command = [
         sys.executable,

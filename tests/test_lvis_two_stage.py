@@ -16,6 +16,7 @@ from frozen_det.data.offline.long_tail import write_long_tailed_lvis
 from frozen_det.tree_paths import leaf_paths
 
 pytest.importorskip("lvis")
+pytestmark = pytest.mark.slow  # two trainings and three evaluations: the second tier (README)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

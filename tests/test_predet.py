@@ -203,6 +203,7 @@ def predet_run(image_folder, tmp_path_factory):
     return config, workdir, result
 
 
+@pytest.mark.slow
 def test_the_shared_loop_trains_predet(predet_run):
     _, workdir, result = predet_run
     with open(os.path.join(workdir, "train_metrics.jsonl")) as f:
@@ -219,6 +220,7 @@ def test_the_shared_loop_trains_predet(predet_run):
     assert result["retrieval_chance"] == pytest.approx(1 / 17)  # 16 negatives: proposals are plentiful
 
 
+@pytest.mark.slow
 def test_a_predet_run_initialises_a_detector(predet_run, tmp_path):
     from frozen_det.models.predet import PRETEXT_MODULES
     from frozen_det.tasks import get_task

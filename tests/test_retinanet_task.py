@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from frozen_det.tasks import TASKS, task_class
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +24,7 @@ def test_retinanet_is_a_registered_detection_task():
     assert cls.evaluate_options == task_class("two_stage").evaluate_options
 
 
+@pytest.mark.slow
 def test_tiny_retinanet_trains_through_the_train_command_and_writes_coco_metrics(tmp_path):
     command = [
         sys.executable,

@@ -12,6 +12,7 @@ from frozen_det.training.run import Run
 from frozen_det.tree_paths import flatten, map_paths
 
 
+@pytest.mark.slow
 def test_drift_of_a_partly_frozen_run(tmp_path):
     from frozen_det.tasks import get_task
     from frozen_det.training import sharding

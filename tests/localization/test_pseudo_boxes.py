@@ -237,6 +237,7 @@ EYE_BOXES = {
 }
 
 
+@pytest.mark.slow
 def test_the_command_finds_eye_drawn_boxes_on_photos(tmp_path):
     skimage_data = pytest.importorskip("skimage.data")
     images = tmp_path / "photos"

@@ -87,6 +87,7 @@ def train_steps(config, model, variables, batch, steps=2, lr=0.01):
     return state, history, step
 
 
+@pytest.mark.slow
 def test_cascade_mask_rcnn_frozen_train_step_compiles_once_and_learns():
     config, model, variables, batch = build(cascade=True, mask=True, freeze="all")
     state, history, step = train_steps(config, model, variables, batch, steps=3)
@@ -174,6 +175,7 @@ def _ground_truth_dict(batch):
     return gt
 
 
+@pytest.mark.slow
 def test_faster_rcnn_overfits_a_fixed_batch_and_detects_its_objects():
     """200 steps on one batch of generated shapes: the total loss falls below 30% of its start
     and the detector then finds those objects (AP50 > 0.9, pycocotools)."""
@@ -203,6 +205,7 @@ def test_faster_rcnn_overfits_a_fixed_batch_and_detects_its_objects():
     assert evaluator.evaluate()["AP50"] > 0.9
 
 
+@pytest.mark.slow
 def test_frozen_detector_train_step_has_no_backbone_backward_pass():
     """XLA FLOPs: frozen train step = backbone forward + the heads' own train step (within 5%);
     fine-tuning costs clearly more."""
@@ -224,6 +227,7 @@ def test_frozen_detector_train_step_has_no_backbone_backward_pass():
     assert finetune["train_step_gflops"] > frozen["train_step_gflops"] + frozen["backbone_train_mode_forward_gflops"]
 
 
+@pytest.mark.slow
 def test_fast_conv_impl_gives_the_same_losses_and_gradients():
     """model.conv_impl="fast" puts fast_conv.Conv in the neck and every head (RPN, box, mask):
     the same parameters and losses, and gradients equal up to float summation order."""

@@ -249,6 +249,7 @@ def test_adapters_start_as_identity_and_stay_trainable_when_frozen():
     assert all(float(jnp.abs(g).max()) > 0.0 for k, g in grads.items() if k[0] == "stage1" and "adapter" in k)
 
 
+@pytest.mark.slow
 def test_fast_conv_impl_is_the_same_function_and_gradient():
     # Lite0 (ReLU6, no SE) with adapters: depthwise, 1x1 and adapter convolutions all switch.
     slow = EfficientNet("lite0", num_classes=None, adapters=True, drop_connect_rate=0.0)

@@ -413,9 +413,15 @@ def test_fpn_bfloat16_close_to_float32():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda impl: FPN(2, 6, 8, conv=conv_module(impl)),
-        lambda impl: NASFPN(num_filters=8, num_repeats=1, conv=conv_module(impl)),
-        lambda impl: NASFPN(num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv=conv_module(impl)),
+        pytest.param(lambda impl: FPN(2, 6, 8, conv=conv_module(impl)), id="fpn", marks=pytest.mark.slow),
+        pytest.param(lambda impl: NASFPN(num_filters=8, num_repeats=1, conv=conv_module(impl)), id="nasfpn"),
+        pytest.param(
+            lambda impl: NASFPN(
+                num_filters=4, num_repeats=1, block="bottleneck", combine="sum", conv=conv_module(impl)
+            ),
+            id="nasfpn_bottleneck",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_fast_conv_impl_is_the_same_function_and_gradient(make):

@@ -188,6 +188,7 @@ def _changed(before, after):
     return {k for k in b if not np.array_equal(np.asarray(b[k]), np.asarray(a[k]))}
 
 
+@pytest.mark.slow
 def test_a_frozen_backbone_gets_no_gradient_and_stays_bit_identical():
     before, state, metrics = one_step()
     assert all(np.isfinite(metrics[k]) for k in ("focal", "box", "total"))

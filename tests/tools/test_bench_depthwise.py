@@ -14,6 +14,7 @@ def test_lite0_depthwise_layers_at_512():
     assert layers[-1]["hw"] == 16 and layers[-1]["channels"] == 1152
 
 
+@pytest.mark.slow
 def test_tiny_run_agrees_and_prints_a_row_per_contender(capsys):
     result = bench_depthwise.main(["--size", "32", "--batch", "1", "--repeats", "1"])
     assert all(d < 1e-4 for d in result["max_rel_diff"].values()), result["max_rel_diff"]

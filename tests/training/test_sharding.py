@@ -9,9 +9,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_agree():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     out = subprocess.run(

@@ -60,6 +60,7 @@ def reference_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, reference_run):
     reference = reference_run
 
@@ -102,6 +103,7 @@ def test_bad_config_values_fail_at_start_naming_the_field(tmp_path, field, value
         train_and_evaluate(config, str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_read_the_run(reference_run, tmp_path):
     """The evaluate and predict APIs (what their commands run) on the preempted-and-resumed test's
     reference run; AP at IoU 0.1..0.9 written beside the COCO JSON."""
