@@ -163,6 +163,7 @@ def _flat(tree):
     return {k: np.asarray(v) for k, v in flatten(tree).items()}
 
 
+@pytest.mark.slow
 def test_transfer_between_a_detector_and_a_classifier(tmp_path):
     from frozen_det.tasks import get_task
     from frozen_det.training import sharding

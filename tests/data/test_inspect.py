@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from helpers import synthetic_config
 from PIL import Image
 
@@ -25,6 +26,7 @@ def test_inspect_run(synthetic_dir, tmp_path):
     assert im.shape == (128, 128, 3) and im.std() > 10
 
 
+@pytest.mark.slow
 def test_inspect_command(tmp_path):
     out = tmp_path / "png"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

@@ -128,7 +128,11 @@ def test_rpn_targets_force_match_every_ground_truth():
     assert int(num_pos) >= int(batch["valid"].sum())  # every GT has at least its best anchor
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(cascade=True, mask=True)], ids=["faster", "cascade_mask"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), pytest.param(dict(cascade=True, mask=True), marks=pytest.mark.slow)],
+    ids=["faster", "cascade_mask"],
+)
 def test_inference_returns_fixed_size_detections(kwargs):
     config, model, variables, batch = build(**kwargs)
     detect = jax.jit(lambda v, b: model.apply(v, b, train=False))

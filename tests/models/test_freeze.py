@@ -110,7 +110,7 @@ def test_freeze_all_keeps_backbone_bit_identical():
     assert set(leaf_paths(trace)) == head_paths
 
 
-@pytest.mark.parametrize("k", [0, 2])
+@pytest.mark.parametrize("k", [pytest.param(0, marks=pytest.mark.slow), 2])
 def test_freeze_k_changes_only_later_stages(k):
     before, state = _train_step(k)
     frozen_parts = {"backbone/stem"} | {f"backbone/stage{i}" for i in range(1, k + 1)}

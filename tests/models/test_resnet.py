@@ -168,6 +168,7 @@ def test_torchvision_converter_rejects_unknown_names():
         )
 
 
+@pytest.mark.slow
 def test_fast_conv_impl_is_the_same_function_and_gradient():
     x = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
     slow, fast = ResNet(18, num_classes=None), ResNet(18, num_classes=None, conv=conv_module("fast"))
@@ -185,6 +186,7 @@ def test_fast_conv_impl_is_the_same_function_and_gradient():
         build_backbone(dict(type="resnet", depth=18, conv_impl="cudnn"))
 
 
+@pytest.mark.slow
 def test_width_multiplier_and_frozen_statistics_mode():
     """width scales every stage's channels; bn_mode="frozen_stats" normalises with the stored
     statistics in training too (the train-mode output equals inference, statistics never move)

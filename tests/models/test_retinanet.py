@@ -202,6 +202,7 @@ def test_a_frozen_backbone_gets_no_gradient_and_stays_bit_identical():
     assert not any(p.startswith("backbone/") for p in leaf_paths(state.opt_state[0].trace))
 
 
+@pytest.mark.slow
 def test_inference_returns_fixed_size_class_aware_detections_under_jit():
     config, task, model, _ = tiny()
     _, state, _ = one_step()
