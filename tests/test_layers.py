@@ -20,6 +20,7 @@ LAYERS = (
     ("config", "config_defaults"),
     ("training",),
     ("classify", "evaluate", "export", "predict", "pseudo_boxes", "resources", "train", "quickstart"),
+    ("projects",),
 )
 LAYER = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 

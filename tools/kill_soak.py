@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from frozen_det.projects.provenance import commit
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TMP_MARK = ".orbax-checkpoint-tmp"  # orbax writes a step into <step>.orbax-checkpoint-tmp-<n>, then renames it
 
@@ -157,12 +159,6 @@ def without_root(argv: list[str]) -> list[str]:
     return out
 
 
-def git_state() -> dict:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
-    return {"commit": head, "dirty": bool(dirty.strip())}
-
-
 def summary_table(result: dict) -> str:
     """The result JSON's summary as a Markdown table, headed by the commit and the command."""
     state = f"{result['commit'][:10]}{' (uncommitted changes)' if result['dirty'] else ''}"
@@ -206,7 +202,7 @@ def main(argv=None) -> None:
     reference, soaked = os.path.join(root, "reference"), os.path.join(root, "soaked")
     for workdir in (reference, soaked):
         shutil.rmtree(workdir, ignore_errors=True)
-    began, git = time.time(), git_state()  # the code the run uses: HEAD when it starts
+    began, git = time.time(), commit()  # the code the run uses: HEAD when it starts
     subprocess.run(train_command(args, reference), cwd=REPO, env=args.env, check=True, capture_output=True)
     kinds = ["sigkill_saving" if k % 3 == 2 else ("sigterm" if k % 2 else "sigkill") for k in range(args.kills)]
     kills, attempt = [], 0
