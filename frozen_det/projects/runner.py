@@ -6,7 +6,7 @@ records into Markdown tables. The runner trains a row at each seed into
 ``ROOT/runs/<row>/s<seed>`` with the library's API (its dependencies first, at the same seed, so
 a transfer row's pre-training has the row's seed too), resumes a stopped row from its
 checkpoint, and when the row is done writes its *record* ``ROOT/records/<row>/s<seed>.json``: the
-final evaluation, the learning curve, train time, the resolved config, and the provenance (commit,
+final evaluation, the learning curve, train time, the resolved config, and the provenance as the row started (commit,
 dirty tree, versions, devices). Records are small JSON: ``--publish`` copies them into the
 project's ``results/`` folder to be committed, and every table on the project's README is
 generated from the committed records (``--update_readme``; a test checks the README against
@@ -275,6 +275,7 @@ def run_row(
         init_row = run_row(study, source, seed if source.seeded else 0, root, smoke, train=train)
     config = row_config(study, row, seed, root, smoke)
     log.info("%s: row %s, seed %d -> %s", study.name, row.name, seed, workdir(root, row, seed))
+    began, made_by = time.time(), provenance()  # the code as this session starts the row
     outcome = train(row, workdir(root, row, seed), config)
     record = {
         "study": study.name,
@@ -286,7 +287,7 @@ def run_row(
         "init_from": row.init_from and {"row": init_row["row"], "seed": init_row["seed"]},
         "resolved_config": json.loads(config.to_json()),
         **outcome,
-        "provenance": provenance(),
+        "provenance": dict(made_by, session_seconds=round(time.time() - began, 1)),
     }
     _write_json(path, record)
     return record
