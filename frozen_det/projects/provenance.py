@@ -58,5 +58,6 @@ def provenance() -> dict:
         "device_count": len(devices),
         "process_count": jax.process_count(),
         "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine slows a timed row
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -28,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -41,11 +42,16 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One row of a study. ``config`` is ``configs/FILE.py[:ARG]`` in the repository;
-    ``overrides`` are dotted fields, whose string values may name ``{root}`` (the study's root);
-    ``init_from`` names another row whose run (at the same seed, or its only run when that row is
-    not seeded) initialises this one (``train.init_from``); ``cost`` records the XLA train-step
-    cost; ``iou_thresholds`` adds AP at those IoUs to a detector's evaluation."""
+    """One row of a study. ``config`` is ``configs/FILE.py[:ARG]`` in the repository (empty for a
+    ``train`` that needs none); ``overrides`` are dotted fields whose string values (also inside
+    tuples, lists and dicts) may name ``{root}`` (the study's root) and ``{run:ROW}`` (the run
+    folder of another row at this row's seed, or at 0 when that row is not seeded: a dependency);
+    ``init_from`` names the row whose run initialises this one (``train.init_from``, a dependency
+    too); ``cost`` records the XLA train-step cost; ``iou_thresholds`` adds AP at those IoUs to a
+    detector's evaluation. ``train(row, run_dir, config) -> outcome`` replaces training and
+    evaluation for a row that is another kind of step (pseudo-boxes from a classifier, say);
+    ``measure(run_dir, config) -> dict`` adds measurements of the finished run to the record's
+    ``extra``."""
 
     name: str
     config: str
@@ -54,6 +60,17 @@ class Row:
     seeded: bool = True
     cost: bool = False
     iou_thresholds: tuple[float, ...] | None = None
+    train: Callable[[Row, str, Any], dict] | None = None
+    measure: Callable[[str, Any], dict] | None = None
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The rows this one reads: ``init_from`` and the ``{run:ROW}`` of its overrides."""
+        named = [m for v in self.overrides.values() for m in _RUN_REF.findall(repr(v))]
+        return tuple(dict.fromkeys(([self.init_from] if self.init_from else []) + named))
+
+
+_RUN_REF = re.compile(r"\{run:([^}]+)\}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +91,9 @@ class Study:
     def __post_init__(self):
         names = [r.name for r in self.rows]
         duplicates = sorted({n for n in names if names.count(n) > 1})
-        missing = sorted({r.init_from for r in self.rows if r.init_from and r.init_from not in names})
+        missing = sorted({d for r in self.rows for d in r.dependencies if d not in names})
         if duplicates or missing:
-            raise ValueError(f"study {self.name}: duplicate rows {duplicates}, unknown init_from rows {missing}")
+            raise ValueError(f"study {self.name}: duplicate rows {duplicates}, unknown rows depended on {missing}")
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -146,25 +163,44 @@ def set_fields(config, overrides: Mapping[str, Any]) -> None:
         node[key] = value
 
 
-def row_overrides(study: Study, row: Row, seed: int, root: str, smoke: bool) -> dict:
-    """Every override a row's run gets: the row's own (``{root}`` filled in), the seed's and,
-    with ``smoke``, the study's smoke overrides."""
-    fill = lambda v: v.format(root=root) if isinstance(v, str) else v
-    out = {k: fill(v) for k, v in row.overrides.items()}
+def _fill(value, root: str, runs: Callable[[str], str]):
+    """``value`` with ``{root}`` and ``{run:ROW}`` filled in, through tuples, lists and dicts."""
+    if isinstance(value, str):
+        return _RUN_REF.sub(lambda m: runs(m.group(1)), value).replace("{root}", root)
+    if isinstance(value, tuple | list):
+        return type(value)(_fill(v, root, runs) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _fill(v, root, runs) for k, v in value.items()}
+    return value
+
+
+def dependency_seed(study: Study, name: str, seed: int) -> int:
+    return seed if study.row(name).seeded else 0
+
+
+def row_overrides(study: Study, row: Row, seed: int, root: str, smoke: bool, fill: bool = True) -> dict:
+    """Every override a row's run gets: the row's own (placeholders filled in unless ``fill`` is
+    False), the seed's and, with ``smoke``, the study's smoke overrides."""
+    runs = lambda name: workdir(root, study.row(name), dependency_seed(study, name, seed))
+    keep = (lambda v: v) if not fill else (lambda v: _fill(v, root, runs))
+    out = {k: keep(v) for k, v in row.overrides.items()}
     out.update({"train.seed": seed, "data.seed": seed})
     if smoke:
-        out.update({k: fill(v) for k, v in study.smoke.items()})
+        out.update({k: keep(v) for k, v in study.smoke.items()})
     return out
 
 
 def row_config(study: Study, row: Row, seed: int, root: str, smoke: bool = False):
+    """The row's config at ``seed`` (None for a ``train`` step without a config file)."""
+    if not row.config:
+        return None
     config = repo_config(row.config)
     overrides = row_overrides(study, row, seed, root, smoke)
     if "kshot_seed" in config.data:
         overrides["data.kshot_seed"] = seed
     if row.init_from:
         source = study.row(row.init_from)
-        overrides["train.init_from"] = workdir(root, source, seed if source.seeded else 0)
+        overrides["train.init_from"] = workdir(root, source, dependency_seed(study, row.init_from, seed))
     set_fields(config, overrides)
     return config
 
@@ -257,11 +293,11 @@ def run_row(
     smoke: bool = False,
     force: bool = False,
     train: Trainer = train_and_evaluate_row,
-    _forced: set | None = None,
 ) -> dict:
     """The record of ``row`` at ``seed``: read back when ROOT/records has it (unless ``force``),
-    else its dependency first, then its run trained and evaluated. ``force`` reruns the row
-    itself, not the rows it depends on."""
+    else its dependencies first (at the same seed), then its run trained and evaluated (or its
+    own ``train`` step), then its ``measure``. ``force`` reruns the row itself, not the rows it
+    depends on."""
     path = record_path(os.path.join(root, "records"), row.name, seed)
     if force:
         os.remove(path) if os.path.exists(path) else None
@@ -269,23 +305,24 @@ def run_row(
     record = _read_json(path)
     if record is not None:
         return record
-    init_row = None
-    if row.init_from:
-        source = study.row(row.init_from)
-        init_row = run_row(study, source, seed if source.seeded else 0, root, smoke, train=train)
+    for name in row.dependencies:
+        run_row(study, study.row(name), dependency_seed(study, name, seed), root, smoke, train=train)
     config = row_config(study, row, seed, root, smoke)
-    log.info("%s: row %s, seed %d -> %s", study.name, row.name, seed, workdir(root, row, seed))
+    run_dir = workdir(root, row, seed)
+    log.info("%s: row %s, seed %d -> %s", study.name, row.name, seed, run_dir)
     began, made_by = time.time(), provenance()  # the code as this session starts the row
-    outcome = train(row, workdir(root, row, seed), config)
+    outcome = (row.train or train)(row, run_dir, config)
+    if row.measure:
+        outcome["extra"] = row.measure(run_dir, config)
     record = {
         "study": study.name,
         "row": row.name,
         "seed": seed,
         "smoke": smoke,
         "config": row.config,
-        "overrides": row_overrides(study, row, seed, "{root}", smoke),
-        "init_from": row.init_from and {"row": init_row["row"], "seed": init_row["seed"]},
-        "resolved_config": json.loads(config.to_json()),
+        "overrides": row_overrides(study, row, seed, "{root}", smoke, fill=False),
+        "dependencies": {name: dependency_seed(study, name, seed) for name in row.dependencies},
+        "resolved_config": json.loads(config.to_json()) if config is not None else None,
         **outcome,
         "provenance": dict(made_by, session_seconds=round(time.time() - began, 1)),
     }

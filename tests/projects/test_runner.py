@@ -21,6 +21,8 @@ def _study():
         Row("pre", CONFIG, {"train.total_steps": 7}),
         Row("ft", CONFIG, {"data.path": "{root}/canvases"}, init_from="pre"),
         Row("from_shared", CONFIG, init_from="shared"),
+        Row("boxes", "", train=_boxes_step),
+        Row("on_boxes", CONFIG, {"data.coco_files": {"train": ("{run:boxes}/boxes.json", "train")}}, measure=_measure),
     )
 
     def table(records):
@@ -36,6 +38,16 @@ def _study():
         return {"main": tables.markdown(["row", "n", "AP"], body)}
 
     return Study(name="toy", doc="a toy study", rows=rows, tables=table, seeds=2)
+
+
+def _boxes_step(row, run_dir, config):
+    os.makedirs(run_dir, exist_ok=True)
+    open(os.path.join(run_dir, "boxes.json"), "w").write("{}")
+    return {"metrics": {"boxes": 3}}
+
+
+def _measure(run_dir, config):
+    return {"path": config.data.coco_files["train"][0]}
 
 
 class Trainer:
@@ -60,7 +72,7 @@ def test_dependencies_first_at_the_same_seed_and_unseeded_rows_once(toy):
     study, root = toy
     train = Trainer()
     runner.run_row(study, study.row("ft"), 1, root, train=train)
-    for row in study.rows:
+    for row in study.rows[:4]:
         for seed in runner.seeds_of(row, 2):
             runner.run_row(study, row, seed, root, train=train)
     names = [(n, s) for n, s, _, _ in train.calls]
@@ -77,12 +89,25 @@ def test_dependencies_first_at_the_same_seed_and_unseeded_rows_once(toy):
     assert inits[("ft", 1)] == runner.workdir(root, study.row("pre"), 1)
     assert inits[("from_shared", 1)] == runner.workdir(root, study.row("shared"), 0)
     record = json.load(open(runner.record_path(os.path.join(root, "records"), "ft", 1)))
-    assert record["init_from"] == {"row": "pre", "seed": 1}
+    assert record["dependencies"] == {"pre": 1}
     assert record["overrides"]["data.path"] == "{root}/canvases"  # portable: no machine path
     assert record["resolved_config"]["data"]["path"] == f"{root}/canvases"
     assert record["resolved_config"]["train"]["seed"] == 1 and record["resolved_config"]["data"]["seed"] == 1
     assert set(record["provenance"]) >= {"commit", "dirty", "versions", "device_kind", "device_count"}
     assert record["provenance"]["versions"]["jax"]
+
+
+def test_steps_run_dependencies_named_in_overrides_and_measures_go_to_extra(toy):
+    study, root = toy
+    assert study.row("on_boxes").dependencies == ("boxes",)
+    train = Trainer()
+    record = runner.run_row(study, study.row("on_boxes"), 1, root, train=train)
+    boxes = runner.workdir(root, study.row("boxes"), 1)
+    assert os.path.exists(os.path.join(boxes, "boxes.json")) and train.calls[0][0] == "on_boxes"
+    assert record["extra"] == {"path": f"{boxes}/boxes.json"}
+    saved = json.load(open(runner.record_path(os.path.join(root, "records"), "on_boxes", 1)))
+    assert saved["overrides"]["data.coco_files"] == {"train": ["{run:boxes}/boxes.json", "train"]}
+    assert runner.load_records(os.path.join(root, "records"))[0]["resolved_config"] is None  # the step's
 
 
 def test_finished_rows_are_read_back_and_force_reruns_only_the_row(toy):
@@ -105,7 +130,7 @@ def test_smoke_overrides_and_unknown_fields(toy):
     bad = Study(name="toy", doc="", rows=(Row("x", CONFIG, {"train.totl_steps": 1}),), tables=study.tables)
     with pytest.raises(KeyError, match="train.totl_steps"):
         runner.row_config(bad, bad.rows[0], 0, root)
-    with pytest.raises(ValueError, match="unknown init_from rows"):
+    with pytest.raises(ValueError, match="unknown rows depended on"):
         Study(name="toy", doc="", rows=(Row("x", CONFIG, init_from="nope"),), tables=study.tables)
 
 
