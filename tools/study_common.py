@@ -5,7 +5,6 @@ workdir with the library's API, timed."""
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib
 import json
 import logging
@@ -99,17 +98,6 @@ def eval_path(workdir: str, split: str, step: int) -> str:
 def final_eval(workdir: str, config) -> dict | None:
     """The evaluation of a row's last step; None until the row is done."""
     return read_json(eval_path(workdir, config.data.eval_split, int(config.train.total_steps)))
-
-
-def learning_curve(workdir: str, split: str) -> list:
-    """[(step, AP, AP50)] of every evaluation a detection run wrote (WORKDIR/eval/<split>_step<N>.json)."""
-    out = []
-    for path in glob.glob(os.path.join(workdir, "eval", f"{split}_step*.json")):
-        stem = os.path.basename(path)[len(split) + len("_step") : -len(".json")]
-        if stem.isdigit():
-            result = read_json(path)
-            out.append((int(stem), result["AP"], result["AP50"]))
-    return sorted(out)
 
 
 def seed_cell(values: list, expected: int) -> str:
