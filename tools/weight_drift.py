@@ -3,7 +3,8 @@ al. 2022 sec. 3: how far fine-tuning, partial freezing and adapters move the pre
 backbone), from every checkpoint each run kept (frozen_det.evaluation.drift; keep more
 checkpoints with --config.train.keep_checkpoints when training).
 
-    python tools/weight_drift.py --runs finetune=/tmp/bccd_study/finetune_fpn,adapters=/tmp/bccd_study/adapters_fpn \
+    python tools/weight_drift.py \
+        --runs finetune=/tmp/bccd/runs/finetune_fpn/s0,adapters=/tmp/bccd/runs/adapters_fpn/s0 \
         --output /tmp/drift.png
 
 Writes the PNG (parameters' relative L2 distance from the start per stage against the step, one

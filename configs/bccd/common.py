@@ -1,5 +1,5 @@
 """The BCCD transfer study's shared config (configs/bccd/{scratch,finetune,frozen,adapters,film}.py
-differ only in the backbone's transfer strategy; tools/bccd_study.py runs them all).
+differ only in the backbone's transfer strategy; `python -m frozen_det.projects.bccd` runs them all).
 
 Data: BCCD test split (72 images) after training on trainval (292), read in place through
 configs/data/bccd.py; canvas 512 (images 640x480 scaled by 0.8: platelets ~32 px, red cells
@@ -14,7 +14,7 @@ ROIs per image, at most 100 detections per image (COCO metrics with maxDets 100)
 
 Argument: the head, ``fpn`` (Faster R-CNN + FPN), ``cascade`` (Cascade R-CNN on the same FPN:
 three box-head stages at IoU 0.5 / 0.7 / 0.8) or ``retinanet`` (RetinaNet on the same FPN
-levels, 128-filter subnets, 9 anchors of 32..406 px; not a row of tools/bccd_study.py yet). Why
+levels, 128-filter subnets, 9 anchors of 32..406 px; not a row of the BCCD project yet). Why
 Cascade on FPN rather than NAS-FPN as the higher-capacity head on this CPU: measured train steps
 of the frozen model at batch 4 / canvas 512 took 2.9 CPU-seconds (fpn), 3.2 (cascade) and 4.1
 (NAS-FPN L3-7, 3 repeats, 128 filters), of which 2.0 are the frozen Lite0's forward pass (with

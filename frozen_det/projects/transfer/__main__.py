@@ -1,0 +1,4 @@
+from frozen_det.projects import runner
+from frozen_det.projects.transfer import STUDY
+
+runner.main(STUDY)
