@@ -73,6 +73,15 @@ class Row:
 _RUN_REF = re.compile(r"\{run:([^}]+)\}")
 
 
+# What --smoke does to every row unless a study says more: two steps, a checkpoint at the end.
+SMOKE_SCHEDULE = {
+    "train.total_steps": 2,
+    "train.checkpoint_every": 2,
+    "train.log_every": 1,
+    "train.schedule.warmup_steps": 1,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Study:
     """A study project: its rows, how its records become tables (``tables(records) -> {name:
@@ -85,7 +94,7 @@ class Study:
     rows: tuple[Row, ...]
     tables: Callable[[list[dict]], dict[str, str]]
     seeds: int = 3
-    smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    smoke: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(SMOKE_SCHEDULE))
     prepare: Callable[[str, bool], None] | None = None
 
     def __post_init__(self):

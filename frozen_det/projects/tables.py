@@ -48,11 +48,13 @@ def provenance_line(records: list[dict]) -> str:
     """Which commits, devices and seeds the records come from, for the line under a table."""
     if not records:
         return "No records yet."
+    smoke = sum(1 for r in records if r.get("smoke"))
+    warning = f" **{smoke} of them are smoke runs (a few steps): they check the code, not the study.**" if smoke else ""
     commits = sorted(
         {r["provenance"]["commit"][:10] + (" (dirty)" if r["provenance"]["dirty"] else "") for r in records}
     )
     devices = sorted({f"{r['provenance']['device_count']} x {r['provenance']['device_kind']}" for r in records})
     return (
-        f"{len(records)} runs; commit {', '.join(commits)}; devices {', '.join(devices)}. "
+        f"{len(records)} runs;{warning} commit {', '.join(commits)}; devices {', '.join(devices)}. "
         "Cells: mean ± standard error over seeds (n = seeds)."
     )

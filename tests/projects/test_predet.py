@@ -15,7 +15,6 @@ from frozen_det.projects.predet import (
     INITS,
     PREDET_STEPS,
     PRETRAIN,
-    SMOKE,
     STUDY,
     TARGETS,
     restored_by_module,
@@ -48,7 +47,7 @@ def test_smoke_rows_and_pending_tables(tmp_path):
     finetune = [r for r in STUDY.rows if r.name.split("/")[0] in TARGETS]
     assert len(finetune) == len(TARGETS) * len(INITS)
     config = _config("bccd/5shot/imagenet", 0, str(tmp_path), smoke=True)
-    assert config.train.total_steps == SMOKE["train.total_steps"] and not config.train.init_from
+    assert config.train.total_steps == STUDY.smoke["train.total_steps"] == 2 and not config.train.init_from
     assert config.data.canvas == 256
     rendered = tables([])
     assert set(rendered) == {"pretext", "kshot", "restored", "curves", "similarity"}

@@ -169,3 +169,11 @@ def test_mean_and_standard_error_cells():
     # mean 0.2, sample std 0.1, n 3: standard error 0.1 / sqrt(3)
     assert tables.cell([0.1, 0.2, 0.3]) == "0.200 ± 0.058"
     assert tables.cell([60.0, 120.0], 1, 1 / 60) == "1.5 ± 0.5"
+
+
+def test_provenance_line_flags_smoke_runs():
+    made = {"commit": "abcdef0123456", "dirty": False, "device_count": 2, "device_kind": "cpu"}
+    records = [{"smoke": True, "provenance": made}, {"smoke": False, "provenance": dict(made, dirty=True)}]
+    line = tables.provenance_line(records)
+    assert line.startswith("2 runs; **1 of them are smoke runs")
+    assert "commit abcdef0123, abcdef0123 (dirty); devices 2 x cpu." in line

@@ -14,7 +14,7 @@ train-step GFLOPs, temporary memory, parameters (trainable / total).
 from __future__ import annotations
 
 from frozen_det.projects import tables as t
-from frozen_det.projects.runner import Row, Study
+from frozen_det.projects.runner import SMOKE_SCHEDULE, Row, Study
 
 STRATEGIES = ("frozen", "adapters", "film", "finetune", "scratch")  # cheapest first
 HEADS = ("fpn", "cascade")
@@ -22,13 +22,7 @@ CLASSES = ("Platelets", "RBC", "WBC")
 
 ROWS = tuple(Row(f"{s}:{h}", f"configs/bccd/{s}.py:{h}", cost=True) for s in STRATEGIES for h in HEADS)
 
-SMOKE = {
-    "data.canvas": 128,
-    "train.total_steps": 2,
-    "train.checkpoint_every": 2,
-    "train.log_every": 1,
-    "train.schedule.warmup_steps": 1,
-}
+SMOKE = {**SMOKE_SCHEDULE, "data.canvas": 128}
 
 HEADER = [
     "backbone",

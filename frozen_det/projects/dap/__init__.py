@@ -204,13 +204,6 @@ CURVES = {
     for k in KSHOTS
 }
 
-SMOKE = {
-    "train.total_steps": 2,
-    "train.checkpoint_every": 2,
-    "train.log_every": 1,
-    "train.schedule.warmup_steps": 1,
-}
-
 
 # --- tables ------------------------------------------------------------------------------------
 
@@ -297,4 +290,4 @@ def tables(records: list[dict]) -> dict[str, str]:
     }
 
 
-STUDY = Study(name="dap", doc=__doc__.split("\n")[0], rows=ROWS, tables=tables, seeds=3, smoke=SMOKE, prepare=prepare)
+STUDY = Study(name="dap", doc=__doc__.split("\n")[0], rows=ROWS, tables=tables, seeds=3, prepare=prepare)

@@ -223,13 +223,6 @@ CURVES = {
     for target, title in TARGETS.items()
 }
 
-SMOKE = {
-    "train.total_steps": 2,
-    "train.checkpoint_every": 2,
-    "train.log_every": 1,
-    "train.schedule.warmup_steps": 1,
-}
-
 
 def bccd_path() -> str:
     return repo_config("configs/data/bccd.py").data.path
@@ -372,6 +365,4 @@ def tables(records: list[dict]) -> dict[str, str]:
     }
 
 
-STUDY = Study(
-    name="predet", doc=__doc__.split("\n")[0], rows=ROWS, tables=tables, seeds=3, smoke=SMOKE, prepare=prepare
-)
+STUDY = Study(name="predet", doc=__doc__.split("\n")[0], rows=ROWS, tables=tables, seeds=3, prepare=prepare)

@@ -87,13 +87,6 @@ _TABLE = (
 )
 ROWS = tuple(Row(name, config, overrides, init_from) for name, config, overrides, init_from, *_ in _TABLE)
 
-SMOKE = {
-    "train.total_steps": 2,
-    "train.checkpoint_every": 2,
-    "train.log_every": 1,
-    "train.schedule.warmup_steps": 1,
-}
-
 
 def prepare(root: str, smoke: bool) -> None:
     num_train, num_val = (40, 16) if smoke else (2000, 400)
@@ -119,6 +112,4 @@ def tables(records: list[dict]) -> dict[str, str]:
     return {"transfer": t.markdown(HEADER, body) + "\n" + t.provenance_line(records) + "\n"}
 
 
-STUDY = Study(
-    name="transfer", doc=__doc__.split("\n")[0], rows=ROWS, tables=tables, seeds=3, smoke=SMOKE, prepare=prepare
-)
+STUDY = Study(name="transfer", doc=__doc__.split("\n")[0], rows=ROWS, tables=tables, seeds=3, prepare=prepare)
