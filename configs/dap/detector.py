@@ -14,7 +14,7 @@ Argument tokens:
   bccd          step 4 on BCCD (3 cell classes; BCCD_DIR or --config.data.path) at 256 x 256.
   lite0         with voc / bccd: the detector of configs/canvases/detector.py:lite0 (the packaged
                 ImageNet EfficientNet-Lite0 backbone, two-FC box head) instead of the narrow
-                ResNet-18 (the target of tools/predet_study.py).
+                ResNet-18 (the target of the PreDet project, frozen_det/projects/predet).
 Step 4 starts from any run: --config.train.init_from=RUN restores what has the same path and
 shape, except the class-specific layers (box classifier and class-specific box regression,
 which the paper re-initialises); a classifier run gives the CLS row (backbone only), a DAP run

@@ -18,7 +18,7 @@ dataset, e.g. ImageNet from TFDS: `--config.data.source=tfds --config.data.name=
 --config.model.predet.num_labels=1000`). Add "lite0" to pre-train the layers of
 configs/canvases/detector.py:lite0 instead (the packaged ImageNet EfficientNet-Lite0 backbone,
 32-channel FPN P2-P5, 64-filter box head with two 128-wide FCs) on 128 x 128 views with the Lite0's
-mean 127 / std 128: the PreDet rows of tools/predet_study.py, which transfer into
+mean 127 / std 128: the PreDet rows of frozen_det/projects/predet, which transfer into
 configs/dap/detector.py:voc,lite0 / bccd,lite0 and restore every shared leaf there. Add "proposals"
 to draw the queries from cached region proposals (`--config.data.proposals_file=cache.npz`,
 frozen_det.data.two_view.proposals) instead of random boxes.
