@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 
+from frozen_det import strategies
 from frozen_det.checkpoints.pretrained import preprocessing_of
 from frozen_det.data.sections import fill_normalisation
 from frozen_det.schema import ConfigDict, choice, fields, merge
@@ -63,6 +64,10 @@ def train_defaults() -> ConfigDict:
             # classifier's backbone into a detector); init_exclude: path regexes kept fresh.
             init_from="",
             init_exclude=(),
+            # The transfer strategy as one value, "STRATEGY[,from=RUN]" (frozen_det/strategies.py):
+            # scratch | finetune | frozen | frozen@K | adapters | film; "" leaves the backbone's
+            # freeze / adapters / init_checkpoint and init_from as given.
+            transfer="",
             trainable_only=(),  # path regexes (frozen_det.tree_paths): train only these
             freeze_batch_stats=False,  # keep every BatchNorm statistic as restored (second stage)
             sharding_rules=(),  # ((regex, "fsdp" | "replicate"), ...) over train-state paths
@@ -123,6 +128,7 @@ def complete(config) -> ConfigDict:
     out.train = complete_train(config.get("train"))
     # The input normalisation the backbone's pretrained weights expect, unless the data says.
     backbone = task.backbone_section(out.model)
+    strategies.apply(backbone, out.train)
     fill_normalisation(out.data, preprocessing_of(backbone.init_checkpoint) if backbone is not None else None)
     return out
 

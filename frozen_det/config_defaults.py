@@ -10,6 +10,7 @@ command line.
 
 from __future__ import annotations
 
+from frozen_det import strategies
 from frozen_det.checkpoints.pretrained import preprocessing_of
 from frozen_det.config import complete, train_defaults
 from frozen_det.data.detection import config as data_config
@@ -231,14 +232,7 @@ def coco_data(canvas=1024, with_masks=False, max_instances=100) -> ConfigDict:
     )
 
 
-STRATEGIES = {
-    # name -> (freeze, adapters, pretrained?)
-    "frozen": ("all", "none", True),
-    "finetune": ("none", "none", True),
-    "scratch": ("none", "none", False),
-    "adapters": ("all", "residual", True),  # residual adapters (paper Table 7)
-    "film": ("all", "film", True),  # FiLM scale and shift per block (paper Sec. 4.5's conjecture)
-}
+STRATEGIES = strategies.STRATEGIES  # the named transfer strategies (train.transfer's values)
 
 
 def normalisation_of(checkpoint: str) -> dict:
@@ -252,7 +246,8 @@ def normalisation_of(checkpoint: str) -> dict:
 
 
 def apply_strategy(model: ConfigDict, strategy: str, checkpoint: str) -> None:
-    """Sets the backbone's freeze / adapters / init_checkpoint for a named transfer strategy."""
+    """Sets the backbone's freeze / adapters / init_checkpoint for a named transfer strategy (what
+    `train.transfer` does at complete time, for a config file's builder)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: choose one of {sorted(STRATEGIES)}")
     freeze, adapters, pretrained = STRATEGIES[strategy]

@@ -17,7 +17,7 @@ LAYERS = (
     ("data", "evaluation", "localization", "models"),
     ("checkpoints",),
     ("tasks",),
-    ("config", "config_defaults"),
+    ("config", "config_defaults", "strategies"),
     ("training",),
     ("classify", "evaluate", "export", "predict", "pseudo_boxes", "resources", "train", "quickstart"),
     ("projects",),
