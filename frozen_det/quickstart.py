@@ -4,7 +4,7 @@ draw its predictions on held-out images.
     python -m frozen_det.quickstart [--config configs/quickstart.py[:ARGS]] [--workdir runs/quickstart]
 
 Defaults: configs/quickstart.py (Faster R-CNN + FPN on the packaged ImageNet
-EfficientNet-Lite0, frozen, on the offline synthetic shapes at 256 x 256; about 3.5 minutes on
+EfficientNet-Lite0, frozen, on the offline synthetic shapes at 256 x 256; about 8 minutes on
 2 CPU cores).
 Prints progress lines with an ETA, then the evaluation summary as one JSON line, and writes
 

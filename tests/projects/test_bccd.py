@@ -40,7 +40,9 @@ def test_configs_build_and_share_everything_but_the_backbone_transfer(head):
         freeze, adapters, pretrained = EXPECTED[strategy]
         assert (b.variant, b.freeze, b.adapters) == ("lite0", freeze, adapters)
         assert b.init_checkpoint == ("package:efficientnet_lite0" if pretrained else "")
-        assert config.model.cascade.enabled == (head == "cascade")
+        assert config.model.type == ("retinanet" if head == "retinanet" else "two_stage")
+        if head != "retinanet":
+            assert config.model.cascade.enabled == (head == "cascade")
         assert config.model.detections.max_detections == 100
         assert config.data.eval_split == "test"
         other = config.to_dict()
@@ -100,7 +102,7 @@ def test_table_from_fake_records():
         "0.300 ± 0.000 | 10.0 ± 0.0 | 60.00 ± 0.00 | 101.0 | 400 | 4.30 / 7.30 |"
     )
     assert lines[3].startswith("| frozen | cascade | 1 | 0.900 | 0.875 | 0.450 |")
-    assert lines[4].startswith("| adapters | fpn | 0 | pending |")
+    assert lines[4].startswith("| frozen | retinanet | 0 | pending |")
     assert lines[-1].startswith("4 runs; commit 0123456789; devices 1 x cpu.")
 
 

@@ -1,6 +1,6 @@
 """The BCCD transfer study: the ImageNet EfficientNet-Lite0 trained from scratch, fine-tuned,
-frozen, frozen + residual adapters and frozen + FiLM, under a Faster R-CNN FPN head and a Cascade
-R-CNN head (configs/bccd/), one schedule for all, on BCCD blood cells (README.md).
+frozen, frozen + residual adapters and frozen + FiLM, under a Faster R-CNN FPN head, a Cascade
+R-CNN head and RetinaNet on the same FPN levels (configs/bccd/), one schedule for all, on BCCD blood cells (README.md).
 
     python -m frozen_det.projects.bccd --root /tmp/bccd --rows frozen:fpn,finetune:fpn
     python -m frozen_det.projects.bccd --table_only
@@ -17,7 +17,7 @@ from frozen_det.projects import tables as t
 from frozen_det.projects.runner import SMOKE_SCHEDULE, Row, Study
 
 STRATEGIES = ("frozen", "adapters", "film", "finetune", "scratch")  # cheapest first
-HEADS = ("fpn", "cascade")
+HEADS = ("fpn", "cascade", "retinanet")
 CLASSES = ("Platelets", "RBC", "WBC")
 
 ROWS = tuple(Row(f"{s}:{h}", f"configs/bccd/{s}.py:{h}", cost=True) for s in STRATEGIES for h in HEADS)
