@@ -1,0 +1,4 @@
+from frozen_det.projects import runner
+from frozen_det.projects.pretraining_data import STUDY
+
+runner.main(STUDY)
