@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import repo_config  # noqa: E402
+from frozen_det.projects.runner import repo_config
 
 # (x1, y1, x2, y2) drawn by eye around the object of the class the Lite0 gives.
 EYE_BOXES = {

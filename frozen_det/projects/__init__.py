@@ -6,4 +6,4 @@ from the committed records in its results/ folder) and a command line
 The projects read the repository's configs/ (they run from a clone) and their datasets as the
 configs describe (docs/usage.md#data)."""
 
-PROJECTS = ("bccd", "transfer", "dap", "predet", "pretraining_data")
+PROJECTS = ("bccd", "transfer", "dap", "predet", "pretraining_data", "detection_pretraining")
