@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 class Row:
     """One row of a study. ``config`` is ``configs/FILE.py[:ARG]`` in the repository (empty for a
     ``train`` that needs none); ``overrides`` are dotted fields whose string values (also inside
-    tuples, lists and dicts) may name ``{root}`` (the study's root) and ``{run:ROW}`` (the run
+    tuples, lists and dicts) may name ``{root}`` (the study's root), be ``{seed}`` (the run's seed,
+    an integer: e.g. the seed that draws a subset) and name ``{run:ROW}`` (the run
     folder of another row at this row's seed, or at 0 when that row is not seeded: a dependency);
     ``init_from`` names the row whose run initialises this one (``train.init_from``, a dependency
     too); ``cost`` records the XLA train-step cost; ``iou_thresholds`` adds AP at those IoUs to a
@@ -172,14 +173,16 @@ def set_fields(config, overrides: Mapping[str, Any]) -> None:
         node[key] = value
 
 
-def _fill(value, root: str, runs: Callable[[str], str]):
-    """``value`` with ``{root}`` and ``{run:ROW}`` filled in, through tuples, lists and dicts."""
+def _fill(value, root: str, runs: Callable[[str], str], seed: int):
+    """``value`` with ``{root}``, ``{seed}`` and ``{run:ROW}`` filled in, through tuples, lists and dicts."""
+    if value == "{seed}":
+        return seed
     if isinstance(value, str):
         return _RUN_REF.sub(lambda m: runs(m.group(1)), value).replace("{root}", root)
     if isinstance(value, tuple | list):
-        return type(value)(_fill(v, root, runs) for v in value)
+        return type(value)(_fill(v, root, runs, seed) for v in value)
     if isinstance(value, Mapping):
-        return {k: _fill(v, root, runs) for k, v in value.items()}
+        return {k: _fill(v, root, runs, seed) for k, v in value.items()}
     return value
 
 
@@ -191,7 +194,7 @@ def row_overrides(study: Study, row: Row, seed: int, root: str, smoke: bool, fil
     """Every override a row's run gets: the row's own (placeholders filled in unless ``fill`` is
     False), the seed's and, with ``smoke``, the study's smoke overrides."""
     runs = lambda name: workdir(root, study.row(name), dependency_seed(study, name, seed))
-    keep = (lambda v: v) if not fill else (lambda v: _fill(v, root, runs))
+    keep = (lambda v: v) if not fill else (lambda v: _fill(v, root, runs, seed))
     out = {k: keep(v) for k, v in row.overrides.items()}
     out.update({"train.seed": seed, "data.seed": seed})
     if smoke:

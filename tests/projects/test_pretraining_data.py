@@ -13,7 +13,7 @@ from frozen_det import config as config_lib
 from frozen_det.data.classification.subsets import label_set, select
 from frozen_det.data.offline import fashion_mnist
 from frozen_det.projects import runner
-from frozen_det.projects.pretraining_data import SETTINGS, SHOTS, STUDY, TARGETS, pretrain, tables
+from frozen_det.projects.pretraining_data import SETTINGS, SHOTS, STUDY, TARGETS, tables
 
 FAKE = "FAKE record written by tests/projects/test_pretraining_data.py: made-up numbers, no model was run"
 
@@ -26,7 +26,7 @@ def _config(name, seed, root, smoke=False):
 def test_pretraining_settings_size_the_classifier_to_their_label_set(setting, tmp_path):
     for seed in (0, 2):
         config = _config(f"pretrain/{setting}", seed, str(tmp_path))
-        config.data.subset.seed = seed  # what the pre-training step sets
+        assert config.data.subset.seed == seed  # the row's seed draws the subset
         labels = label_set(config.data, list(fashion_mnist.CLASSES))
         assert config.model.num_classes == labels.num_labels, (setting, seed)
         assert config.train.total_steps == 1500 and config.train.batch_size == 64  # one schedule for all
@@ -62,21 +62,12 @@ def test_targets_start_from_the_pretraining_at_their_seed(tmp_path):
         assert tuple(target.data.mean) == tuple(pre.data.mean)
 
 
-def test_the_pretraining_step_draws_its_subset_with_the_row_seed(tmp_path, monkeypatch):
-    seen = {}
-    monkeypatch.setattr(runner, "train_and_evaluate_row", lambda row, run_dir, config: seen.setdefault("c", config))
-    row = STUDY.row("pretrain/classes/5")
-    pretrain(row, str(tmp_path), _config(row.name, 2, str(tmp_path)))
-    assert seen["c"].data.subset.seed == seen["c"].data.seed == 2
-
-
 @pytest.mark.skipif(not fashion_mnist.available(), reason="Debian package dataset-fashion-mnist not installed")
 def test_the_fixed_budget_of_ten_classes_is_the_ten_percent_subset(tmp_path):
     labels = fashion_mnist.read(fashion_mnist.DEBIAN_DIR, "train", "labels")
     chosen = []
     for name in ("pretrain/images/10", "pretrain/budget/10x600"):
         data = _config(name, 1, str(tmp_path)).data
-        data.subset.seed = 1
         chosen.append(select(labels, data.subset, tuple(range(10)), train=True))
     assert len(chosen[0]) == 6000 and np.array_equal(*chosen)
 

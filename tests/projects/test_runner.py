@@ -122,6 +122,13 @@ def test_finished_rows_are_read_back_and_force_reruns_only_the_row(toy):
     assert again["metrics"]["AP"] == pytest.approx(0.3)
 
 
+def test_seed_placeholder_is_the_runs_seed(toy):
+    study, root = toy
+    seeded = Study(name="toy", doc="", rows=(Row("x", CONFIG, {"data.max_instances": "{seed}"}),), tables=study.tables)
+    assert runner.row_config(seeded, seeded.rows[0], 3, root).data.max_instances == 3
+    assert runner.row_overrides(seeded, seeded.rows[0], 3, root, False, fill=False)["data.max_instances"] == "{seed}"
+
+
 def test_smoke_overrides_and_unknown_fields(toy):
     study, root = toy
     smoky = Study(name="toy", doc="", rows=study.rows, tables=study.tables, smoke={"train.total_steps": 2})
