@@ -36,6 +36,7 @@ def test_imagenet1k_label_sets_and_minimal_split():
     assert len(rest) + len(dogs) == 1000 and not set(rest) & set(dogs)
 
 
+@pytest.mark.slow  # two full WordNet readers: ~80 s
 @pytest.mark.skipif(not WORDNET, reason="Debian package wordnet-base not installed")
 def test_the_shipped_table_is_wordnet_and_nltk(tmp_path):
     tax = T.imagenet1k()

@@ -123,6 +123,7 @@ def test_nasfpn_parameter_count_matches_tfmg():
     assert not [p for p in param_paths(v["params"]) if "resample" in p]
 
 
+@pytest.mark.slow  # EfficientNet-B7 at 1280 px: ~60 s even abstract
 def test_bottleneck_nasfpn_parameter_count_effb7():
     """Copy-Paste codebase NAS-FPN (bottleneck, sums, 5 repeats, 256) on EfficientNet-B7
     L3-L5 (80 / 224 / 640 ch) at 1280 px. Our count, term by term:
