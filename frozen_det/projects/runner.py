@@ -258,6 +258,24 @@ def learning_curve(run_dir: str, split: str) -> list[list]:
     return sorted(out, key=lambda x: x[0])
 
 
+def close_killed_session(timing: dict, run_dir: str) -> dict:
+    """A session that a kill (SIGKILL, a lost machine) ended before training returned is still
+    open in timing.json; it is closed as lasting until the run directory's last write (a
+    checkpoint or a metrics line), flagged "killed". The steps after its last checkpoint are
+    redone by the next session, so up to one checkpoint interval counts twice."""
+    sessions = timing["sessions"]
+    if sessions and "seconds" in sessions[-1]:
+        return timing
+    if sessions:
+        started = sessions[-1]["started"]
+        last_write = max(
+            (os.path.getmtime(os.path.join(d, f)) for d, _, files in os.walk(run_dir) for f in files),
+            default=started,
+        )
+        sessions[-1] = {"seconds": round(max(last_write - started, 0.0), 1), "killed": True}
+    return timing
+
+
 def train_and_evaluate_row(row: Row, run_dir: str, config) -> dict:
     """Trains (or resumes) a row's run and evaluates its final checkpoint with the evaluate entry
     point's API; {"metrics", "train_seconds", "curve", "cost"?, "restored"?}. Exits after a
@@ -270,10 +288,12 @@ def train_and_evaluate_row(row: Row, run_dir: str, config) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     config.train.eval_at_end = False  # evaluated below, with the evaluate entry point's API
     timing_path = os.path.join(run_dir, "timing.json")
-    timing = _read_json(timing_path) or {"sessions": []}
+    timing = close_killed_session(_read_json(timing_path) or {"sessions": []}, run_dir)
     start = time.time()
+    timing["sessions"].append({"started": start})
+    _write_json(timing_path, timing)  # open until training returns: a killed session stays open
     train_and_evaluate(config, run_dir)
-    timing["sessions"].append({"seconds": round(time.time() - start, 1), "finished_at": time.ctime()})
+    timing["sessions"][-1] = {"seconds": round(time.time() - start, 1), "finished_at": time.ctime()}
     _write_json(timing_path, timing)
     with Run(run_dir, config) as run:
         reached, total = run.latest_step, int(config.train.total_steps)
@@ -284,6 +304,7 @@ def train_and_evaluate_row(row: Row, run_dir: str, config) -> dict:
         "metrics": _numbers(result),
         "train_seconds": sum(s["seconds"] for s in timing["sessions"]),
         "train_sessions": len(timing["sessions"]),
+        "killed_sessions": sum(bool(s.get("killed")) for s in timing["sessions"]),
         "curve": learning_curve(run_dir, config.data.eval_split),
     }
     if row.cost:

@@ -184,3 +184,18 @@ def test_provenance_line_flags_smoke_runs():
     line = tables.provenance_line(records)
     assert line.startswith("2 runs; **1 of them are smoke runs")
     assert "commit abcdef0123, abcdef0123 (dirty); devices 2 x cpu." in line
+
+
+def test_a_killed_session_counts_until_the_last_write_and_is_flagged(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "400").mkdir(parents=True)
+    last = run_dir / "checkpoints" / "400" / "state"
+    last.write_text("x")
+    os.utime(last, (1000.0 + 300, 1000.0 + 300))
+    (run_dir / "timing.json").write_text("{}")
+    os.utime(run_dir / "timing.json", (1000.0, 1000.0))
+    timing = {"sessions": [{"seconds": 50.0, "finished_at": "earlier"}, {"started": 1000.0}]}
+    closed = runner.close_killed_session(timing, str(run_dir))
+    assert closed["sessions"] == [{"seconds": 50.0, "finished_at": "earlier"}, {"seconds": 300.0, "killed": True}]
+    finished = {"sessions": [{"seconds": 5.0, "finished_at": "x"}]}
+    assert runner.close_killed_session(finished, str(run_dir)) == finished
