@@ -109,3 +109,72 @@ def test_unknown_image_id_is_an_error():
     ids, *rest = padded_detections()
     with pytest.raises(KeyError, match="99"):
         ev.add(np.array([1, 99]), *rest)
+
+
+def _random_ground_truth(rng, num_images=25, num_classes=4, size=(60, 80)):
+    """Random boxes with masks, some crowd regions, one class without any ground truth."""
+    height, width = size
+    annotations = []
+    for image_id in range(1, num_images + 1):
+        for _ in range(rng.integers(0, 6)):
+            h, w = rng.integers(3, height // 2), rng.integers(3, width // 2)
+            y, x = rng.integers(0, height - h), rng.integers(0, width - w)
+            seg = np.zeros(size, np.uint8)
+            seg[y : y + h, x : x + w] = 1
+            rle = mask_utils.encode(np.asfortranarray(seg))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(rng.integers(1, num_classes)),  # class num_classes never occurs
+                    "bbox": [int(x), int(y), int(w), int(h)],
+                    "area": int(w * h),
+                    "iscrowd": int(rng.random() < 0.1),
+                    "segmentation": rle,
+                }
+            )
+    return {
+        "images": [{"id": i, "height": height, "width": width} for i in range(1, num_images + 1)],
+        "annotations": annotations,
+        "categories": [{"id": c, "name": str(c)} for c in range(1, num_classes + 1)],
+    }
+
+
+def test_random_detections_give_pycocotools_numbers_boxes_masks_and_per_class():
+    """The evaluator runs faster-coco-eval; its summary and per-class AP equal pycocotools'
+    COCOeval on the same results (crowd regions, a class without ground truth, masks)."""
+    rng = np.random.default_rng(0)
+    gt_dict = _random_ground_truth(rng)
+    category_ids = [0, 1, 2, 3, 4]
+    k = 12
+    ids = np.arange(1, 26)
+    boxes = rng.uniform(0, 60, (25, k, 4)).astype(np.float32)
+    boxes[..., 2:] = boxes[..., :2] + rng.uniform(2, 30, (25, k, 2))
+    for a in gt_dict["annotations"]:  # half the objects found, moved a little
+        if rng.random() < 0.5:
+            x, y, w, h = a["bbox"]
+            boxes[a["image_id"] - 1, a["id"] % k] = (y + rng.normal(), x + rng.normal(), y + h, x + w)
+    scores = rng.random((25, k)).astype(np.float32)
+    classes = rng.integers(1, 5, (25, k)).astype(np.int32)
+    valid = rng.random((25, k)) < 0.9
+    masks = rng.random((25, k, 14, 14)).astype(np.float32)
+    ev = CocoEvaluator(gt_dict, category_ids, include_masks=True)
+    ev.add(ids, boxes, scores, classes, valid, masks)
+    ours = ev.evaluate()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = dict(gt_dict, info={}, licenses=[])
+        gt.createIndex()
+        for iou_type, prefix in (("bbox", ""), ("segm", "mask_")):
+            ref = COCOeval(gt, gt.loadRes([dict(r) for r in ev.results]), iou_type)
+            ref.evaluate(), ref.accumulate(), ref.summarize()
+            keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
+            np.testing.assert_allclose([ours[prefix + key] for key in keys], ref.stats, atol=1e-12)
+            assert 0.0 < ours[prefix + "AP"] < 1.0
+            precision = ref.eval["precision"][:, :, :, 0, -1]
+            for i, cat in enumerate(ref.params.catIds):
+                p = precision[:, :, i]
+                expected = float(np.mean(p[p > -1])) if np.any(p > -1) else float("nan")
+                np.testing.assert_allclose(ours[prefix + "per_class_AP"][cat], expected, atol=1e-12)
+    assert np.isnan(ours["per_class_AP"][4])
