@@ -25,7 +25,6 @@ import sys
 import time
 
 import numpy as np
-
 from bench_common import machine_info, write_json
 
 EVALUATORS = ("pycocotools", "faster-coco-eval")
