@@ -11,6 +11,8 @@ again after the overrides.
 
 from __future__ import annotations
 
+import re
+
 import jax
 
 from frozen_det import strategies
@@ -48,6 +50,10 @@ def train_defaults() -> ConfigDict:
                 )
             ),
             weight_decay=4e-5,  # L2 on kernels (wd * w added to the gradient)
+            # ((regex, multiplier), ...) over trainable parameter paths, first match: that
+            # parameter's learning rate times the multiplier (e.g. ((r"/mask_head/", 4.0),), the
+            # PreDet paper's COCO fine-tuning, sec. 4.2; ((r"^backbone/", 0.1),) for a slower backbone).
+            lr_multipliers=(),
             grad_clip_norm=0.0,  # 0: off
             seed=0,
             log_every=50,
@@ -105,6 +111,16 @@ def validate_train(t: ConfigDict) -> None:
             bad(field, "must be positive")
     if t.keep_checkpoints < 2:
         bad("keep_checkpoints", "keep at least 2, so that a damaged latest checkpoint can fall back to the one before")
+    for rule in t.lr_multipliers:
+        if len(rule) != 2 or not isinstance(rule[0], str) or not isinstance(rule[1], (int, float)) or rule[1] < 0:
+            raise ValueError(
+                f"config.train.lr_multipliers: {rule!r} is not a (regex, multiplier >= 0) pair, "
+                'e.g. (("/mask_head/", 4.0),).'
+            )
+        try:
+            re.compile(rule[0])
+        except re.error as e:
+            raise ValueError(f"config.train.lr_multipliers: {rule[0]!r} is not a regular expression ({e})") from None
     for rule in t.sharding_rules:
         if len(rule) != 2 or rule[1] not in SHARDING_MODES:
             raise ValueError(

@@ -11,7 +11,8 @@ optax.sgd (which scales the accumulated trace by the new rate). L2 regularisatio
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import re
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,43 @@ def keras_momentum_sgd(
     return optax.GradientTransformation(init, update)
 
 
+def _path(key_path) -> str:
+    """A jax key path as frozen_det.tree_paths writes it: "backbone/stem/conv/kernel"."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in key_path)
+
+
+def scale_by_path_rules(rules: Sequence[tuple[str, float]]) -> optax.GradientTransformation:
+    """Per-module learning-rate multipliers: each update times the multiplier of the first
+    (regex, multiplier) rule whose regex `re.search`es its parameter path (1 where none does).
+    Applied last in the chain, this equals scaling that parameter's learning rate, for Keras SGD
+    (momentum is linear in the rate) and AdamW (its decoupled decay is scaled by the rate too).
+    A rule that matches no trainable parameter is refused at init (a typo, or a frozen part)."""
+    rules = tuple((str(pattern), float(multiplier)) for pattern, multiplier in rules)
+
+    def multiplier(key_path) -> float:
+        path = _path(key_path)
+        return next((m for pattern, m in rules if re.search(pattern, path)), 1.0)
+
+    def init(params):
+        paths = [_path(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        for pattern, _ in rules:
+            if not any(re.search(pattern, path) for path in paths):
+                raise ValueError(
+                    f"config.train.lr_multipliers: {pattern!r} matches no trainable parameter "
+                    f"(paths look like {paths[0]!r}; frozen parameters have no learning rate)"
+                )
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(
+            lambda kp, u: u if multiplier(kp) == 1.0 else u * jnp.asarray(multiplier(kp), u.dtype), updates
+        )
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)
+
+
 def build_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, learning-rate schedule) from a complete `config.train`."""
     schedule = learning_rate_schedule(train_config.schedule, int(train_config.total_steps))
@@ -102,4 +140,6 @@ def build_optimizer(train_config) -> tuple[optax.GradientTransformation, optax.S
         parts.append(optax.adamw(schedule, b1=float(opt.b1), b2=float(opt.b2), weight_decay=wd, mask=decay_mask))
     else:
         raise ValueError(f"train.optimizer.name={opt.name!r}: use 'sgd' or 'adamw'.")
+    if train_config.lr_multipliers:
+        parts.append(scale_by_path_rules(train_config.lr_multipliers))
     return optax.chain(*parts), schedule

@@ -55,3 +55,59 @@ def test_unknown_optimizer_is_a_clear_error():
     train.optimizer.name = "lamb"
     with pytest.raises(ValueError, match="'sgd' or 'adamw'"):
         build_optimizer(train)
+
+
+def _trajectory(train, params, grads, steps=4):
+    opt, _ = build_optimizer(train)
+    state = opt.init(params)
+    for step in range(steps):
+        g = jax.tree.map(lambda x: x * (step + 1), grads)  # changing gradients: momentum matters
+        updates, state = opt.update(g, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+    return params
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_lr_multiplier_equals_that_parameters_learning_rate_scaled(optimizer):
+    """A (regex, 4) rule moves the matched parameters exactly as a 4x learning rate would (with
+    warm-up, weight decay and momentum / Adam state), and the others as before."""
+
+    def train(base_lr, rules=()):
+        t = config_defaults.train(
+            weight_decay=0.1, base_lr=base_lr, warmup_steps=2, warmup_lr=0.1 * base_lr, boundaries=(3,), total_steps=4
+        )
+        t.optimizer.name = optimizer
+        t.lr_multipliers = rules
+        return t
+
+    params = {"mask_head": {"conv": {"kernel": jnp.full((3,), 0.7)}}, "box_head": {"kernel": jnp.full((3,), -0.4)}}
+    grads = {"mask_head": {"conv": {"kernel": jnp.asarray([0.3, -1.0, 2.0])}}, "box_head": {"kernel": jnp.ones(3)}}
+    ruled = _trajectory(train(0.05, ((r"^mask_head/", 4.0),)), params, grads)
+    plain = _trajectory(train(0.05), params, grads)
+    fast = _trajectory(train(0.2), params, grads)
+    np.testing.assert_allclose(ruled["mask_head"]["conv"]["kernel"], fast["mask_head"]["conv"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(ruled["box_head"]["kernel"], plain["box_head"]["kernel"], rtol=1e-6)
+    assert not np.allclose(plain["mask_head"]["conv"]["kernel"], fast["mask_head"]["conv"]["kernel"])
+
+
+def test_lr_multiplier_first_rule_wins_and_unmatched_rule_is_refused():
+    t = config_defaults.train(weight_decay=0.0, base_lr=1.0, warmup_steps=0, boundaries=(), total_steps=10)
+    t.optimizer.momentum = 0.0
+    t.lr_multipliers = ((r"head/a", 0.5), (r"head", 3.0))
+    opt, _ = build_optimizer(t)
+    params = {"head": {"a": jnp.ones(()), "b": jnp.ones(())}, "neck": {"c": jnp.ones(())}}
+    ones = jax.tree.map(jnp.ones_like, params)
+    updates, _ = opt.update(ones, opt.init(params), params)
+    np.testing.assert_allclose([updates["head"]["a"], updates["head"]["b"], updates["neck"]["c"]], [-0.5, -3.0, -1.0])
+    t.lr_multipliers = ((r"^backbone/", 0.1),)
+    opt, _ = build_optimizer(t)
+    with pytest.raises(ValueError, match="'\\^backbone/' matches no trainable parameter"):
+        opt.init(params)
+
+
+@pytest.mark.parametrize("rules", [(("x",),), ((3, 1.0),), (("x", -1.0),), (("(", 2.0),)])
+def test_malformed_lr_multipliers_are_config_errors(rules):
+    from frozen_det.config import complete_train
+
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        complete_train({"lr_multipliers": rules})
