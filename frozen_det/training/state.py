@@ -94,14 +94,23 @@ def load_pretrained_backbone(backbone_config, variables: dict) -> dict:
     return variables
 
 
+def _init_compiler_options() -> dict | None:
+    """The initialisation program runs once, so XLA:CPU's LLVM optimisations only cost: without
+    them it compiles in half the time (the quick start's detector: 13 s -> 6 s). Its random
+    values may then differ from an optimised build's in the last bit of a float32 (fused
+    multiply-adds), the same from run to run. Asked when initialising, not at import:
+    jax.distributed.initialize() must come before the backend starts."""
+    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+
+
 def initial_variables(config, task, model, rng: jax.Array, train: bool = True) -> dict:
     """Random init (jitted) through the train (or inference) path, then the backbone's
     pretrained weights if the config names them. Checks the trainable partition's rules on
-    the abstract shapes first, so a typo fails before anything compiles."""
+    the traced shapes first, so a typo fails before anything compiles."""
     example = task.model_batch(task.example_batch(1, train), train)
-    init = lambda b: model.init(task.init_rngs(rng), b, train=train)
-    trainable_mask(config, task, jax.eval_shape(init, example)["params"])
-    variables = jax.tree.map(np.asarray, dict(jax.jit(init)(example)))
+    init = jax.jit(lambda b: model.init(task.init_rngs(rng), b, train=train)).lower(example)  # one trace
+    trainable_mask(config, task, init.out_info["params"])
+    variables = jax.tree.map(np.asarray, dict(init.compile(_init_compiler_options())(example)))
     return load_pretrained_backbone(task.backbone_config(), variables)
 
 
