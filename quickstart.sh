@@ -2,7 +2,7 @@
 # Quick start on a fresh machine: make .venv, install frozen_det with its test tools, then run
 # the main job (python -m frozen_det.quickstart: a detector on the packaged ImageNet
 # EfficientNet-Lite0, frozen, trained and evaluated on the offline synthetic shapes, with
-# predictions drawn to runs/quickstart/predictions/*.png; about 8 min on 2 CPU cores).
+# predictions drawn to runs/quickstart/predictions/*.png; about 3 min on 2 CPU cores).
 # Extra arguments go to the main job, e.g.
 #   ./quickstart.sh --config configs/quickstart.py:voc=datasets/bccd --workdir runs/bccd
 set -euo pipefail

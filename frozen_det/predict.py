@@ -83,6 +83,13 @@ def predict_images(
     check_output(output, [name for name, _ in images])
     with Run(workdir, config) as run:
         task, model, variables = run.task, run.model, run.variables(step)
+    return write_predictions(task, model, variables, images, output, min_score)
+
+
+def write_predictions(task, model, variables, images: list[tuple[str, Image.Image]], output: str, min_score: float):
+    """`task.predict` on `(name, PIL image)` pairs with `variables` in memory, written as in
+    `predict_images` (the quick start draws with the variables training ended with)."""
+    check_output(output, [name for name, _ in images])
     os.makedirs(output, exist_ok=True)
     records = []
     names = output_names([name for name, _ in images])

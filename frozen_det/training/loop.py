@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from typing import Callable
 
 import jax
 import ml_collections
@@ -42,8 +43,11 @@ from frozen_det.tree_paths import count_elements
 log = logging.getLogger(__name__)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs (or resumes) training; returns the last evaluation result (or {})."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, then: Callable | None = None) -> dict:
+    """Runs (or resumes) training; returns the last evaluation result (or {}). `then(task,
+    model, variables)`, if given, is called with the variables training ended with (a finished
+    run's restored ones), unless it stopped early: the quick start draws predictions with them
+    without restoring the run a second time."""
     # ------------------------------------------------------------------ setup
     hide_accelerators_from_tensorflow()
     config = config_lib.complete(config)
@@ -110,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         path = write_eval_json(workdir, eval_pipeline.split, step, result)
         writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)})
         log.info("eval step %d: %s (%s)", step, task.summary(result), path)
-        return result
+        return dict(result, path=path, step=step)
 
     # ------------------------------------------------------------------ loop
     total_steps = int(config.train.total_steps)
@@ -178,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 last_eval = run_eval(step)
         if step >= total_steps and not preempted and config.train.eval_at_end:
             last_eval = run_eval(step)
+        if step >= total_steps and not preempted and then is not None:
+            then(task, model, state.variables())
     finally:
         preemption.restore_handlers()
         checkpointer.close()

@@ -57,7 +57,7 @@ def test_bccd_detection_transfers_only_the_backbone_and_measures_every_iou(tmp_p
 
 def test_bccd_detection_is_the_quick_starts_bccd_detector(tmp_path, monkeypatch):
     """The same config as configs/quickstart.py:voc=BCCD,classes=Platelets/RBC/WBC,canvas=256
-    (which reads the folder for the class count), on a fake three-image VOC folder."""
+    (which reads the folder for the class count) at 700 steps, on a fake three-image VOC folder."""
     from PIL import Image
 
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
@@ -75,7 +75,8 @@ def test_bccd_detection_is_the_quick_starts_bccd_detector(tmp_path, monkeypatch)
     quickstart = runner.repo_config(f"configs/quickstart.py:voc={tmp_path},classes=Platelets/RBC/WBC,canvas=256")
     d.apply_strategy(quickstart.model, "finetune", "package:efficientnet_lite0")
     quickstart.model.backbone.bn_momentum = 0.9
-    quickstart.train.update(checkpoint_every=100, keep_checkpoints=8, seed=1)
+    quickstart.train.update(total_steps=700, checkpoint_every=100, keep_checkpoints=8, seed=1)
+    quickstart.train.schedule.boundaries = (600,)  # the records' schedule, longer than the quick start's
     quickstart.data.update(seed=1, kshot_seed=1)  # the runner sets both to the seed
     assert _config("bccd/cls", 1, "/nonexistent").to_dict() == config_lib.complete(quickstart).to_dict()
 
