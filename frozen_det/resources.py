@@ -78,7 +78,17 @@ def _abstract(tree):
 def _train_step(task, model, variables, mask, batch, backbone_features=None):
     """Compiled SGD train step of the task's loss, from the shapes of `variables` and `batch`;
     with `backbone_features`, of the heads alone."""
+    return _lowered_train_step(task, model, variables, mask, batch, backbone_features).compile()
 
+
+def lowered_train_step(config):
+    """The config's train step traced and lowered for its per-device batch (shapes only):
+    `.compile()` it to time XLA alone (tools/bench_compile.py)."""
+    _, task, model, batch, abstract, mask = _setup(config)
+    return _lowered_train_step(task, model, abstract, mask, batch)
+
+
+def _lowered_train_step(task, model, variables, mask, batch, backbone_features=None):
     def loss_fn(params, batch_stats, b, rng):
         b, feats = b
         kwargs = {} if feats is None else {"backbone_features": feats}
@@ -87,7 +97,7 @@ def _train_step(task, model, variables, mask, batch, backbone_features=None):
     optimizer = optax.sgd(0.01, momentum=0.9)
     state = jax.eval_shape(lambda v: create_train_state(v, mask, optimizer), _abstract(variables))
     step = jax.jit(make_train_step(loss_fn, optimizer), donate_argnums=0)
-    return step.lower(state, _abstract((batch, backbone_features)), jax.random.key(0)).compile()
+    return step.lower(state, _abstract((batch, backbone_features)), jax.random.key(0))
 
 
 def parameter_counts(config):
