@@ -105,7 +105,10 @@ def main():
         return 0
 
     rows = []
-    print("| config | StableHLO ops | trace + lower (s) | compile, no cache (s) | compile, cache cold (s) | warm (s) |")
+    print(
+        "| config | StableHLO ops | config + trace + lower (s) | compile, no cache (s) | compile, cache cold (s) "
+        "| warm (s) |"
+    )
     print("|---|---|---|---|---|---|")
     for spec in args.configs:
         with tempfile.TemporaryDirectory(prefix="jax_cache_") as cache:
