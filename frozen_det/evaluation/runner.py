@@ -1,4 +1,4 @@
-"""Run a detector over an eval split and score it with COCO (pycocotools) or LVIS (official
+"""Run a detector over an eval split and score it with COCO (COCOeval, frozen_det.evaluation.coco) or LVIS (official
 `lvis` API, federated rules) metrics; write evaluation results as JSON.
 
 Each process runs the same number of jitted detection steps over its shard (the eval pipeline
