@@ -243,3 +243,46 @@ def test_tfds_two_view_detection_labels_and_cached_proposals(tmp_path):
         for image_id, labels, valid in zip(b["image_id"], b["image_labels"], b["example_valid"]):
             if valid:
                 assert set(np.flatnonzero(labels).tolist()) == expected[int(image_id)]
+
+
+def _as_dataset_by_year(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
+    """The fake examples with VOC's file names of the builder's year (2007: 000005.jpg style,
+    2012: 2012_000005.jpg), so that the two datasets' image ids differ as VOC's do."""
+    feats = self.info.features
+    examples = _fake_examples(self, str(split).split("[")[0])
+    year = self.builder_config.name
+    for i, ex in enumerate(examples):
+        ex["image/filename"] = f"{i + 5:06d}.jpg" if year == "2007" else f"{year}_{i + 5:06d}.jpg"
+    ds = tf.data.Dataset.from_tensor_slices([feats.serialize_example(ex) for ex in examples])
+    return ds.map(lambda s: feats.deserialize_example(s, decoders=decoders))
+
+
+def test_voc_07_plus_12_union_trains_on_both_resumes_and_evaluates_on_one():
+    """data.name "voc/2007+voc/2012": a plain split is every member's (07+12 trainval), shuffled
+    reads mix both years from the start and resume exactly, NAME:SPLIT reads one member (VOC07
+    test), and misnamed members or mixed label sets are refused."""
+    with tfds.testing.mock_data(as_dataset_fn=_as_dataset_by_year):
+        cfg = _cfg("voc/2007+voc/2012", False)
+        cfg.update(train_split="train+validation", eval_split="voc/2007:test", batch_size=4)
+        train = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
+        assert train.source.num_records("train+validation") == 2 * N  # the mock gives N per member and split
+        first = [next(train)["image_id"].tolist() for _ in range(3)]
+        years = {i >= 2012000000 for ids in first for i in ids}
+        assert years == {True, False}, first  # 2007 (ids < 10000) and 2012 images in the first 12
+        state = train.state()
+        nxt = next(train)
+        again = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
+        again.restore(state)
+        np.testing.assert_array_equal(next(again)["image_id"], nxt["image_id"])
+        ev = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
+        ids = sorted(np.concatenate([b["image_id"][b["example_valid"]] for b in ev]).tolist())
+        assert ids == list(range(5, 5 + N))  # VOC07 test only
+        gt = ev.source.coco_ground_truth("voc/2007:test")
+        assert sorted(im["id"] for im in gt["images"]) == ids
+        both = ev.source.coco_ground_truth("test")
+        assert len(both["images"]) == 2 * N
+        assert sorted(a["id"] for a in both["annotations"]) == list(range(1, len(both["annotations"]) + 1))
+        with pytest.raises(DataError, match="'voc/2008' is not one of"):
+            ev.source.num_records("voc/2008:test")
+        with pytest.raises(DataError, match="different kinds or class names"):
+            detection.build_train_pipeline(_cfg("voc/2007+coco/2017", False), process_index=0, process_count=1)

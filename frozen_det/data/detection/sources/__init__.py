@@ -41,9 +41,16 @@ def build_source(cfg, split: str | None = None) -> Source:
         from frozen_det.data.detection.sources.tfds_source import TfdsSource
         from frozen_det.data.tfds import tfds_builder
 
-        return TfdsSource(
-            tfds_builder(cfg.name, cfg.path), voc_difficult=cfg.voc_difficult, frequency_split=cfg.train_split
-        )
+        def member(name):
+            return TfdsSource(
+                tfds_builder(name, cfg.path), voc_difficult=cfg.voc_difficult, frequency_split=cfg.train_split
+            )
+
+        if "+" in cfg.name:  # several datasets as one, e.g. "voc/2007+voc/2012"
+            from frozen_det.data.detection.sources.tfds_union import TfdsUnionSource
+
+            return TfdsUnionSource({name: member(name) for name in cfg.name.split("+")})
+        return member(cfg.name)
     raise DataError(f"config.data.source={cfg.source!r} unknown")
 
 
