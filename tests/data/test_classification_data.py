@@ -111,22 +111,36 @@ def test_detection_crops_from_a_voc_folder(voc_folder):
     assert len(matches) == expected and np.mean(matches) > 0.75, np.mean(matches)
 
 
-def test_tfds_classification_through_mock_data():
+# The classification sets of the studies' paper settings (issue: paper scale): ImageNet-1k (a manual
+# download in TFDS), SUN-397's first standard split, Flowers-102, Caltech-101, and CIFAR-10.
+TFDS_CLASSIFICATION = [
+    ("cifar10", "test", 10),
+    ("imagenet2012", "validation", 1000),
+    ("sun397/standard-part1-120k", "test", 397),
+    ("oxford_flowers102", "test", 102),
+    ("caltech101", "test", 102),
+]
+
+
+@pytest.mark.parametrize("name,eval_split,num_classes", TFDS_CLASSIFICATION)
+def test_tfds_classification_through_mock_data(name, eval_split, num_classes):
     import tensorflow_datasets as tfds
 
     cfg = dict(
         source="tfds",
-        name="cifar10",
+        name=name,
         train_split="train",
-        eval_split="test",
+        eval_split=eval_split,
         image_size=24,
         batch_size=4,
         eval_batch_size=8,
     )
     with tfds.testing.mock_data(num_examples=12):
         train = classification.build_train_pipeline(cfg, process_index=0, process_count=1)
+        assert train.source.info.num_classes == num_classes
         batch = next(train)
-        assert batch["image"].shape == (4, 24, 24, 3) and batch["label"].min() >= 0 and batch["label"].max() < 10
+        assert batch["image"].shape == (4, 24, 24, 3)
+        assert batch["label"].min() >= 0 and batch["label"].max() < num_classes
         state = train.state()
         expected = next(train)
         again = classification.build_train_pipeline(cfg, process_index=0, process_count=1)
