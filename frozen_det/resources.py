@@ -117,7 +117,10 @@ def freeze_savings(config, _setup_and_variables=None) -> dict:
     backbone = build_backbone(task.backbone_config())
     backbone_vars = {k: v["backbone"] for k, v in variables.items() if "backbone" in v}
     # The frozen parts of a backbone run in inference mode inside the train step too.
-    backbone_forward = jax.jit(lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"])[0])
+    # (A dropout key: trained EfficientNet stages drop paths in training.)
+    backbone_forward = jax.jit(
+        lambda v, x: backbone.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})[0]
+    )
     images = batch[task.backbone_input]
     compiled_backbone = backbone_forward.lower(_abstract(backbone_vars), _abstract(images)).compile()
     features = jax.eval_shape(backbone_forward, _abstract(backbone_vars), _abstract(images))

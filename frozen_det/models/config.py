@@ -46,6 +46,9 @@ def backbone_defaults() -> ConfigDict:
             bn_mode="batch",
             dtype="float32",  # activations; parameters stay float32
             conv_impl="xla",  # "fast": frozen_det.models.fast_conv (faster on XLA:CPU)
+            # Recompute each trained stage's activations in the backward pass instead of keeping
+            # them (nn.remat per stage): less memory for large batches, about one more forward pass.
+            remat=False,
         )
     )
 

@@ -26,6 +26,7 @@ def build_backbone(cfg: Any) -> nn.Module:
         num_classes=cfg.num_classes,
         dtype=dtype_of(cfg.dtype, "model.backbone.dtype"),
         conv=conv_module(cfg.conv_impl, "model.backbone.conv_impl"),
+        remat=bool(cfg.remat),
     )
     for field in ("bn_momentum", "bn_epsilon", "dropout_rate"):
         if cfg[field] is not None:  # unset: the family's own default

@@ -284,7 +284,7 @@ class _Stage(nn.Module):
     block_kwargs: dict[str, Any]  # MBConv's fields other than `spec`
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, train: bool):  # positional: nn.remat takes `train` as a static argument
         for spec in self.blocks:
             x = MBConv(spec, **self.block_kwargs, name=spec.name)(x, train=train)
         return x
@@ -314,6 +314,7 @@ class EfficientNet(nn.Module):
     bn_mode: str = "batch"
     dtype: Any = jnp.float32
     conv: ModuleDef = nn.Conv
+    remat: bool = False  # recompute trained stages' activations in the backward pass (nn.remat)
 
     NUM_STAGES = 4
 
@@ -353,7 +354,12 @@ class EfficientNet(nn.Module):
                 conv_cls=conv_cls,
                 stored_stats=stored,
             )
-            x = _Stage(stage_blocks, block_kwargs, name=f"stage{k}")(x, train=train)
+            stage_cls = (
+                nn.remat(_Stage, static_argnums=(2,))
+                if self.remat and (not plan.is_frozen(k) or adapters != "none")
+                else _Stage
+            )
+            x = stage_cls(stage_blocks, block_kwargs, name=f"stage{k}")(x, train)
             x = common.maybe_stop_gradient(x, plan.cut_gradient_after(k))
             outputs[k + 1] = x
 

@@ -211,6 +211,7 @@ class ResNet(nn.Module):
     # weight gradients are one dot per kernel tap (much faster fine-tuning on XLA:CPU,
     # tools/bench_backbone.py); the same parameters either way.
     conv: ModuleDef = nn.Conv
+    remat: bool = False  # recompute trained stages' activations in the backward pass (nn.remat)
 
     NUM_STAGES = 4
 
@@ -269,7 +270,12 @@ class ResNet(nn.Module):
             )
             if bottleneck:
                 block_kwargs["se_ratio"] = se_ratio
-            x = _Stage(
+            stage_cls = (
+                nn.remat(_Stage, static_argnums=(2,))
+                if self.remat and (not plan.is_frozen(stage) or adapters != "none")
+                else _Stage
+            )
+            x = stage_cls(
                 BottleneckBlock if bottleneck else BasicBlock,
                 scaled(width, self.width),
                 count,
