@@ -16,15 +16,21 @@ CATEGORY_IDS = [0, 3, 7]
 BOXES_XYWH = {1: [(10, 20, 50, 40, 3), (100, 60, 80, 90, 7)], 2: [(30, 30, 120, 60, 3)]}
 
 
+def _box_rle(image_hw, x, y, w, h) -> dict:
+    """The COCO RLE (JSON-ready) of an image-sized mask that is 1 inside the box."""
+    seg = np.zeros(image_hw, np.uint8)
+    seg[y : y + h, x : x + w] = 1
+    rle = mask_utils.encode(np.asfortranarray(seg))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
 def ground_truth():
     images = [{"id": 1, "height": 200, "width": 300}, {"id": 2, "height": 150, "width": 250}]
     annotations = []
     for image_id, objects in BOXES_XYWH.items():
         for x, y, w, h, cat in objects:
-            seg = np.zeros((200 if image_id == 1 else 150, 300 if image_id == 1 else 250), np.uint8)
-            seg[y : y + h, x : x + w] = 1
-            rle = mask_utils.encode(np.asfortranarray(seg))
-            rle["counts"] = rle["counts"].decode("ascii")
+            rle = _box_rle((200 if image_id == 1 else 150, 300 if image_id == 1 else 250), x, y, w, h)
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -119,10 +125,7 @@ def _random_ground_truth(rng, num_images=25, num_classes=4, size=(60, 80)):
         for _ in range(rng.integers(0, 6)):
             h, w = rng.integers(3, height // 2), rng.integers(3, width // 2)
             y, x = rng.integers(0, height - h), rng.integers(0, width - w)
-            seg = np.zeros(size, np.uint8)
-            seg[y : y + h, x : x + w] = 1
-            rle = mask_utils.encode(np.asfortranarray(seg))
-            rle["counts"] = rle["counts"].decode("ascii")
+            rle = _box_rle(size, x, y, w, h)
             annotations.append(
                 {
                     "id": len(annotations) + 1,
