@@ -182,7 +182,7 @@ def test_canvases_refuse_an_empty_split(tmp_path, capsys):
     ],
 )
 def test_pseudo_boxes_labels_that_are_not_coco_say_what_a_labels_file_holds(tmp_path, content, found):
-    from frozen_det.pseudo_boxes import list_images
+    from frozen_det.localization.image_sources import list_images
 
     labels = tmp_path / "labels.json"
     labels.write_text(content)

@@ -4,6 +4,7 @@ the pretext diagnostics evaluated); the run's checkpoint initialises a two-stage
 `train.init_from`, restoring exactly the shared layers bit-identically and leaving the detector's
 class-specific layers fresh; every Table 1 ablation traces with its own set of losses."""
 
+import glob
 import json
 import os
 
@@ -149,13 +150,24 @@ def test_queries_from_cached_region_proposals(image_folder, tmp_path):
 
 
 def test_cached_proposals_of_a_run_are_its_queries(image_folder, tmp_path):
+    from frozen_det.data.process_shards import ProcessSlot
     from frozen_det.data.two_view.cache_proposals import cache_run_proposals
     from frozen_det.data.two_view.pipelines import build_train_pipeline
     from frozen_det.data.two_view.proposals import load_proposals
 
     config = _predet_config(image_folder)
     config.data.update(queries="proposals", proposals_file=str(tmp_path / "cache.npz"))
-    report = cache_run_proposals(config, max_boxes=30, max_side=96)
+    # Two processes, each saving every 2 images; the first is interrupted after its first part.
+    first, second = ProcessSlot(0, 2), ProcessSlot(1, 2)
+    assert cache_run_proposals(config, slot=second, save_every=2, max_boxes=30, max_side=96)["images"] is None
+    cache_run_proposals(config, slot=first, save_every=2, max_boxes=30, max_side=96)
+    parts = sorted(glob.glob(str(tmp_path / "cache.npz.shards" / "process-00000-of-00002-part*.npz")))
+    assert len(parts) >= 2
+    for path in parts[1:] + [first.shard_path(str(tmp_path / "cache.npz"), ".done")]:
+        os.remove(path)
+    os.remove(tmp_path / "cache.npz")
+    report = cache_run_proposals(config, slot=first, save_every=2, max_boxes=30, max_side=96)
+    assert len(glob.glob(str(tmp_path / "cache.npz.shards" / "process-00000-*part*.npz"))) == len(parts)
     assert report["images"] == 10 and [os.path.basename(p) for p in report["unreadable"]] == ["broken.jpg"]
     cache = load_proposals(str(tmp_path / "cache.npz"))
     assert "train/sub/1.png" in cache and "validation/sub/1.png" in cache

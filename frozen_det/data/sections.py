@@ -64,8 +64,10 @@ def resolve(
     if not cfg.batch_size:
         cfg.batch_size = int(train_batch_size or DEFAULT_BATCH_SIZE)
     # Checked only here: config files may leave these to the command line.
-    if cfg.source == "tfds" and not cfg.name:
-        raise ValueError("config.data.name: the tfds source needs a dataset name (e.g. 'coco/2017', 'imagenet2012')")
+    if cfg.source.startswith("tfds") and not cfg.name:
+        raise ValueError(
+            f"config.data.name: the {cfg.source} source needs a dataset name (e.g. 'coco/2017', 'imagenet2012')"
+        )
     if cfg.source in path_sources and not cfg.path:
         raise ValueError(f"config.data.path: the {cfg.source} source needs its folder (--config.data.path=DIR)")
     if check is not None:

@@ -10,16 +10,17 @@ import tensorflow_datasets as tfds
 from frozen_det.data.source import DataError
 
 
-def read_split(builder, split: str, seed=None, decoders=None) -> tf.data.Dataset:
+def read_split(builder, split: str, seed=None, decoders=None, with_tfds_id: bool = False) -> tf.data.Dataset:
     """``builder.as_dataset`` of one split with the images left encoded (``decoders``), files
-    shuffled when ``seed`` is given; a missing split is a DataError naming the prepared ones."""
+    shuffled when ``seed`` is given, each record's ``tfds_id`` added when asked (a name that
+    survives shuffling); a missing split is a DataError naming the prepared ones."""
     decoders = decoders or {"image": tfds.decode.SkipDecoding()}
     try:
         return builder.as_dataset(
             split=split,
             shuffle_files=seed is not None,
             decoders=decoders,
-            read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+            read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False, add_tfds_id=with_tfds_id),
         )
     except (KeyError, ValueError, AssertionError) as e:
         raise DataError(

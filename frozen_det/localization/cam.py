@@ -21,6 +21,7 @@ How the scales are combined is the pseudo-box variant's business (frozen_det.loc
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Callable
 
@@ -67,6 +68,9 @@ def cam_classifier_from_model(model, variables, mean, std, class_names) -> CamCl
             "map before the pooling; a detector tap classifier has one only on the 'conv5' tap"
         )
 
+    if jax.local_device_count() > 1:  # replicated, so that batches split over the local devices meet them
+        variables = jax.device_put(variables, _local_sharding(jax.sharding.PartitionSpec()))
+
     @jax.jit
     def maps_and_logits(variables, images):
         out = model.apply(variables, {"image": images}, train=False, with_maps=True)
@@ -105,6 +109,54 @@ def feature_map(clf: CamClassifier, image_u8: np.ndarray, short_side: int, flip:
     maps, _ = clf.maps_and_logits(batch)
     maps = np.asarray(jax.device_get(maps))
     return 0.5 * (maps[0] + maps[1, :, ::-1]) if flip else maps[0]
+
+
+def batched_feature_maps(
+    clf: CamClassifier, images_u8: list, scales, flip: bool, batch_size: int = 8, pad_multiple: int = STRIDE
+) -> list[list[np.ndarray]]:
+    """`feature_maps` of many images at once: per scale, the images whose padded inputs have
+    the same shape go through the classifier together, `batch_size` images per call (the last
+    call's batch filled with zeros, so that each input shape compiles once), spread over the
+    local devices. -> per image, its pooled map [h, w, D] at every scale.
+
+    With `pad_multiple` = 32 (the stride) every input is padded as `feature_map` pads it and the
+    maps are those of one image at a time (to float rounding). A larger multiple (e.g. 128)
+    bounds the number of input shapes, and so of compilations on an accelerator, for datasets
+    of many aspect ratios; each map is cropped to its image's own stride-32 grid, but its cells
+    near the bottom and right edges see more padding than the release's (numbers differ there).
+    """
+    if pad_multiple % STRIDE:
+        raise ValueError(f"pad_multiple={pad_multiple}: a multiple of the stride ({STRIDE})")
+    rows = batch_size * (2 if flip else 1)
+    rows += -rows % jax.local_device_count()
+    sharding = _local_sharding(jax.sharding.PartitionSpec("batch"))
+    out = [[None] * len(scales) for _ in images_u8]
+    for k, short_side in enumerate(scales):
+        groups = collections.defaultdict(list)  # padded input shape -> [(image index, input, grid hw)]
+        for i, image in enumerate(images_u8):
+            x = clf.normalise(resize_shorter_side(image, short_side))
+            grid = (-(-x.shape[0] // STRIDE), -(-x.shape[1] // STRIDE))
+            groups[(x.shape[0] + -x.shape[0] % pad_multiple, x.shape[1] + -x.shape[1] % pad_multiple)].append(
+                (i, x, grid)
+            )
+        for (height, width), members in groups.items():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                batch = np.zeros((rows, height, width, 3), np.float32)
+                for j, (_, x, _) in enumerate(chunk):
+                    batch[j, : x.shape[0], : x.shape[1]] = x
+                    if flip:  # the padded input mirrored, padding included, as feature_map does
+                        batch[len(chunk) + j] = batch[j, :, ::-1]
+                maps = np.asarray(jax.device_get(clf.maps_and_logits(jax.device_put(batch, sharding))[0]))
+                for j, (i, _, (gh, gw)) in enumerate(chunk):
+                    m = 0.5 * (maps[j] + maps[len(chunk) + j, :, ::-1]) if flip else maps[j]
+                    out[i][k] = m[:gh, :gw]
+    return out
+
+
+def _local_sharding(spec) -> jax.sharding.NamedSharding:
+    """`spec` on a one-axis ("batch") mesh of this process's devices."""
+    return jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.local_devices()), ("batch",)), spec)
 
 
 def cam_of(clf: CamClassifier, maps: np.ndarray, class_id: int) -> np.ndarray:

@@ -166,11 +166,18 @@ def image_pseudo_boxes(
     """(pseudo-boxes of `class_id` in an RGB uint8 image, the normalised CAM they came from,
     the class): the classifier's top-1 class when `class_id` is None."""
     maps = cam_lib.feature_maps(clf, image_u8, options.scales, options.flip)
+    return pseudo_boxes_from_maps(clf, maps, image_u8.shape[:2], options, class_id)
+
+
+def pseudo_boxes_from_maps(
+    clf, maps: list, image_hw, options: PseudoBoxOptions, class_id: int | None = None
+) -> tuple[PseudoBoxes, np.ndarray, int]:
+    """`image_pseudo_boxes` from an image's pooled maps at `options.scales`
+    (cam.feature_maps, or one image's entry of cam.batched_feature_maps) and its (height, width)."""
     if class_id is None:
         class_id = cam_lib.top1_class(clf, maps)
-    hw = image_u8.shape[:2]
     if options.variant == "paper":
-        cam = cam_lib.cam_in_image_pixels(clf, maps, hw, options.scales, class_id)
+        cam = cam_lib.cam_in_image_pixels(clf, maps, image_hw, options.scales, class_id)
         return pseudo_boxes_from_cam(cam, options), cam, class_id
-    grid, cell = cam_lib.cam_on_grid(clf, maps, hw, options.scales, class_id)
-    return pseudo_boxes_from_cam(grid, options, hw, cell), grid, class_id
+    grid, cell = cam_lib.cam_on_grid(clf, maps, image_hw, options.scales, class_id)
+    return pseudo_boxes_from_cam(grid, options, image_hw, cell), grid, class_id

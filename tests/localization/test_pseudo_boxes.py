@@ -31,9 +31,9 @@ from frozen_det.ops.nms import nms_indices
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def tiny_classifier():
-    """A random narrow ResNet-18 classifier (7 classes) as a CamClassifier."""
+def tiny_cam_classifier():
+    """A random narrow ResNet-18 classifier (7 classes, PRNGKey(0)) as a CamClassifier; the
+    same weights in every process."""
     from frozen_det.models.classifier import Classifier
 
     config = complete(
@@ -49,6 +49,11 @@ def tiny_classifier():
     params["backbone"]["classifier"]["bias"] = np.linspace(-1, 1, 7).astype(np.float32)
     variables = dict(variables, params=params)
     return cam_lib.cam_classifier_from_model(model, variables, (120.0,) * 3, (60.0,) * 3, [f"c{i}" for i in range(7)])
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    return tiny_cam_classifier()
 
 
 def test_cam_mean_is_the_logit_and_equals_a_torch_convolution(tiny_classifier):
@@ -278,3 +283,179 @@ def test_the_command_finds_eye_drawn_boxes_on_photos(tmp_path):
     records = source.split_records("train")
     assert len(records) == 3 and source.info.num_classes == 1000
     assert sum(len(r.boxes) for r in records) == len(result["annotations"])
+
+
+# ---------------------------------------------------------------- batched, sharded, resumable
+
+
+def _folder_of_images(folder, sizes):
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(folder / f"im{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+
+
+def test_batched_maps_are_one_image_at_a_time_maps(tiny_classifier):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, hw + (3,), np.uint8) for hw in [(40, 50), (50, 40), (40, 50), (41, 52), (40, 50)]]
+    batched = cam_lib.batched_feature_maps(tiny_classifier, images, (64,), flip=True, batch_size=2)
+    for image, maps in zip(images, batched):
+        np.testing.assert_allclose(maps[0], cam_lib.feature_map(tiny_classifier, image, 64, True), atol=2e-5)
+    coarse = cam_lib.batched_feature_maps(tiny_classifier, images, (64,), flip=True, batch_size=2, pad_multiple=128)
+    assert [m[0].shape for m in coarse] == [m[0].shape for m in batched]  # cropped to each image's own grid
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        cam_lib.batched_feature_maps(tiny_classifier, images, (64,), flip=True, pad_multiple=48)
+
+
+def test_two_processes_resume_and_merge_into_the_one_process_file(tiny_classifier, tmp_path):
+    from frozen_det.data.process_shards import ProcessSlot
+    from frozen_det.localization.image_sources import FolderImages
+    from frozen_det.pseudo_boxes import write_pseudo_boxes
+
+    _folder_of_images(tmp_path / "images", [(40, 50), (50, 40), (40, 50), (44, 60), (40, 50)])
+    images = FolderImages(str(tmp_path / "images"), None, tiny_classifier.class_names)
+    options = PseudoBoxOptions(scales=(64,))
+    alone = tmp_path / "alone.json"
+    stats = write_pseudo_boxes(tiny_classifier, images, str(alone), options, progress=False, batch_size=2)
+    assert stats["images"] == 5 and stats["num_unreadable"] == 1 and stats["merged"]["boxes_per_image"] > 0
+
+    shared = tmp_path / "shared.json"
+    first, second = ProcessSlot(0, 2), ProcessSlot(1, 2)
+    run = dict(options=options, progress=False, batch_size=2)
+    # Process 1 runs the boxes' host part in a worker process; it waits for process 0 to merge.
+    assert write_pseudo_boxes(tiny_classifier, images, str(shared), slot=second, host_workers=1, **run) is None
+    # Process 0 is preempted with its last line half written: the rerun keeps what is whole.
+    path = first.shard_path(str(shared), ".jsonl")
+    write_pseudo_boxes(tiny_classifier, images, str(shared), slot=first, **run)
+    os.remove(shared)
+    lines = open(path).read().splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    stats = write_pseudo_boxes(tiny_classifier, images, str(shared), slot=first, **run)
+    assert stats is not None and stats["processes"] == 2
+    one, two = json.loads(alone.read_text()), json.loads(shared.read_text())
+    assert two["images"] == one["images"] and two["categories"] == one["categories"]
+    for a, b in zip(one["annotations"], two["annotations"], strict=True):
+        assert a["image_id"] == b["image_id"] and a["category_id"] == b["category_id"]
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.011)
+    assert {k: v for k, v in two["stats"].items() if k != "processes"} == {
+        k: v for k, v in one["stats"].items() if k != "processes"
+    }
+
+    with pytest.raises(ValueError, match="other inputs or options"):
+        write_pseudo_boxes(tiny_classifier, images, str(shared), PseudoBoxOptions(scales=(96,)), slot=first)
+    with pytest.raises(ValueError, match="another number of processes"):
+        write_pseudo_boxes(tiny_classifier, images, str(shared), slot=ProcessSlot(0, 3), **run)
+
+
+_MOCK_TFDS_BOXES = """
+import sys
+sys.path.insert(0, {tests!r})
+import tensorflow_datasets as tfds
+from test_pseudo_boxes import tiny_cam_classifier
+from frozen_det.data.process_shards import process_slot
+from frozen_det.localization.cam_boxes import PseudoBoxOptions
+from frozen_det.localization.image_sources import TfdsImages
+from frozen_det.pseudo_boxes import write_pseudo_boxes
+
+from frozen_det.data.two_view.cache_proposals import cache_run_proposals
+
+count, index, port, output = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+slot = process_slot(count > 1, f"localhost:{{port}}", count, index)
+with tfds.testing.mock_data(num_examples=10):
+    images = TfdsImages("oxford_flowers102", "train")
+    clf = tiny_cam_classifier()
+    write_pseudo_boxes(clf, images, output, PseudoBoxOptions(scales=(64,)), progress=False, slot=slot,
+                       batch_size=4, pad_multiple=128)
+    two_view = dict(source="tfds", name="oxford_flowers102", train_split="train", eval_split="validation")
+    cache_run_proposals(two_view, output + ".npz", slot=slot, save_every=3, max_boxes=20, max_side=64)
+"""
+
+
+@pytest.mark.slow
+def test_a_mocked_tfds_split_boxed_by_two_jax_processes_equals_one_and_reads_back(tmp_path):
+    """Two processes under jax.distributed (localhost) box their halves of a mocked TFDS split
+    into the same file as one process, and cache the same proposals; the TFDS pseudo-box source
+    reads the boxes back."""
+    import socket
+
+    import tensorflow_datasets as tfds
+
+    script = tmp_path / "box.py"
+    script.write_text(_MOCK_TFDS_BOXES.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    env = dict(os.environ, XLA_FLAGS="")  # one device per process
+    run = lambda count, index, out: subprocess.Popen(  # noqa: E731
+        [sys.executable, str(script), str(count), str(index), port, str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    alone, shared = tmp_path / "alone.json", tmp_path / "shared.json"
+    for procs in ([run(1, 0, alone)], [run(2, 0, shared), run(2, 1, shared)]):
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err[-3000:]
+    one, two = json.loads(alone.read_text()), json.loads(shared.read_text())
+    assert len(one["images"]) == 10 and two["stats"]["processes"] == 2
+    assert two["images"] == one["images"] and len(two["annotations"]) == len(one["annotations"])
+    for a, b in zip(one["annotations"], two["annotations"]):
+        assert a["image_id"] == b["image_id"] and a["category_id"] == b["category_id"]
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.011)
+    assert all(".tfrecord-" in image["file_name"] for image in one["images"])
+    from frozen_det.data.two_view.proposals import load_proposals
+
+    proposals_one, proposals_two = load_proposals(f"{alone}.npz"), load_proposals(f"{shared}.npz")
+    assert len(proposals_one) >= 10 and proposals_two.keys() == proposals_one.keys()  # mocked splits share names
+    for key, boxes in proposals_one.items():
+        np.testing.assert_array_equal(proposals_two[key], boxes)
+
+    from frozen_det.data.detection.sources.tfds_pseudo_boxes import TfdsPseudoBoxSource
+
+    with tfds.testing.mock_data(num_examples=10):
+        source = TfdsPseudoBoxSource(tfds.builder("oxford_flowers102"), {"train": (str(shared), "train")})
+        assert source.num_records("train") == 10 and source.info.num_classes == 7
+        examples = list(source.stream("train", (1, 2), seed=3, buffer=16).map(lambda r: source.decode(r, False)))
+    assert sorted(int(e["image_id"]) for e in examples) == [2, 4, 6, 8, 10]  # record i % 2 == 1
+    by_image = {}
+    for a in two["annotations"]:
+        x, y, w, h = a["bbox"]
+        by_image.setdefault(a["image_id"], []).append([y, x, y + h, x + w])
+    for e in examples:
+        image = two["images"][int(e["image_id"]) - 1]
+        assert tuple(e["image"].shape[:2]) == (image["height"], image["width"])
+        np.testing.assert_allclose(e["boxes"].numpy(), by_image[int(e["image_id"])], rtol=1e-6)
+
+    # ... and the detection pipeline trains on it: batches, resuming, evaluation's ground truth.
+    from frozen_det.data import detection
+
+    cfg = ml_collections.ConfigDict(
+        dict(
+            source="tfds_pseudo_boxes",
+            name="oxford_flowers102",
+            coco_files={"train": (str(shared), "train")},
+            canvas=64,
+            batch_size=2,
+            eval_batch_size=4,
+            max_instances=4,
+            num_parallel_calls=1,
+            train_split="train",
+            eval_split="train",
+        )
+    )
+    with tfds.testing.mock_data(num_examples=10):
+        train = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
+        batch = next(train)
+        assert batch["image"].shape == (2, 64, 64, 3) and (batch["classes"] > 0).any()
+        state, following = train.state(), next(train)
+        again = detection.build_train_pipeline(cfg, process_index=0, process_count=1)
+        again.restore(state)
+        np.testing.assert_array_equal(next(again)["image"], following["image"])
+        evaluation = detection.build_eval_pipeline(cfg, process_index=0, process_count=1)
+        assert evaluation.num_examples == 10
+        assert len(evaluation.source.coco_ground_truth("train")["annotations"]) == len(two["annotations"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from frozen_det.data import sections
 from frozen_det.schema import ConfigDict, merge, placeholder
 
-SOURCES = ("synthetic", "voc_folder", "coco_folder", "tfds")
+SOURCES = ("synthetic", "voc_folder", "coco_folder", "tfds", "tfds_pseudo_boxes")
 
 
 def defaults() -> ConfigDict:
@@ -24,6 +24,8 @@ def defaults() -> ConfigDict:
             eval_split="validation",
             # coco_folder: split -> (annotation json, image dir), relative to `path`. Empty means
             # annotations/instances_{split}.json and {split}/ (the COCO / LVIS release layout).
+            # tfds_pseudo_boxes: split -> (pseudo-box json of `python -m frozen_det.pseudo_boxes
+            # --tfds`, the TFDS split of `name` it boxes).
             coco_files=ConfigDict(dict()),
             class_names=(),  # voc_folder: fixes the class order; empty = sorted names found
             voc_difficult="crowd",  # VOC `difficult` objects: "crowd" (ignored in train and eval),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import uuid
 from typing import Hashable, Iterable, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -208,7 +209,7 @@ def save_proposals(path: str, proposals: Mapping[Hashable, np.ndarray]) -> None:
         raise ValueError("save_proposals: image ids must be all ints or all strings.")
     arrays = [np.asarray(proposals[i], np.float32).reshape(-1, 4) for i in ids]
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # one per writer: processes of a sharded run may write at once
     with open(tmp, "wb") as f:
         np.savez_compressed(
             f,

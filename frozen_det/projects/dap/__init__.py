@@ -93,18 +93,19 @@ def cam_pseudo_boxes(row: Row, run_dir: str, config, variant: str) -> dict:
     """Step 2: the pseudo-boxes of the training canvases from the CAMs of the ``cls`` run at the
     row's seed (the row's ``train.init_from``), at configs/dap/classifier.py's CAM scales."""
     from frozen_det.localization.cam_boxes import PseudoBoxOptions
+    from frozen_det.localization.image_sources import FolderImages
     from frozen_det.pseudo_boxes import load_cam_classifier, write_pseudo_boxes
 
     clf = load_cam_classifier(None, config.train.init_from)
     scales = importlib.import_module("configs.dap.classifier").CAM_SCALES
     images = config.data.path
-    stats = write_pseudo_boxes(
-        clf,
+    canvases = FolderImages(
         os.path.join(images, config.data.train_split),
-        os.path.join(run_dir, BOXES),
-        PseudoBoxOptions(variant=variant, scales=scales),
-        labels=os.path.join(images, "annotations", f"instances_{config.data.train_split}.json"),
-        progress=False,
+        os.path.join(images, "annotations", f"instances_{config.data.train_split}.json"),
+        clf.class_names,
+    )
+    stats = write_pseudo_boxes(
+        clf, canvases, os.path.join(run_dir, BOXES), PseudoBoxOptions(variant=variant, scales=scales), progress=False
     )
     return _boxes_outcome(run_dir, images, config.data.train_split, stats)
 
@@ -115,13 +116,14 @@ def lite0_pseudo_boxes(row: Row, run_dir: str, config) -> dict:
     names the canvases it boxes; the classifier comes from the config file as it is (its data:
     ImageNet's, for the class names)."""
     from frozen_det.localization.cam_boxes import PseudoBoxOptions
+    from frozen_det.localization.image_sources import FolderImages
     from frozen_det.pseudo_boxes import load_cam_classifier, write_pseudo_boxes
 
     clf = load_cam_classifier(repo_config(row.config))
     images, split = config.data.path, config.data.eval_split
-    output = os.path.join(run_dir, BOXES)
+    canvases = FolderImages(os.path.join(images, split), None, clf.class_names)
     stats = write_pseudo_boxes(
-        clf, os.path.join(images, split), output, PseudoBoxOptions(), max_images=LITE0_IMAGES, progress=False
+        clf, canvases, os.path.join(run_dir, BOXES), PseudoBoxOptions(), max_images=LITE0_IMAGES, progress=False
     )
     return _boxes_outcome(run_dir, images, split, stats, class_agnostic=True)
 

@@ -51,6 +51,11 @@ def build_source(cfg, split: str | None = None) -> Source:
 
             return TfdsUnionSource({name: member(name) for name in cfg.name.split("+")})
         return member(cfg.name)
+    if cfg.source == "tfds_pseudo_boxes":
+        from frozen_det.data.detection.sources.tfds_pseudo_boxes import TfdsPseudoBoxSource
+        from frozen_det.data.tfds import tfds_builder
+
+        return TfdsPseudoBoxSource(tfds_builder(cfg.name, cfg.path), {k: tuple(v) for k, v in cfg.coco_files.items()})
     raise DataError(f"config.data.source={cfg.source!r} unknown")
 
 
