@@ -96,6 +96,25 @@ def test_lsj_scale_law():
         np.testing.assert_allclose(p["scale"].numpy(), scaled / [300, 500])
 
 
+def test_short_side_scales_are_the_listed_sides_with_the_longer_side_capped():
+    """DAP's multi-scale training: 300 x 400 images on a 640 canvas at short sides 96 / 160 /
+    320 / 640 become 96 / 160 / 320 and, capped by the canvas, 480 pixels high; nothing is cropped."""
+    seen = set()
+    for seed in range(40):
+        p = augment.short_side_params(300, 400, 640, (96, 160, 320, 640), tf.constant([seed, 1], tf.int64))
+        scaled = p["scaled"].numpy()
+        seen.add(int(scaled[0]))
+        assert scaled[1] <= 640 and np.all(p["offset"].numpy() == 0)
+        np.testing.assert_allclose(scaled[1] / scaled[0], 4 / 3, rtol=0.01)
+    assert seen == {96, 160, 320, 480}
+    # The training examples follow the field: a 64 x 256 image at short side 16 fills 16 x 64.
+    ex = _one(_PaintedSource(64, 256, (0, 0, 64, 256)), True, 0, augment=dict(short_sides=(16,), hflip=False))
+    np.testing.assert_allclose(ex["image_info"][2], [0.25, 0.25])
+    assert ex["image"][:16, :64].min() == 255 and ex["image"][16:].max() == 0 and ex["image"][:, 64:].max() == 0
+    with pytest.raises(ValueError, match="augment.short_sides"):
+        config_lib.complete(dict(canvas=640, augment=dict(short_sides=(96, 800))))
+
+
 def test_eval_resize_longer_side_and_flip():
     src = _PaintedSource(64, 256, (10, 200, 40, 250))
     ex = _one(src, False, 0)

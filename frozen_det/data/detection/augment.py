@@ -79,6 +79,18 @@ def lsj_params(height, width, canvas, scale_min, scale_max, seed) -> dict:
     return resize_params(height, width, canvas, s, u)
 
 
+def short_side_params(height, width, canvas, short_sides, seed) -> dict:
+    """Multi-scale training as DAP pre-trains (Zhong et al. 2021 sec. 4.1; maskrcnn-benchmark's
+    MIN_SIZE_TRAIN tuple): the shorter side one of `short_sides` at random, the longer side at
+    most the canvas (its MAX_SIZE_TRAIN), no crop."""
+    pick = tf.random.stateless_uniform([], sub_seed(seed, 2), 0, len(short_sides), dtype=tf.int32)
+    side = tf.gather(tf.constant(short_sides, tf.float32), pick)
+    size = tf.cast(tf.stack([height, width]), tf.float32)
+    return resize_params(
+        height, width, canvas, tf.minimum(side * tf.reduce_max(size) / (tf.reduce_min(size) * canvas), 1.0)
+    )
+
+
 def image_info(params, canvas) -> tf.Tensor:
     """[[orig h, w], [canvas h, w], [scale y, x], [offset y, x]] (the reference's layout)."""
     return tf.stack([params["size"], tf.constant([canvas, canvas], tf.float32), params["scale"], params["offset"]])

@@ -59,6 +59,9 @@ def defaults() -> ConfigDict:
                     hflip=True,
                     scale_min=0.1,
                     scale_max=2.0,  # LSJ, docs/reference.md §2.11
+                    # Instead of LSJ: the shorter side one of these at random, the longer at most
+                    # the canvas, no crop (DAP's pre-training: 96, 160, 320, 640 with canvas 1000)
+                    short_sides=(),
                     # True: boxes of objects cut by the LSJ crop become the tight box of their visible
                     # mask (needs masks). False (reference): the transformed box is only clipped.
                     boxes_from_masks=False,
@@ -111,6 +114,8 @@ def validate(cfg: ConfigDict) -> None:
         bad("max_instances", "must be positive")
     if cfg.mask_size <= 1:
         bad("mask_size", "must be > 1")
+    if any(not 0 < side <= cfg.canvas for side in cfg.augment.short_sides):
+        bad("augment.short_sides", f"{tuple(cfg.augment.short_sides)}: each in (0, canvas={cfg.canvas}]")
     if not 0 < cfg.augment.scale_min <= cfg.augment.scale_max:
         bad("augment.scale_min", "need 0 < scale_min <= scale_max")
     if cfg.augment.copy_paste_rule not in ("per_object", "reference"):

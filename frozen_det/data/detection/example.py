@@ -22,7 +22,10 @@ def _prepare(source, record, cfg, seed, train: bool) -> dict:
         if cfg.augment.hflip:
             flip = tf.random.stateless_uniform([], sub_seed(seed, 1)) < 0.5
             ex = augment.hflip(ex, flip)
-        params = augment.lsj_params(height, width, canvas, cfg.augment.scale_min, cfg.augment.scale_max, seed)
+        if cfg.augment.short_sides:
+            params = augment.short_side_params(height, width, canvas, tuple(cfg.augment.short_sides), seed)
+        else:
+            params = augment.lsj_params(height, width, canvas, cfg.augment.scale_min, cfg.augment.scale_max, seed)
     else:
         params = augment.resize_params(height, width, canvas, 1.0)
     image = augment.transform_image(ex["image"], params, canvas, list(cfg.mean), list(cfg.std))
