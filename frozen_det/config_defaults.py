@@ -216,20 +216,21 @@ def paper_train(schedule: str) -> ConfigDict:
     return train(**PAPER_SCHEDULES[schedule])
 
 
+# COCO's 80 classes + background as our COCO sources number them (contiguous 1..80, the category ids
+# kept for evaluation). TF Model Garden's classifier is 91 wide, one output per category id
+# (docs/reference.md §4: its parameter arithmetic); a 91-wide model does not run on our sources.
+COCO_CLASSES = 81
+
+
 def coco_data(canvas=1024, with_masks=False, max_instances=100) -> ConfigDict:
-    """`config.data` for TFDS COCO 2017 with LSJ [0.1, 2.0] + flip (docs/reference.md §2.11),
-    ImageNet mean / std."""
-    return data_config.complete(
-        dict(
-            source="tfds",
-            name="coco/2017",
-            train_split="train",
-            eval_split="validation",
-            canvas=canvas,
-            max_instances=max_instances,
-            with_masks=with_masks,
-        )
-    )
+    """`config.data` for COCO 2017 with LSJ [0.1, 2.0] + flip (docs/reference.md §2.11),
+    ImageNet mean / std: TFDS coco/2017 for boxes; with masks, which TFDS's COCO does not have,
+    the COCO 2017 release folder (`data.path` = DIR with annotations/instances_{train,val}2017.json,
+    train2017/ and val2017/, read by the coco_folder source)."""
+    fields = dict(source="tfds", name="coco/2017", train_split="train", eval_split="validation")
+    if with_masks:
+        fields = dict(source="coco_folder", train_split="train2017", eval_split="val2017")
+    return data_config.complete(dict(fields, canvas=canvas, max_instances=max_instances, with_masks=with_masks))
 
 
 STRATEGIES = strategies.STRATEGIES  # the named transfer strategies (train.transfer's values)

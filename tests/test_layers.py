@@ -19,7 +19,7 @@ LAYERS = (
     ("tasks",),
     ("config", "config_defaults", "strategies"),
     ("training",),
-    ("classify", "evaluate", "export", "predict", "pseudo_boxes", "resources", "train", "quickstart"),
+    ("classify", "dry_run", "evaluate", "export", "predict", "pseudo_boxes", "resources", "train", "quickstart"),
     ("projects",),
 )
 LAYER = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

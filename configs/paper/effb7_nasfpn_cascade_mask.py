@@ -3,7 +3,11 @@ Mask R-CNN at 1280x1280, LSJ + Copy-Paste, the Copy-Paste codebase's recipe (doc
 9 anchors (3 scales, anchor_size 4), 2-conv RPN, first-stage fg IoU > 0.6 (strict), cascade
 0.7 / 0.8, ReLU heads, batch 256, LR 0.32 with 1000 warm-up steps, 180k steps.
 
-    python -m frozen_det.train --config configs/paper/effb7_nasfpn_cascade_mask.py:frozen --workdir W
+    python -m frozen_det.train --config configs/paper/effb7_nasfpn_cascade_mask.py:frozen --workdir W \
+        --config.data.path=COCO_DIR
+
+COCO_DIR: the COCO 2017 release (annotations/instances_{train,val}2017.json, train2017/, val2017/);
+TFDS's coco/2017 has no instance masks.
 
 Argument tokens: strategy frozen | finetune | scratch | adapters; copy_paste | vanilla.
 The frozen EfficientNet runs BN in inference mode without drop-connect (docs/reference.md §5.5: the TPU
@@ -18,7 +22,7 @@ def get_config(arg=None):
     args = d.parse_arg(arg, strategy=("frozen", d.STRATEGIES), augment=("copy_paste", ("copy_paste", "vanilla")))
     config = d.ConfigDict()
     model = d.two_stage_model(
-        num_classes=91,
+        num_classes=d.COCO_CLASSES,
         neck=d.nasfpn(3, 7, block="bottleneck", combine="sum", drop_connect_rate=0.2),
         cascade=True,
         mask=True,

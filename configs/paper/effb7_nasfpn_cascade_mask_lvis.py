@@ -45,7 +45,9 @@ def get_config(arg=None):
     config = _coco_config(f"{args['strategy']},{args['augment']}")
     config.model.num_classes = 1204
     config.model.detections.update(max_detections=300, score_threshold=0.0, pre_nms_top_k=1000)
-    config.data.update(name="lvis", train_split="train", eval_split="validation", max_instances=300, eval_metric="lvis")
+    config.data.update(
+        source="tfds", name="lvis", train_split="train", eval_split="validation", max_instances=300, eval_metric="lvis"
+    )
     if args["stage"] == "stage2":
         d.second_stage(
             config,

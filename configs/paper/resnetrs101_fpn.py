@@ -19,7 +19,7 @@ def get_config(arg=None):
     args = d.parse_arg(arg, schedule=("72ep", d.PAPER_SCHEDULES), strategy=("frozen", d.STRATEGIES))
     config = d.ConfigDict()
     config.model = d.two_stage_model(
-        num_classes=91,
+        num_classes=d.COCO_CLASSES,
         neck=d.fpn(2, 6),
         backbone_cfg=d.backbone(type="resnet_rs", depth=101, bn_epsilon=1e-4, bn_momentum=0.997),
     )

@@ -59,8 +59,11 @@ def query_conditioned_scores(features: jax.Array, query_embeddings: jax.Array, n
 
     The learned projections that produce ``features`` (``f_I -> f_I^cls``, a conv) and
     ``query_embeddings`` (``f_q -> A x f_q^cls``, an FC layer) are the caller's; the kernel is
-    1x1 as in the paper. Each image has its own kernel (its own queries), hence the vmap over
-    the batch (XLA fuses it into one grouped convolution with B * A groups).
+    1x1 as in the paper. Each image has its own kernel (its own queries). Computed as the
+    contraction above (an einsum over D, batched over images and anchors), which is the grouped
+    convolution's arithmetic: a per-image grouped convolution under vmap becomes one convolution
+    with B * A groups that XLA's SPMD partitioner splits wrongly when the batch is sharded over
+    devices (JAX 0.10, a feature-group-count error; found by the sharded PreDet dry run).
 
     Args:
       features: ``[B, H, W, A * D]``.
@@ -79,21 +82,11 @@ def query_conditioned_scores(features: jax.Array, query_embeddings: jax.Array, n
             f"both must equal num_anchors ({num_anchors}) * D."
         )
     d = c // num_anchors
-
-    def one_image(feature, queries):
-        # HWIO kernel [1, 1, D, A * Q]: group a's Q output channels are the queries' a-th vectors.
-        kernel = queries.reshape(q, num_anchors, d).transpose(2, 1, 0).reshape(1, 1, d, num_anchors * q)
-        out = jax.lax.conv_general_dilated(
-            feature[None],
-            kernel.astype(feature.dtype),
-            window_strides=(1, 1),
-            padding="VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=num_anchors,
-        )
-        return out[0].reshape(h, w, num_anchors, q)
-
-    return jax.vmap(one_image)(features, query_embeddings)
+    return jnp.einsum(
+        "bhwad,bqad->bhwaq",
+        features.reshape(b, h, w, num_anchors, d),
+        query_embeddings.reshape(b, q, num_anchors, d).astype(features.dtype),
+    )
 
 
 def query_conditioned_deltas_map(features: jax.Array, query_embeddings: jax.Array, num_anchors: int) -> jax.Array:

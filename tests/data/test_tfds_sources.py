@@ -9,64 +9,17 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from frozen_det.data import detection
+from frozen_det.data.mock_tfds import as_dataset_fn, fake_examples
 from frozen_det.data.source import DataError
 
 N = 6
 
 
 def _fake_examples(builder, split):
-    feats = builder.info.features
-    rng = np.random.default_rng(0 if split == "train" else 1)
-    names = set(feats.keys())
-    out = []
-    for i in range(N):
-        h, w = 48 + 8 * (i % 3), 64
-        n = i % 3  # 0, 1 or 2 objects (0: an image without objects)
-        ymin = rng.uniform(0, 0.4, n)
-        xmin = rng.uniform(0, 0.4, n)
-        objs = {
-            "bbox": [tfds.features.BBox(a, b, a + 0.5, b + 0.5) for a, b in zip(ymin, xmin)],
-            "label": rng.integers(0, feats["objects"]["label"].num_classes, n).tolist(),
-        }
-        fo = feats["objects"].feature if hasattr(feats["objects"], "feature") else feats["objects"]
-        for key in fo.keys():
-            if key in ("id", "area"):
-                objs[key] = list(range(n))
-            elif key in ("is_crowd", "is_difficult", "is_truncated"):
-                objs[key] = [j == 1 and key != "is_truncated" for j in range(n)]
-            elif key == "pose":
-                objs[key] = [0] * n
-            elif key == "segmentation":
-                segs = []
-                for box in objs["bbox"]:
-                    m = np.zeros((h, w, 1), np.uint8)
-                    m[int(box.ymin * h) : int(box.ymax * h), int(box.xmin * w) : int(box.xmax * w)] = 1
-                    segs.append(m)
-                objs[key] = segs
-        ex = {"image": rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "objects": objs}
-        for k in names:
-            if k == "image/id":
-                ex[k] = 100 + i
-            elif k == "image/filename":
-                ex[k] = f"{2007}_{i:06d}.jpg"
-            elif k == "neg_category_ids":  # labels (category id - 1) verified absent
-                ex[k] = [1000 + i, 1100]
-            elif k == "not_exhaustive_category_ids":
-                ex[k] = objs["label"][:1]
-            elif k == "labels":
-                ex[k] = sorted(set(objs["label"]))
-            elif k == "labels_no_difficult":
-                ex[k] = sorted(set(objs["label"]))
-        out.append(ex)
-    return out
+    return fake_examples(builder, split, N)
 
 
-def _as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
-    feats = self.info.features
-    name = str(split).split("[")[0]
-    encoded = [feats.serialize_example(ex) for ex in _fake_examples(self, name)]
-    ds = tf.data.Dataset.from_tensor_slices(encoded)
-    return ds.map(lambda s: feats.deserialize_example(s, decoders=decoders))
+_as_dataset = as_dataset_fn(N)
 
 
 def _cfg(name, masks):
