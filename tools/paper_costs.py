@@ -59,9 +59,9 @@ def main(argv=None) -> None:
                     "batch": int(config.train.batch_size),
                     "iterations": int(config.train.total_steps),
                     "train_gflops_per_example": round(gflops, 1),
-                    "total_exaflops": round(total / 1e18, 2),
-                    "tpu_v4_chip_hours": round(total / (TPU_V4_PEAK * args.utilisation) / 3600, 1),
-                    "a100x8_hours": round(total / (8 * A100_PEAK * args.utilisation) / 3600, 1),
+                    "total_exaflops": float(f"{total / 1e18:.3g}"),
+                    "tpu_v4_chip_hours": float(f"{total / (TPU_V4_PEAK * args.utilisation) / 3600:.3g}"),
+                    "a100x8_hours": float(f"{total / (8 * A100_PEAK * args.utilisation) / 3600:.3g}"),
                 }
             )
             print(rows[-1], file=sys.stderr, flush=True)
