@@ -4,6 +4,7 @@ global batch and iterations, and the hours that take at a stated fraction of a c
 on a TPU v4 slice and on one 8-GPU A100 host. Prints the table docs/scaling.md quotes.
 
     python tools/paper_costs.py [--utilisation 0.3] [--json docs/results/paper_costs.json] [--only SPEC,...]
+    python tools/paper_costs.py --table_from docs/results/paper_costs.json   # the committed table
 
 Peaks (dense bf16): TPU v4 275 TFLOP/s per chip; A100 312 TFLOP/s per GPU. The FLOPs are XLA's
 count of the lowered program (multiply-adds count 2): the model, its target assignment and
@@ -15,6 +16,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=N for N devices' per-device bat
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from bench_common import write_json
@@ -36,12 +38,32 @@ def example_gflops(spec: str) -> tuple[float, object]:
     return float(cost["flops"]) / PER_DEVICE / 1e9, config
 
 
+def table(rows: list[dict]) -> str:
+    """The markdown table of docs/scaling.md."""
+    lines = [
+        "| study | config | batch | iterations | GFLOPs / example | EFLOPs | TPU v4 chip-hours | 8 x A100 hours |",
+        "|" + "---|" * 8,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['study']} | `{r['config']}` | {r['batch']} | {r['iterations']:,} "
+            f"| {r['train_gflops_per_example']:,} | {r['total_exaflops']} | {r['tpu_v4_chip_hours']:,} "
+            f"| {r['a100x8_hours']:,} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--utilisation", type=float, default=0.3)
     parser.add_argument("--json", default="")
     parser.add_argument("--only", default="", help="comma-separated config specs (default: every paper config)")
+    parser.add_argument("--table_from", default="", help="print the table of a results JSON, nothing traced")
     args = parser.parse_args(argv)
+    if args.table_from:
+        with open(args.table_from) as f:
+            print(table(json.load(f)["rows"]))
+        return
 
     from frozen_det.projects.paper_configs import PAPER_CONFIGS
 
@@ -65,15 +87,7 @@ def main(argv=None) -> None:
                 }
             )
             print(rows[-1], file=sys.stderr, flush=True)
-    header = "| study | config | batch | iterations | GFLOPs / example | EFLOPs | TPU v4 chip-hours | 8 x A100 hours |"
-    lines = [header, "|" + "---|" * 8]
-    for r in rows:
-        lines.append(
-            f"| {r['study']} | `{r['config']}` | {r['batch']} | {r['iterations']:,} "
-            f"| {r['train_gflops_per_example']:,} | {r['total_exaflops']} | {r['tpu_v4_chip_hours']:,} "
-            f"| {r['a100x8_hours']:,} |"
-        )
-    print("\n".join(lines))
+    print(table(rows))
     if args.json:
         from frozen_det.projects.provenance import commit
 
