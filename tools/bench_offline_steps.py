@@ -196,7 +196,9 @@ def main(argv=None) -> None:
         )
     print(f"ImageNet-1k proposals on v4-32's hosts ({args.host_workers} worker(s)/host): {proposals_h:.2f} h")
     if args.json:
-        write_json(args.json, out)
+        from frozen_det.projects.provenance import commit
+
+        write_json(args.json, dict(out, **commit()))
 
 
 if __name__ == "__main__":
