@@ -34,7 +34,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-from frozen_det.runtime import prepare_entry_point, run_main
+from frozen_det.runtime import fail, prepare_entry_point, run_main
 
 log = logging.getLogger("frozen_det.dry_run")
 
@@ -204,15 +204,17 @@ def dry_run(config, workdir: str, steps: int = 2, mock: bool = True) -> dict:
 def main(argv):
     del argv
     F = flags.FLAGS
+    if F.workdir and os.path.isdir(F.workdir) and os.listdir(F.workdir):
+        fail(f"--workdir {F.workdir}: not empty; a dry run writes a run of its own: give a new or empty folder")
     workdir = F.workdir or tempfile.mkdtemp(prefix="dry_run_")
     report = dry_run(_CONFIG.value, workdir, F.steps, mock=not F.real_data)
     print(json.dumps(dict(report, workdir=workdir), default=float), flush=True)
 
 
 if __name__ == "__main__":
-    prepare_entry_point(sys.argv, runs=("workdir",))  # before anything (the config file too) imports TensorFlow
+    prepare_entry_point(sys.argv)  # before anything (the config file too) imports TensorFlow
     _CONFIG = config_flags.DEFINE_config_file("config", None, "The experiment config to try.")
-    flags.DEFINE_string("workdir", "", "Where the dry run writes (default: a new temporary folder).")
+    flags.DEFINE_string("workdir", "", "A new or empty folder for the dry run's run (default: a temporary one).")
     flags.DEFINE_integer("steps", 2, "Train steps.")
     flags.DEFINE_bool("real_data", False, "Read the config's TFDS data instead of fake examples.")
     flags.mark_flags_as_required(["config"])

@@ -130,3 +130,16 @@ def test_paper_config_dry_run_on_8_devices(spec, tmp_path):
     assert report["devices"] == 8 and report["train"]["step"] == 2
     assert math.isfinite(report["train"]["loss"]) and report["train"]["nonfinite_steps"] == 0
     assert report["eval"]["step"] == 2 and os.path.isfile(report["eval"]["path"])
+
+
+@pytest.mark.slow
+def test_dry_run_refuses_a_folder_with_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    run = subprocess.run(
+        [sys.executable, "-m", "frozen_det.dry_run", f"--config={ROOT}/{ALL[0]}", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "not empty" in run.stderr and (tmp_path / "notes.txt").read_text() == "mine"
