@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 from typing import Iterator
 
@@ -22,8 +21,6 @@ import numpy as np
 from PIL import Image
 
 from frozen_det.data.files import IMAGE_EXTENSIONS, image_files, read_rgb
-
-log = logging.getLogger("frozen_det.pseudo_boxes")
 
 
 def read_labels_file(path: str) -> dict:
