@@ -4,7 +4,8 @@
     python -m frozen_det.pseudo_boxes --config CONFIG [--workdir RUN] --output FILE.json \\
         (--images DIR | --tfds NAME:SPLIT [--data_dir D]) \\
         [--labels LABELS.json | --labels folders | --labels dataset | --class_id N] \\
-        [--variant paper|released] [--scales 288,576] [--thresholds 0.2,0.3,0.4,0.5] [--nms_iou 0.8] \\
+        [--variant paper|released] [--score mean_cam|area|excess_mass] \\
+        [--scales 288,576] [--thresholds 0.2,0.3,0.4,0.5] [--nms_iou 0.8] \\
         [--noflip] [--max_images N] [--batch_size 8] [--pad_multiple 32] [--host_workers N] \\
         [--distributed] [--overwrite]
 
@@ -30,7 +31,9 @@ it after a preemption, and the last host to finish merges the shards into FILE.j
 FILE.json: `images` (`id`, `file_name` relative to DIR or the TFDS record's `tfds_id`, `width`,
 `height`, `label`: the category id of the class boxed), `categories` (every class of the
 classifier, id = class index + 1), `annotations` (`image_id`, `bbox` [x, y, w, h] in the
-original image's pixels, `category_id`, `score`, `area`), and `stats`: boxes per image and mean
+original image's pixels, `category_id`, `score`, `area`), `wsol_boxes` (`image_id`, `bbox`: the
+weakly supervised localisation literature's one box per image from the same CAM, for CorLoc as
+it reports it; frozen_det.localization.cam_boxes.wsol_box), and `stats`: boxes per image and mean
 box width / height per threshold before merging and after (DAP's Tables A1 / A2), the options,
 and the images that could not be read (counted and listed, not fatal). The detection pipeline
 reads it back: for a folder, the COCO-folder source
@@ -53,7 +56,7 @@ from ml_collections import config_flags
 
 from frozen_det.data.process_shards import ProcessSlot, chunks, host_pool, other_layouts, process_slot
 from frozen_det.localization.cam import STRIDE, CamClassifier, batched_feature_maps, cam_classifier_from_model
-from frozen_det.localization.cam_boxes import PseudoBoxOptions, pseudo_boxes_from_maps
+from frozen_det.localization.cam_boxes import SCORES, PseudoBoxOptions, pseudo_boxes_from_maps
 from frozen_det.localization.image_sources import image_source
 from frozen_det.runtime import fail, prepare_entry_point, run_main
 
@@ -108,6 +111,7 @@ def _image_line(entry: dict, image_hw, result, label: int) -> dict:
         "scores": np.round(result.scores.astype(np.float64), 5).tolist(),
         "per_threshold": [_box_sizes(b) for b in result.per_threshold],
         "merged": _box_sizes(result.boxes),
+        "wsol_box": np.round(result.wsol_box.astype(np.float64), 2).tolist(),
     }
 
 
@@ -313,6 +317,11 @@ def _merge_if_complete(output: str, slot: ProcessSlot, clf, options) -> dict | N
         "num_unreadable": len(unreadable),
         "processes": slot.count,
     }
+    wsol_boxes = [
+        {"image_id": line["image"]["id"], "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]}
+        for line in boxed
+        for y1, x1, y2, x2 in [line["wsol_box"]]
+    ]
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(clf.class_names)]
     temporary = f"{output}.process-{slot.index}.tmp"
     with open(temporary, "w") as f:
@@ -321,6 +330,7 @@ def _merge_if_complete(output: str, slot: ProcessSlot, clf, options) -> dict | N
                 "images": [line["image"] for line in boxed],
                 "categories": categories,
                 "annotations": annotations,
+                "wsol_boxes": wsol_boxes,
                 "stats": stats,
             },
             f,
@@ -344,6 +354,7 @@ def main(argv):
         flip=F.flip,
         thresholds=_floats(F.thresholds),
         nms_iou=F.nms_iou,
+        score=F.score,
     )
     slot = process_slot(F.distributed, F.coordinator, F.num_processes, F.process_id)
     clf = load_cam_classifier(_CONFIG.value, F.workdir)
@@ -380,6 +391,7 @@ if __name__ == "__main__":
     flags.DEFINE_enum("variant", "paper", ["paper", "released"], "The paper's text or the authors' code.")
     flags.DEFINE_string("scales", "288,576", "Shorter sides of the CAM inputs.")
     flags.DEFINE_string("thresholds", "0.2,0.3,0.4,0.5", "CAM thresholds tau.")
+    flags.DEFINE_enum("score", "", ["", *SCORES], "Box score (default: the variant's own; see cam_boxes).")
     flags.DEFINE_float("nms_iou", 0.8, "IoU of the NMS that merges the thresholds' boxes (1: none).")
     flags.DEFINE_bool("flip", True, "Average with the flipped image's CAM.")
     flags.DEFINE_integer("max_images", 0, "Box only the first N images (0: all).")

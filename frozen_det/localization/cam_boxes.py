@@ -25,6 +25,25 @@ Two variants, `PseudoBoxOptions.variant`:
   and heights; ours is the usual continuous IoU. Its "area > 0.01" test is always true since
   w, h >= 1, and is left out.)
 
+Box scores, `PseudoBoxOptions.score` (they order the merging NMS and say which box is an
+image's best guess; the variant's own score by default):
+
+* "mean_cam" ("paper"'s default): the mean normalised CAM on the box's component. A threshold's
+  components shrink around the peak as tau rises, so the tightest box around the CAM's peak
+  (tau 0.5) ranks first, which on an object larger than its most discriminative part is the
+  worst localisation of the set;
+* "area" ("released"'s default): the box's area over the first box's;
+* "excess_mass": the share of the CAM's mass inside the box minus the share of the map's area
+  inside it. A uniform map scores 0 everywhere; the box that maximises it covers the cells
+  above the map's mean value, so it grows past the peak to the object's extent and stops where
+  the CAM falls to the background's level.
+
+`wsol_box` is the box by which the weakly supervised localisation literature scores a CAM
+(Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016, sec. 2.1
+and 3: the bounding box of the largest connected component of the map above 20% of its
+maximum): each image's `PseudoBoxes.wsol_box`, so that CorLoc can be reported as the
+literature reports it beside the pseudo-boxes' own (frozen_det.evaluation.localization).
+
 Boxes are [y1, x1, y2, x2] in the original image's pixels, like every box in frozen_det.
 """
 
@@ -39,6 +58,9 @@ from frozen_det.localization import cam as cam_lib
 from frozen_det.ops.nms import nms_indices
 
 VARIANTS = ("paper", "released")
+SCORES = ("mean_cam", "area", "excess_mass")
+VARIANT_SCORE = {"paper": "mean_cam", "released": "area"}
+WSOL_FRACTION = 0.2  # Zhou et al. 2016, sec. 3: 20% of the CAM's maximum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,23 +73,29 @@ class PseudoBoxOptions:
     min_component_fraction: float = 0.5  # components under this fraction of the largest dropped
     bias: float = 0.22  # "released": added to the thresholded CAM before the moments
     max_components: int = 4  # "released": components per threshold
+    score: str = ""  # one of SCORES; "" for the variant's own (VARIANT_SCORE)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"pseudo-box variant {self.variant!r}: choose one of {VARIANTS}")
+        if self.score and self.score not in SCORES:
+            raise ValueError(f"pseudo-box score {self.score!r}: choose one of {SCORES}")
+        if self.score == "mean_cam" and self.variant != "paper":
+            raise ValueError("the mean_cam score is the mean over a component, which only the paper variant keeps")
         if not self.scales or not self.thresholds:
             raise ValueError("pseudo-boxes need at least one scale and one threshold")
 
 
 @dataclasses.dataclass
 class PseudoBoxes:
-    """One image's pseudo-boxes: `boxes` [N, 4] and `scores` [N] after merging, and the boxes
-    each threshold found before merging (`per_threshold[t]` [N_t, 4]), for the statistics of
-    Tables A1 / A2."""
+    """One image's pseudo-boxes: `boxes` [N, 4] and `scores` [N] after merging, the boxes each
+    threshold found before merging (`per_threshold[t]` [N_t, 4]), for the statistics of Tables
+    A1 / A2, and the literature's one localisation of the same CAM (`wsol_box` [4])."""
 
     boxes: np.ndarray
     scores: np.ndarray
     per_threshold: list
+    wsol_box: np.ndarray
 
 
 def moment_box(weights: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -134,30 +162,66 @@ def released_threshold_boxes(
     return np.asarray(boxes, np.float64).reshape(-1, 4)
 
 
+def excess_mass(cam: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """[N] share of the map's mass inside each [y1, x1, y2, x2] box (in the map's cells; a cell
+    counts when the box holds its centre) minus the share of the map's cells inside it."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = cam.shape
+    integral = np.zeros((h + 1, w + 1))
+    integral[1:, 1:] = np.cumsum(np.cumsum(np.asarray(cam, np.float64), axis=0), axis=1)
+    total = integral[-1, -1]
+    y1, x1 = (np.clip(np.ceil(boxes[:, k] - 0.5), 0, n).astype(int) for k, n in ((0, h), (1, w)))
+    y2, x2 = (np.clip(np.floor(boxes[:, k] - 0.5) + 1, 0, n).astype(int) for k, n in ((2, h), (3, w)))
+    y2, x2 = np.maximum(y2, y1), np.maximum(x2, x1)
+    mass = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
+    cells = (y2 - y1) * (x2 - x1)
+    return (mass / total if total > 0 else 0.0) - cells / (h * w)
+
+
+def wsol_box(cam: np.ndarray, fraction: float = WSOL_FRACTION) -> np.ndarray:
+    """Zhou et al. 2016's localisation of a CAM [H, W]: the [y1, x1, y2, x2] bounding box (cell
+    edges) of the largest 8-connected component of the cells at or above `fraction` of the
+    maximum (their code traces the thresholded map's outer contours with OpenCV, which joins
+    diagonal neighbours; ties: the first component in scan order)."""
+    labels, n = ndimage.label(cam >= fraction * cam.max(), structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    return np.asarray([ys.min(), xs.min(), ys.max() + 1, xs.max() + 1], np.float64)
+
+
 def pseudo_boxes_from_cam(cam: np.ndarray, options: PseudoBoxOptions, image_hw=None, cell_pixels=None) -> PseudoBoxes:
     """Pseudo-boxes of a normalised CAM: an image-pixel CAM [H, W] ("paper"), or a grid CAM
-    with the image's (height, width) and the pixels per grid cell ("released")."""
-    per_threshold, all_boxes, all_scores = [], [], []
+    with the image's (height, width) and the pixels per grid cell ("released"). Boxes are found
+    and scored in the map's cells, then brought to the image's pixels and merged."""
+    per_threshold, component_means = [], []
     for tau in options.thresholds:
         if options.variant == "paper":
-            boxes, scores = paper_threshold_boxes(cam, tau, options.min_component_fraction)
+            boxes, means = paper_threshold_boxes(cam, tau, options.min_component_fraction)
+            component_means.append(means)
         else:
-            h, w = image_hw
             boxes = released_threshold_boxes(
                 cam, tau, options.bias, options.max_components, options.min_component_fraction
             )
-            boxes = np.clip(boxes * cell_pixels, 0.0, [h - 1, w - 1, h - 1, w - 1])
-            scores = np.zeros((len(boxes),))  # set below, relative to the first box
         per_threshold.append(boxes)
-        all_boxes.append(boxes)
-        all_scores.append(scores)
-    boxes = np.concatenate(all_boxes).reshape(-1, 4)
-    scores = np.concatenate(all_scores)
-    if options.variant == "released" and len(boxes):
+    boxes = np.concatenate(per_threshold).reshape(-1, 4)
+    score = options.score or VARIANT_SCORE[options.variant]
+    if score == "mean_cam":
+        scores = np.concatenate(component_means)
+    elif score == "excess_mass":
+        scores = excess_mass(cam, boxes)
+    wsol = wsol_box(cam)
+    if options.variant == "released":
+        h, w = image_hw
+        to_image = lambda b: np.clip(b * cell_pixels, 0.0, [h - 1, w - 1, h - 1, w - 1])
+        per_threshold = [to_image(b) for b in per_threshold]
+        boxes, wsol = to_image(boxes), to_image(wsol)
+    if score == "area":  # of the boxes in the image's pixels, as the release
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        scores = areas / areas[0] if areas[0] > 0 else areas
+        scores = areas / areas[0] if len(areas) and areas[0] > 0 else areas
     keep = nms_indices(boxes, scores, options.nms_iou)  # merging: greedy NMS, descending score
-    return PseudoBoxes(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), per_threshold)
+    return PseudoBoxes(
+        boxes[keep].astype(np.float32), scores[keep].astype(np.float32), per_threshold, wsol.astype(np.float32)
+    )
 
 
 def image_pseudo_boxes(

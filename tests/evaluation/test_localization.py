@@ -36,8 +36,13 @@ def test_corloc_recall_and_precision():
         ],
     }
     q = localisation_quality(pseudo, truth)
-    assert q["images"] == 2 and q["corloc"] == 0.5
+    assert q["images"] == 2 and q["corloc"] == 0.5 and "corloc_wsol" not in q
     assert q["box_recall"] == 2 / 3 and q["precision"] == 2 / 4
+    assert q["corloc_any_box"] == 1.0  # image 2's hit is not on top
+    assert q["corloc_largest_box"] == 0.5  # image 1: the hit is the larger; image 2: the loose box
+
+    wsol = [{"image_id": 1, "bbox": [0, 0, 9, 10]}, {"image_id": 2, "bbox": [0, 0, 5, 5]}]
+    assert localisation_quality(dict(pseudo, wsol_boxes=wsol), truth)["corloc_wsol"] == 0.5
 
 
 def test_the_detector_as_a_classifier_sums_detection_scores_per_class():

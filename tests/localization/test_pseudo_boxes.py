@@ -20,10 +20,12 @@ from frozen_det.config import complete
 from frozen_det.localization import cam as cam_lib
 from frozen_det.localization.cam_boxes import (
     PseudoBoxOptions,
+    excess_mass,
     moment_box,
     paper_threshold_boxes,
     pseudo_boxes_from_cam,
     released_threshold_boxes,
+    wsol_box,
 )
 from frozen_det.ops.boxes import pairwise_iou
 from frozen_det.ops.nms import nms_indices
@@ -217,6 +219,51 @@ def test_released_components_use_their_bounding_slice_and_at_most_k():
     grid[10:13, 10:13] = 0.0
     grid[10:12, 10:13] = 1.0  # 6 px, slice 6 < 8: dropped, though 6/7 of the L's pixels
     assert len(released_threshold_boxes(grid, 0.5)) == 1
+
+
+def _object_with_a_peak():
+    """A 40x60 object at rows 20-60, columns 30-90 of a 100x120 map: CAM 0.35 over it, 1.0 on
+    a 6x6 discriminative part, 0.02 background."""
+    cam = np.full((100, 120), 0.02)
+    cam[20:60, 30:90] = 0.35
+    cam[30:36, 40:46] = 1.0
+    return cam
+
+
+def test_excess_mass_is_mass_share_minus_area_share_and_zero_on_a_uniform_map():
+    cam = _object_with_a_peak()
+    box = np.array([[20.0, 30.0, 60.0, 90.0]])
+    inside = cam[20:60, 30:90].sum() / cam.sum() - 40 * 60 / cam.size
+    np.testing.assert_allclose(excess_mass(cam, box), [inside])
+    # a cell counts when the box holds its centre: 19.6 -> row 20 in, 59.4 -> row 59 in, row 60 out
+    np.testing.assert_allclose(excess_mass(cam, [[19.6, 30.0, 60.4, 90.0]]), [inside])
+    np.testing.assert_allclose(excess_mass(np.ones((30, 40)), [[0, 0, 30, 40], [3, 4, 20, 9]]), [0.0, 0.0])
+    assert excess_mass(cam, [[0, 0, 0, 0]])[0] == 0.0  # an empty box
+
+
+def test_excess_mass_ranks_the_object_above_its_peak_and_mean_cam_the_reverse():
+    cam = _object_with_a_peak()
+    truth = np.array([[20.0, 30.0, 60.0, 90.0], [30.0, 40.0, 36.0, 46.0]], np.float32)  # object, peak
+    for score, top in (("mean_cam", 1), ("excess_mass", 0)):
+        result = pseudo_boxes_from_cam(cam, PseudoBoxOptions(thresholds=(0.2, 0.5), score=score))
+        assert len(result.boxes) == 2  # a moment box of the object at tau 0.2, the peak at 0.5
+        ious = np.asarray(pairwise_iou(result.boxes, truth))
+        assert ious[0, top] > 0.8 and ious[1, 1 - top] > 0.8, (score, ious)
+    with pytest.raises(ValueError, match="only the paper variant"):
+        PseudoBoxOptions(variant="released", score="mean_cam")
+
+
+def test_wsol_box_bounds_the_largest_8_connected_component_above_a_fifth_of_the_max():
+    cam = np.zeros((40, 50))
+    cam[5:10, 5:10] = 1.0  # the peak: 25 cells
+    cam[10:14, 10:14] = 0.25  # diagonal neighbour of the peak: joined by 8-connectivity
+    cam[20:30, 20:45] = 0.21  # the largest component: 250 cells
+    cam[35:38, 2:4] = 0.19  # under 20% of the max
+    np.testing.assert_array_equal(wsol_box(cam), [20, 20, 30, 45])
+    cam[20:30, 20:45] = 0.0
+    np.testing.assert_array_equal(wsol_box(cam), [5, 5, 14, 14])
+    result = pseudo_boxes_from_cam(cam, PseudoBoxOptions())
+    np.testing.assert_array_equal(result.wsol_box, [5, 5, 14, 14])
 
 
 def test_merging_keeps_what_torchvision_nms_keeps():
