@@ -5,9 +5,10 @@ Supervision", CVPR 2021, sec. 3.1): the Faster R-CNN + FPN of configs/canvases/d
 Argument tokens:
   pretrain      (the default) step 3: the detector on the pseudo-boxes of the ImageNet-like canvases
                 (`python -m frozen_det.pseudo_boxes`), its backbone from the classifier
-                (--config.train.init_from=CLASSIFIER_RUN; FPN, RPN and heads fresh), scale jitter
-                0.5-1.5 (the paper's multi-scale training); evaluated against the canvases' true
-                boxes. Set --config.data.path=CANVASES and
+                (--config.train.init_from=CLASSIFIER_RUN; FPN, RPN and heads fresh), each image's
+                shorter side one of 19 / 32 / 64 / 128 (the paper's 96 / 160 / 320 / 640, sec.
+                4.1, scaled by the canvas over the paper's largest side); evaluated against the
+                canvases' true boxes. Set --config.data.path=CANVASES and
                 --config.data.coco_files.train="('PSEUDO.json', 'train')" (relative to the folder).
   freeze        with pretrain: "DAP-Freeze" (Table 3), the backbone frozen during pre-training.
   voc           step 4 on the VOC-like canvases (--config.data.path=CANVASES_VOC; 10 classes);
@@ -15,7 +16,9 @@ Argument tokens:
   lite0         with voc / bccd: the detector of configs/canvases/detector.py:lite0 (the packaged
                 ImageNet EfficientNet-Lite0 backbone, two-FC box head) instead of the narrow
                 ResNet-18 (the target of the PreDet project, frozen_det/projects/predet).
-Step 4 starts from any run: --config.train.init_from=RUN restores what has the same path and
+Step 4 fine-tunes as the paper does (sec. 4.1): BatchNorm on its stored statistics and the stem
+(the "first conv block") frozen (not with lite0: PreDet's target, fine-tuned whole as its paper
+does). It starts from any run: --config.train.init_from=RUN restores what has the same path and
 shape, except the class-specific layers (box classifier and class-specific box regression,
 which the paper re-initialises); a classifier run gives the CLS row (backbone only), a DAP run
 the DAP rows (backbone, FPN, RPN, box head). k-shot targets: --config.data.kshot=K. Learning
@@ -34,6 +37,8 @@ from frozen_det import config_defaults as d
 
 # The layers whose shape depends on the classes (DAP sec. 3.1 step 4: not transferred).
 CLASS_SPECIFIC = (r"/(class_logits|box_deltas)/",)
+# Pre-training's shorter sides: the paper's 96 / 160 / 320 / 640 (sec. 4.1) times 128 / 640.
+PAPER_SHORT_SIDES = (96, 160, 320, 640)
 
 
 def get_config(arg=None):
@@ -52,7 +57,8 @@ def get_config(arg=None):
     config = canvases_detector.get_config("lite0" if "lite0" in tokens else None)
     if stage == "pretrain":
         config.data.update(path="", eval_split="val")
-        config.data.augment.update(scale_min=0.5, scale_max=1.5)
+        scale = config.data.canvas / max(PAPER_SHORT_SIDES)
+        config.data.augment.short_sides = tuple(round(side * scale) for side in PAPER_SHORT_SIDES)
         config.train.update(total_steps=1500, eval_every=500)
         if "freeze" in tokens:
             config.model.backbone.freeze = "all"
@@ -60,6 +66,8 @@ def get_config(arg=None):
     # Step 4: a short low-data schedule, evaluated along the way for the learning curves.
     config.train.update(total_steps=400, eval_every=100, checkpoint_every=400, init_exclude=CLASS_SPECIFIC)
     config.train.schedule.update(warmup_steps=50)
+    if "lite0" not in tokens:  # the PreDet project's target fine-tunes as its paper does
+        config.model.backbone.update(freeze="0", bn_mode="frozen_stats")
     if stage == "bccd":
         bccd = bccd_data.get_config().data
         config.model.num_classes = 4

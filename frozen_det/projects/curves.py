@@ -1,7 +1,7 @@
 """What the k-shot fine-tuning rows of the DAP and PreDet projects share: their final AP / AP50
-cell, their learning curves over the seeds as a table and as a plot (the pattern of DAP's Fig. 5:
-the head start a pre-training gives, and whether it lasts). One implementation, so that the two
-pages read alike.
+cell, their best AP over the evaluated steps, their learning curves over the seeds as a table
+and as a plot (the pattern of DAP's Fig. 5: the head start a pre-training gives, and whether it
+lasts). One implementation, so that the two pages read alike.
 
 A project names its curves as panels, {panel title: {line label: row}} (``CURVES`` in its
 module). The curve of a row is read from its records' ``curve`` field, which the runner fills
@@ -29,6 +29,18 @@ def kshot_cell(records: list[dict]) -> str:
         return "pending"
     ap, ap50 = (t.cell(t.metric(records, lambda r, k=k: r["metrics"].get(k))) for k in ("AP", "AP50"))
     return f"{ap} / {ap50} (n {len(records)})"
+
+
+def best_step_cell(records: list[dict], metric: str = "AP") -> str:
+    """ "AP at step s (n)": the metric at the evaluated step where its mean over the seeds that
+    all reached it is highest (early stopping as the DAP and PreDet papers tune the iterations,
+    chosen on the mean curve, not per seed, so that the maximum is not a max over noise);
+    "pending" before a curve."""
+    full = {step: values for step, values in curve(records, metric).items() if len(values) == len(records)}
+    if not full:
+        return "pending"
+    step = max(full, key=lambda s: (t.mean_se(full[s])[0], -s))  # ties: the earlier step
+    return f"{t.cell(full[step])} at {step} (n {len(full[step])})"
 
 
 def curve(records: list[dict], metric: str = "AP50") -> dict[int, list[float]]:

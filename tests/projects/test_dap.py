@@ -41,10 +41,24 @@ def test_rows_start_from_the_right_runs_with_the_shared_layers(tmp_path):
         assert config.train.init_from == expected
         assert config.train.init_exclude == ("/(class_logits|box_deltas)/",)
         assert config.data.kshot == int(kshot[:-4]) and config.data.kshot_seed == config.train.seed == seed
-        for section in SHARED:  # everything but the class count transfers
-            assert config.model[section].to_dict() == pretrain.model[section].to_dict(), (name, section)
+        for section in SHARED:  # everything but the class count (and how the backbone trains) transfers
+            shape = lambda c: {k: v for k, v in c.model[section].to_dict().items() if k not in ("freeze", "bn_mode")}  # noqa: E731
+            assert shape(config) == shape(pretrain), (name, section)
         assert tuple(config.data.mean) == tuple(pretrain.data.mean)
     assert _config("voc/5shot/cls", 0, root).data.path == f"{root}/canvases_voc"
+
+
+def test_every_row_follows_the_papers_protocol(tmp_path):
+    """Sec. 4.1: pre-training at the shorter sides 96 / 160 / 320 / 640 (scaled to the canvas),
+    every fine-tuning row with BatchNorm on its stored statistics and the stem frozen."""
+    root = str(tmp_path)
+    for row in STUDY.rows:
+        config = _config(row.name, 0, root)
+        if row.name.split("/")[0] in TARGETS:
+            assert (config.model.backbone.freeze, config.model.backbone.bn_mode) == ("0", "frozen_stats"), row.name
+        elif row.name.startswith("dap"):
+            assert tuple(config.data.augment.short_sides) == (19, 32, 64, 128) and config.data.canvas == 128
+            assert config.model.backbone.bn_mode == "batch"
 
 
 def test_tables_render_pending_rows():
@@ -77,3 +91,17 @@ def test_smoke_chain_classifier_boxes_pretraining_finetuning(tmp_path, capsys, m
     assert "| dap/paper | 1 |" in out and "| VOC-like canvases | 5 | pending | " in out
     with pytest.raises(ValueError, match="smoke"):  # smoke numbers never reach the page
         runner.publish(STUDY, root)
+
+
+def test_the_best_step_is_chosen_on_the_mean_curve_of_seeds_that_all_reached_it():
+    from frozen_det.projects.curves import best_step_cell
+
+    records = [
+        {"curve": [[100, {"AP": 0.2}], [200, {"AP": 0.5}], [300, {"AP": 0.3}]]},
+        {"curve": [[100, {"AP": 0.4}], [200, {"AP": 0.3}], [300, {"AP": 0.35}]]},
+    ]
+    # per-seed maxima (0.5 at 200, 0.4 at 100) are not what is reported: the mean curve peaks at 200
+    assert best_step_cell(records) == "0.400 ± 0.100 at 200 (n 2)"
+    records[1]["curve"] = records[1]["curve"][:1]  # a seed that stopped at step 100
+    assert best_step_cell(records) == "0.300 ± 0.100 at 100 (n 2)"
+    assert best_step_cell([]) == "pending"

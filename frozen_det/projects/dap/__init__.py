@@ -278,9 +278,16 @@ def tables(records: list[dict]) -> dict[str, str]:
         for target, title in TARGETS.items():
             by_init = {init: grouped.get(f"{target}/{k}shot/{init}", []) for init in INITS}
             cells = [curves.kshot_cell(by_init[init]) for init in INITS]
-            kshot_body.append([title, str(k)] + cells + [_paired_difference(by_init["dap"], by_init["cls"])])
+            best = [curves.best_step_cell(by_init[init]) for init in INITS]
+            kshot_body.append([title, str(k)] + cells + [_paired_difference(by_init["dap"], by_init["cls"])] + best)
     kshot_table = t.markdown(
-        ["target", "k", *(f"{label} AP / AP50" for label, _ in INITS.values()), "DAP - CLS (AP, paired by seed)"],
+        [
+            "target",
+            "k",
+            *(f"{label} AP / AP50" for label, _ in INITS.values()),
+            "DAP - CLS (AP, paired by seed)",
+            *(f"{label} best AP at step" for label, _ in INITS.values()),
+        ],
         kshot_body,
     )
     finetuned = [f"{target}/{k}shot/{init}" for k in KSHOTS for target in TARGETS for init in INITS]
