@@ -92,9 +92,14 @@ def kept_classes(subset, class_names, taxonomy) -> tuple:
     return tuple(int(c) for c in ids)
 
 
+LABEL_KINDS_HINT = "'fine', 'bottom_up:N', 'top_down:D' or 'top_down_lifted:K'"
+
+
 def label_set(cfg, class_names) -> LabelSet:
     """The kept classes and their training labels (`data.labels`: "fine", "bottom_up:N" (the
-    N-th bottom-up label set, 0 = the leaves), "top_down:D" (ancestors at depth D))."""
+    N-th bottom-up label set, 0 = the leaves), "top_down:D" (ancestors at depth D),
+    "top_down_lifted:K" (K rounds of lifting labels to their parents and merging: the paper's
+    top-down sets, Taxonomy.top_down_lifted))."""
     taxonomy = load_taxonomy(cfg.taxonomy, class_names)
     kept = kept_classes(cfg.subset, class_names, taxonomy)
     leaves = _leaf_ids(taxonomy, class_names)
@@ -112,8 +117,10 @@ def label_set(cfg, class_names) -> LabelSet:
             node_of = sets[int(arg)]
         elif kind == "top_down":
             node_of = sub.top_down(int(arg))
+        elif kind == "top_down_lifted":
+            node_of = sub.top_down_lifted(int(arg))
         else:
-            raise ValueError(f"config.data.labels={cfg.labels!r}: use 'fine', 'bottom_up:N' or 'top_down:D'")
+            raise ValueError(f"config.data.labels={cfg.labels!r}: use {LABEL_KINDS_HINT}")
     index, nodes = taxonomy_lib.label_map(node_of, [leaves[c] for c in kept])
     label_of = np.full(len(class_names), -1, np.int32)
     label_of[list(kept)] = index

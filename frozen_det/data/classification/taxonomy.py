@@ -3,19 +3,27 @@ of Huh, Agrawal, Efros, "What makes ImageNet good for transfer learning?" (arXiv
 
 * bottom-up label sets (sec. 5.1): repeatedly replace the classes at the deepest level of the
   tree by their parents (merging siblings), from the leaves up to the root;
-* top-down label sets (sec. 5.1): every class labelled by its ancestor at a fixed depth;
+* top-down label sets (sec. 5.1): every class labelled by its ancestor at a fixed depth
+  (`top_down`), or, as the paper's sets come about, every label lifted one level at a time and
+  merged into any label above it (`top_down_lifted`);
 * minimal splits (sec. 6): classes grouped by their ancestor at depth d, the largest group
   against the rest, so that no class of one split shares an ancestor down to depth d with
   the other;
 * removal of every class under given hypernyms (sec. 5.6, "PASCAL-removed ImageNet").
 
 Depth counts from the root (WordNet's "entity", depth 0). A WordNet synset can have several
-hypernyms; each class takes its longest hypernym path to the root (ties: the first found), the
-choice with which WordNet 3.0 reproduces the paper's 918-class bottom-up set and its 522 / 478
-minimal split (tests/data/test_taxonomy.py). `read_wordnet_nouns` parses WordNet 3.0's
-`data.noun` (the format of wndb(5WN); Debian package `wordnet-base`, /usr/share/wordnet);
-`imagenet1k()` reads the shipped ImageNet-1k table (frozen_det/data/classification/imagenet1k_taxonomy.json,
-built by tools/build_imagenet_taxonomy.py), so users need no WordNet install.
+hypernyms; by default each class follows, from synset to synset, the hypernym whose canonical
+name ("dog.n.01": first lemma, lower case, sense number) sorts first, the order in which nltk 3.2
+lists hypernyms. With it WordNet 3.0 gives every ImageNet-1k label-set size of the paper: the 18
+bottom-up sets (999, 977, 918, 877, 820, 753, 694, 596, 486, 345, 206, 79, 36, 17, 9, 5, 2, 1
+classes), the top-down 127 / 10 / 2 (`top_down_lifted`) and the 522 / 478 minimal split at depth
+4. Of the 112 rules tools/search_huh_taxonomy.py tries (docs/results/huh_taxonomy_search.json)
+only this one does ("@" pointers alone or with "@i" alike): each class on its longest hypernym
+path (`from_wordnet(..., path="longest")`, the previous default) gives 918 but 750 / 467 / 76 / 8,
+and 132 / 7 / 2. `read_wordnet_nouns` parses WordNet 3.0's `data.noun` (the format of wndb(5WN);
+Debian package `wordnet-base`, /usr/share/wordnet); `imagenet1k()` reads the shipped ImageNet-1k
+table (frozen_det/data/classification/imagenet1k_taxonomy.json, built by
+tools/build_imagenet_taxonomy.py), so users need no WordNet install.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Iterable, Mapping, Sequence
 
 WORDNET_DIR = "/usr/share/wordnet"
 IMAGENET1K_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet1k_taxonomy.json")
+PATH_RULES = ("first_by_name", "longest")  # Taxonomy.from_wordnet's choices of a class's hypernym path
 
 # Fashion-MNIST's natural hierarchy: four groups of its ten classes (tops, trousers, footwear,
 # bags) under one root. Node ids are the names.
@@ -38,10 +47,10 @@ FASHION_MNIST_GROUPS = {
 }
 
 
-def read_wordnet_nouns(directory: str = WORDNET_DIR) -> tuple[dict, dict]:
+def read_wordnet_nouns(directory: str = WORDNET_DIR, pointers: Sequence[str] = ("@", "@i")) -> tuple[dict, dict]:
     """({wnid: [hypernym wnids]}, {wnid: first lemma}) of every noun synset of a WordNet 3.0
     `data.noun`; a wnid is "n" + the synset's 8-digit offset (ImageNet's ids). Hypernyms are the
-    "@" (hypernym) and "@i" (instance hypernym) pointers to nouns, in file order."""
+    `pointers` to nouns ("@" hypernym, "@i" instance hypernym), in file order."""
     path = os.path.join(directory, "data.noun")
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -57,15 +66,44 @@ def read_wordnet_nouns(directory: str = WORDNET_DIR) -> tuple[dict, dict]:
             offset, num_words = fields[0], int(fields[3], 16)
             words = fields[4 : 4 + 2 * num_words : 2]
             at = 4 + 2 * num_words
-            pointers = fields[at + 1 : at + 1 + 4 * int(fields[at])]
+            links = fields[at + 1 : at + 1 + 4 * int(fields[at])]  # (symbol, offset, pos, source/target) each
             wnid = "n" + offset
             hypernyms[wnid] = [
-                "n" + pointers[k + 1]
-                for k in range(0, len(pointers), 4)
-                if pointers[k] in ("@", "@i") and pointers[k + 2] == "n"
+                "n" + links[k + 1] for k in range(0, len(links), 4) if links[k] in pointers and links[k + 2] == "n"
             ]
             names[wnid] = words[0]
     return hypernyms, names
+
+
+def read_synset_names(first_lemmas: Mapping[str, str], directory: str = WORDNET_DIR) -> dict:
+    """{wnid: canonical name} for the synsets of `first_lemmas` ({wnid: first lemma}): the
+    lemma in lower case and the synset's sense number among that lemma's noun senses in WordNet
+    3.0's `index.noun`, e.g. "dog.n.01" (nltk's synset names)."""
+    senses = {}
+    with open(os.path.join(directory, "index.noun")) as f:
+        for line in f:
+            if line.startswith("  "):  # the licence header
+                continue
+            fields = line.split()  # lemma, pos, synset count, pointer count, pointers..., 2 counts, offsets...
+            lemma, num_pointers = fields[0], int(fields[3])
+            for number, offset in enumerate(fields[6 + num_pointers :], 1):
+                senses[lemma, "n" + offset] = number
+    return {wnid: f"{lemma.lower()}.n.{senses[lemma.lower(), wnid]:02d}" for wnid, lemma in first_lemmas.items()}
+
+
+def first_hypernym_path(wnid: str, hypernyms: Mapping[str, Sequence[str]]) -> tuple:
+    """The path from the root to `wnid` through each synset's first hypernym."""
+    path = [wnid]
+    while hypernyms.get(path[-1]):
+        path.append(hypernyms[path[-1]][0])
+    return tuple(path[::-1])
+
+
+def sorted_by_name(hypernyms: Mapping[str, Sequence[str]], synset_names: Mapping[str, str]) -> dict:
+    """`hypernyms` with each synset's list in the order of the canonical names (`read_synset_names`):
+    nltk 3.2's order (its `Synset.hypernyms()` sorts them; later versions leave them unordered),
+    with which the paper's label sets come out of WordNet 3.0 (module docstring)."""
+    return {wnid: sorted(parents, key=synset_names.__getitem__) for wnid, parents in hypernyms.items()}
 
 
 def longest_path(wnid: str, hypernyms: Mapping[str, Sequence[str]]) -> tuple:
@@ -101,13 +139,23 @@ class Taxonomy:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_wordnet(cls, wnids: Iterable[str], directory: str = WORDNET_DIR) -> "Taxonomy":
+    def from_wordnet(
+        cls, wnids: Iterable[str], directory: str = WORDNET_DIR, path: str = "first_by_name"
+    ) -> "Taxonomy":
+        """The tree of WordNet 3.0 over `wnids`, each on its `path` to the root: "first_by_name"
+        (each synset's hypernym whose canonical name sorts first: the paper's label sets, module
+        docstring) or "longest" (its longest hypernym path; ties: the first in file order)."""
+        if path not in PATH_RULES:
+            raise ValueError(f"taxonomy path rule {path!r}: use one of {PATH_RULES}")
         hypernyms, names = read_wordnet_nouns(directory)
         wnids = list(wnids)
         unknown = [w for w in wnids if w not in hypernyms]
         if unknown:
             raise ValueError(f"not WordNet 3.0 noun synsets: {unknown[:5]}")
-        return cls({w: longest_path(w, hypernyms) for w in wnids}, names)
+        if path == "longest":
+            return cls({w: longest_path(w, hypernyms) for w in wnids}, names)
+        hypernyms = sorted_by_name(hypernyms, read_synset_names(names, directory))
+        return cls({w: first_hypernym_path(w, hypernyms) for w in wnids}, names)
 
     @classmethod
     def from_groups(cls, groups: Mapping[str, Sequence[str]], order: Sequence[str], root: str = "root") -> "Taxonomy":
@@ -174,6 +222,20 @@ class Taxonomy:
     def top_down(self, depth: int) -> dict:
         """{leaf: its ancestor at `depth`} (a leaf shallower than `depth` keeps itself)."""
         return {leaf: self.ancestor(leaf, depth) for leaf in self.leaves}
+
+    def top_down_lifted(self, steps: int) -> dict:
+        """{leaf: its label} after `steps` rounds of: every label moves to its parent, then to
+        the highest of its ancestors that is also a label (so that no label lies under another);
+        a label at the root stays. The paper's top-down sets (sec. 5.1) come about so: 127 / 10 / 2
+        labels for ImageNet-1k at 1 / 2 / 3 steps, which no fixed depth from the root gives."""
+        label_depth = {leaf: len(path) - 1 for leaf, path in self.paths.items()}
+        for _ in range(steps):
+            label_depth = {leaf: max(depth - 1, 0) for leaf, depth in label_depth.items()}
+            labels = {self.paths[leaf][depth] for leaf, depth in label_depth.items()}
+            label_depth = {
+                leaf: next(d for d, node in enumerate(self.paths[leaf]) if node in labels) for leaf in label_depth
+            }
+        return {leaf: self.paths[leaf][depth] for leaf, depth in label_depth.items()}
 
     def minimal_split(self, depth: int) -> tuple[list, list]:
         """(split A, split B): A = the largest group of leaves sharing an ancestor at `depth`,
