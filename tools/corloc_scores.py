@@ -66,7 +66,7 @@ def canvas_set(count: int) -> list[dict]:
     from frozen_det.data.files import read_rgb
     from frozen_det.projects.canvases import ensure_canvases
 
-    folder = os.path.join(tempfile.gettempdir(), "corloc_scores_canvases")
+    folder = os.path.join(tempfile.gettempdir(), f"corloc_scores_canvases_{count}")  # ensure_canvases keeps a set
     ensure_canvases(folder, "imagenet", num_train=1, num_val=count, seed=0)
     with open(os.path.join(folder, "annotations", "instances_val.json")) as f:
         coco = json.load(f)
