@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -365,3 +366,44 @@ def test_classifiers_on_detector_taps_transfer_from_a_detector_run(tmp_path):
     after = _flat(jax.device_get(new_state.variables()))
     changed = sorted(p for p in before if not np.array_equal(before[p], after[p]))
     assert changed == ["params/tap_classifier/bias", "params/tap_classifier/kernel"]  # BN statistics too: fixed
+
+
+def test_pooled_taps_are_adaptive_average_pools_as_torch():
+    torch = pytest.importorskip("torch")
+    from frozen_det.models.classifier import adaptive_average_pool
+
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, 5)).astype(np.float32)
+    for size in (1, 2, 4, 7):
+        expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), size)
+        np.testing.assert_allclose(adaptive_average_pool(jnp.asarray(x), size), expected.permute(0, 2, 3, 1), atol=1e-6)
+
+
+def test_the_conv_proj_tap_reads_the_whole_image_box_on_p5():
+    """Li et al.'s ~800-px whole images land on P5 by the canonical FPN rule; a 64-px canvas
+    would land on P2: the tap reads P5 whatever the input size."""
+    from frozen_det.models.classifier import DetectorTapClassifier
+    from frozen_det.ops.roi_align import multilevel_roi_align
+
+    detector = config_lib.complete(
+        d.ConfigDict(
+            dict(
+                model=d.tiny_two_stage_model(num_classes=4),
+                train=d.train(batch_size=2),
+                data=dict(source="synthetic", canvas=64, max_instances=4),
+            )
+        )
+    ).model
+    model = DetectorTapClassifier(config=detector, tap="conv_proj", num_tap_classes=3, frozen_features=True)
+    images = jnp.asarray(np.random.default_rng(1).normal(size=(1, 64, 64, 3)), jnp.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), {"image": images})
+    features, _ = jax.jit(lambda v: model.apply(v, images, False, method=DetectorTapClassifier.tap_features))(variables)
+
+    def read_at(m, level):  # the detector's own layers, the box read at `level`
+        pyramid = m.neck(m.backbone(images, train=False), train=False)
+        whole = jnp.asarray([[[0.0, 0.0, 64.0, 64.0]]])
+        crops = multilevel_roi_align({level: pyramid[level]}, whole, detector.roi.crop_size)
+        return m.box_heads[0](crops, False, taps=True)["conv_proj"][:, 0].reshape(1, -1)
+
+    at_level = jax.jit(lambda v, level: model.apply(v, level, method=read_at), static_argnums=1)
+    np.testing.assert_allclose(features, at_level(variables, 5), atol=1e-5)
+    assert not np.allclose(features, at_level(variables, 2), atol=1e-3)

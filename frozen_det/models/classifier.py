@@ -23,6 +23,7 @@ import optax
 
 from frozen_det.models.backbones import build_backbone
 from frozen_det.models.detector import TwoStageDetector
+from frozen_det.ops.roi_align import multilevel_roi_align
 
 
 class Classifier(nn.Module):
@@ -67,15 +68,36 @@ class Classifier(nn.Module):
 
 
 TAPS = ("conv5", "conv_proj", "conv_proj_1", "conv_proj_2", "conv_proj_4", "fc1", "fc2")
+# The FPN level the whole-image box is read from. The canonical rule (FPN, Lin et al. 2017, eq. 1:
+# level 4 for a 224-pixel box) puts the whole image of Li et al.'s ~800-pixel inputs on P5; it
+# would put a 64-96 pixel canvas on P2, a map the paper's taps never read.
+TAP_LEVEL = 5
+
+
+def adaptive_average_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """[B, S, S, C] -> [B, size, size, C]: bin i averages rows (and columns) floor(i S / size) to
+    ceil((i + 1) S / size) - 1, as torch.nn.AdaptiveAvgPool2d (a 7 x 7 map to 2 x 2: rows 0-3
+    and 3-6), so that every bin is an exact mean of whole cells."""
+
+    def bins(n):
+        weights = [[0.0] * n for _ in range(size)]
+        for i in range(size):
+            start, end = (i * n) // size, -((-(i + 1) * n) // size)
+            for j in range(start, end):
+                weights[i][j] = 1.0 / (end - start)
+        return jnp.asarray(weights, x.dtype)
+
+    return jnp.einsum("is,bstc,jt->bijc", bins(x.shape[1]), x, bins(x.shape[2]))
 
 
 class DetectorTapClassifier(TwoStageDetector):
     """A linear classifier on a feature of a two-stage detector (Li et al., "An analysis of
     pre-training on object detection", sec. 4.3): `tap` is
       "conv5"          the backbone's last level, average pooled;
-      "conv_proj"      the RoI feature map of the whole-image box (RoIAlign over the FPN, then
-                       the box head's convolutions): the blob the first FC reads, flattened;
-      "conv_proj_K"    the same map average pooled to K x K (K = 1, 2, 4);
+      "conv_proj"      the RoI feature map of the whole-image box (RoIAlign on the FPN's P5,
+                       `TAP_LEVEL`, then the box head's convolutions): the blob the first FC
+                       reads, flattened;
+      "conv_proj_K"    the same map average pooled to K x K (K = 1, 2, 4; adaptive bins);
       "fc1", "fc2"     the box head's fully connected layers on that box.
     `config` is the detector's `config.model` (the run to transfer from); the detector's layers
     keep their parameter paths (backbone/, neck/, box_heads_0/) so that `train.init_from` of a
@@ -106,7 +128,15 @@ class DetectorTapClassifier(TwoStageDetector):
         features = self.neck(c5, train=train)
         h, w = images.shape[1:3]
         whole = jnp.broadcast_to(jnp.asarray([0.0, 0.0, h, w], jnp.float32), (images.shape[0], 1, 4))
-        crops = self.roi_features(features, whole, self.config.roi.crop_size)
+        n = self.config.neck
+        level = min(max(TAP_LEVEL, n.min_level), n.max_level)
+        crops = multilevel_roi_align(
+            {level: features[level]},
+            whole,
+            self.config.roi.crop_size,
+            sampling_ratio=self.config.roi.sampling_ratio,
+            aligned=self.config.roi.aligned,
+        )
         taps = self.box_heads[0](crops, train, taps=True)
         if self.tap not in taps and self.tap.startswith("fc"):
             raise ValueError(
@@ -118,7 +148,7 @@ class DetectorTapClassifier(TwoStageDetector):
         blob = taps["conv_proj"][:, 0].astype(jnp.float32)  # [B, S, S, C]
         if self.tap != "conv_proj":
             k = int(self.tap.rsplit("_", 1)[1])
-            blob = jax.image.resize(blob, (blob.shape[0], k, k, blob.shape[-1]), "linear", antialias=True)
+            blob = adaptive_average_pool(blob, k)
         return self._as_map(blob.reshape(blob.shape[0], -1))
 
     @staticmethod

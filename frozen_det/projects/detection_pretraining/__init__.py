@@ -56,7 +56,7 @@ TARGETS = {
 PROBES = {
     ("cls", "conv5"): "CLS Conv5, linear",
     ("det", "conv5"): "DET Conv5, linear",
-    ("det", "conv_proj"): "DET ConvProj (7 x 7 x 32, flattened), linear",
+    ("det", "conv_proj"): "DET ConvProj (7 x 7 x 64, flattened), linear",
     ("det", "conv_proj_4"): "DET ConvProj pooled 4 x 4, linear",
     ("det", "conv_proj_2"): "DET ConvProj pooled 2 x 2, linear",
     ("det", "conv_proj_1"): "DET ConvProj pooled 1 x 1, linear",
