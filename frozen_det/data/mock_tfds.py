@@ -30,9 +30,10 @@ def fake_examples(builder, split: str, num_examples: int = 6) -> list[dict]:
         h, w = 48 + 8 * (i % 3), 64
         ex = {"image": rng.integers(0, 255, (h, w, 3), dtype=np.uint8)}
         labels = []
-        if "objects" in feats:
-            ex["objects"] = _objects(feats["objects"], rng, i % 3, h, w)  # 0, 1 or 2 objects
-            labels = ex["objects"]["label"]
+        for key in ("objects", "bobjects"):  # bobjects: Open Images' boxes
+            if key in feats and "bbox" in _inner(feats[key]).keys():
+                ex[key] = _objects(feats[key], rng, i % 3, h, w)  # 0, 1 or 2 objects
+                labels = ex[key]["label"]
         for key in feats.keys():
             if key == "label":
                 ex[key] = int(rng.integers(0, feats[key].num_classes))
@@ -48,23 +49,31 @@ def fake_examples(builder, split: str, num_examples: int = 6) -> list[dict]:
                 ex[key] = labels[:1]
             elif key in ("labels", "labels_no_difficult"):
                 ex[key] = sorted(set(labels))
+            elif key in ("objects", "objects_trainable") and key not in ex:  # Open Images' image-level labels
+                ex[key] = _objects(feats[key], rng, 1, h, w)
         out.append(ex)
     return out
 
 
+def _inner(feature):
+    return feature.feature if hasattr(feature, "feature") else feature
+
+
 def _objects(objects_feature, rng, n: int, h: int, w: int) -> dict:
+    """`n` objects of a Sequence feature: boxes where it has them, labels, flags (the second
+    object a crowd / difficult / group one)."""
+    inner = _inner(objects_feature)
     ymin, xmin = rng.uniform(0, 0.4, n), rng.uniform(0, 0.4, n)
-    objs = {
-        "bbox": [tfds.features.BBox(a, b, a + 0.5, b + 0.5) for a, b in zip(ymin, xmin)],
-        "label": rng.integers(0, objects_feature["label"].num_classes, n).tolist(),
-    }
-    inner = objects_feature.feature if hasattr(objects_feature, "feature") else objects_feature
+    objs = {"label": rng.integers(0, inner["label"].num_classes, n).tolist()}
+    if "bbox" in inner.keys():
+        objs["bbox"] = [tfds.features.BBox(a, b, a + 0.5, b + 0.5) for a, b in zip(ymin, xmin)]
     for key in inner.keys():
         if key in ("id", "area"):
             objs[key] = list(range(n))
         elif key in ("is_crowd", "is_difficult", "is_truncated", "is_group_of"):
-            objs[key] = [j == 1 and key != "is_truncated" for j in range(n)]
-        elif key == "pose":
+            flag = [j == 1 and key != "is_truncated" for j in range(n)]
+            objs[key] = flag if inner[key].dtype == tf.bool else [int(f) for f in flag]
+        elif key in ("pose", "source", "confidence", "is_occluded", "is_depiction", "is_inside"):
             objs[key] = [0] * n
         elif key == "segmentation":
             segs = []

@@ -18,7 +18,8 @@ def defaults() -> ConfigDict:
     return ConfigDict(
         dict(
             source="synthetic",  # one of SOURCES
-            name="",  # tfds: "coco/2017", "lvis", "voc/2007", "voc/2012"; "voc/2007+voc/2012": both as one
+            # tfds: "coco/2017", "lvis", "voc/2007", "voc/2012", "open_images_v4"; "voc/2007+voc/2012": both as one
+            name="",
             path="",  # voc_folder / coco_folder root; tfds data_dir (optional)
             train_split="train",
             eval_split="validation",

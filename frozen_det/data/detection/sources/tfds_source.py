@@ -1,5 +1,12 @@
 """TFDS builders as streaming sources: coco/2017 (boxes), lvis (boxes + masks), voc/2007 and
-voc/2012 (boxes), and our synthetic_shapes (boxes + masks).
+voc/2012 (boxes), open_images_v4 (boxes), and our synthetic_shapes (boxes + masks).
+
+Open Images V4 (the detection pre-training set of Li et al. 2019 beside COCO): the boxes are
+the `bobjects` (TFDS's 601 boxable classes, named by the dataset's MIDs, e.g.
+"/m/011k07"); a box marked `is_group_of` (one box around several instances) is a crowd box, as
+COCO evaluation can express it (ignored, not a miss; the Open Images metric instead counts one
+detection inside it as a hit); image ids are a 62-bit fingerprint of the file name (a 16-hex-digit
+image id, which does not fit a signed 64-bit integer).
 
 Records keep the image (and masks) encoded (``tfds.decode.SkipDecoding``) so that resuming
 skips records without decoding them. TFDS boxes are normalised [ymin, xmin, ymax, xmax];
@@ -111,7 +118,8 @@ class TfdsSource(Source):
         self.name = builder.info.full_name if hasattr(builder.info, "full_name") else builder.name
         self.kind = self._kind(builder.name)
         feats = builder.info.features
-        names = list(feats["objects"]["label"].names)
+        self.objects_key = "bobjects" if self.kind == "open_images" else "objects"
+        names = list(feats[self.objects_key]["label"].names)
         if self.kind == "coco":
             if len(names) != len(COCO_CATEGORY_IDS):
                 raise DataError(f"{builder.name}: expected 80 COCO classes, got {len(names)}")
@@ -128,11 +136,12 @@ class TfdsSource(Source):
 
     @staticmethod
     def _kind(name):
-        for k in ("coco", "lvis", "voc", "synthetic"):
+        for k in ("coco", "lvis", "voc", "open_images", "synthetic"):
             if name.startswith(k):
                 return k
         raise DataError(
-            f"tfds dataset {name!r} is not supported: use coco/2017, lvis, voc/2007, voc/2012 (or the synthetic source)"
+            f"tfds dataset {name!r} is not supported: use coco/2017, lvis, voc/2007, voc/2012, open_images_v4 "
+            "(or the synthetic source)"
         )
 
     def _decoders(self):
@@ -170,7 +179,7 @@ class TfdsSource(Source):
         return ds.map(self._record)
 
     def _record(self, ex):
-        objs = ex["objects"]
+        objs = ex[self.objects_key]
         rec = dict(image=ex["image"], bbox=tf.reshape(objs["bbox"], [-1, 4]), label=tf.cast(objs["label"], tf.int32))
         n = tf.shape(rec["label"])[0]
         if self.kind == "coco":
@@ -189,6 +198,8 @@ class TfdsSource(Source):
         elif self.kind == "synthetic":
             rec["is_crowd"] = objs["is_crowd"]
             rec["instance_map"] = ex["instance_map"]
+        elif self.kind == "open_images":
+            rec["is_crowd"] = tf.equal(objs["is_group_of"], 1)
         else:
             rec["is_crowd"] = tf.zeros([n], tf.bool)
         if self.kind == "lvis":
@@ -201,6 +212,8 @@ class TfdsSource(Source):
     def _image_id(self, ex):
         if "image/id" in ex:
             return tf.cast(ex["image/id"], tf.int64)
+        if self.kind == "open_images":
+            return tf.strings.to_hash_bucket_fast(ex["image/filename"], 2**62)
         # VOC: the digits of the file name (2008_000123.jpg -> 2008000123).
         digits = tf.strings.regex_replace(ex["image/filename"], r"[^0-9]", "")
         return tf.strings.to_number(tf.strings.substr(digits, 0, 18), tf.int64)
