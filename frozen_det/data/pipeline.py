@@ -123,6 +123,70 @@ def _cached_fn(source, key, make):
     return cache[key]
 
 
+@dataclasses.dataclass
+class _Gaps:
+    """Counts and logs the examples an epoch skipped (positions missing from its stream)."""
+
+    stats: dict
+    source: object
+    split: str
+    order: np.ndarray | None  # a random-access epoch's record order, for names and the end
+
+    def count(self, expected: int, position: int) -> None:
+        for missing in range(expected, position):
+            self.stats["examples_skipped"] += 1
+            log.warning(
+                "skipped %s of split %r: it could not be decoded (see the TF warning above)",
+                self._describe(missing),
+                self.split,
+            )
+
+    def _describe(self, position) -> str:
+        if self.order is not None and position < len(self.order):
+            return self.source.describe_record(self.split, int(self.order[position]))
+        return f"record {position} of the shard"
+
+
+def _read_epoch(ds, offset: int, gaps: _Gaps):
+    """(position, example) of an epoch's dataset. Neither this generator nor the train stream
+    that reads it references the pipeline: a dropped pipeline then frees its tf.data iterator at
+    once, by reference counting. Left in a reference cycle, the iterator would be destroyed by a
+    later garbage collection, which holds the GIL while the iterator's destructor waits for its
+    in-flight ``tf.numpy_function`` calls, which need it (stalls of tens of seconds seen)."""
+    expected = offset
+    for ex in ds.as_numpy_iterator():
+        pos = int(ex.pop("_position"))
+        gaps.count(expected, pos)
+        expected = pos + 1
+        yield pos, ex
+    if gaps.order is not None:
+        gaps.count(expected, len(gaps.order))  # failures at the end of the epoch
+
+
+def _train_stream(pipeline_ref):
+    """A train pipeline's (epoch, position, example), with (epoch, None, None) at each epoch's
+    end, from the pipeline's position at each epoch's start; holds the pipeline weakly
+    (`_read_epoch`)."""
+    while True:
+        pipeline = pipeline_ref()
+        if pipeline is None:
+            return
+        epoch, offset = pipeline._epoch, pipeline._offset
+        examples = pipeline._examples(epoch, offset, pipeline._fn, pipeline.copy_paste)
+        empty = DataError(
+            f"split {pipeline.split!r} of {pipeline.source.info.name!r} gave no usable "
+            f"example on process {pipeline.process_index} (all skipped or empty shard)"
+        )
+        del pipeline
+        produced = False
+        for pos, ex in examples:
+            produced = True
+            yield epoch, pos, ex
+        if not produced and offset == 0:
+            raise empty
+        yield epoch, None, None  # epoch boundary
+
+
 class _Base:
     def __init__(self, kind, config, split, train, process_index, process_count, source, batch_size, options):
         tf.config.set_visible_devices([], "GPU")
@@ -209,19 +273,17 @@ class _Base:
             cache[key] = tf.function(run, input_signature=spec, reduce_retracing=True)
         return cache[key]
 
-    def _describe(self, position) -> str:
-        order = getattr(self, "_order", None)
-        if order is not None and position < len(order):
-            return self.source.describe_record(self.split, int(order[position]))
-        return f"record {position} of the shard"
-
     def _examples(self, epoch: int, offset: int, fn, copy_paste: bool):
-        """Iterator of (position, numpy example) of one epoch from ``offset``; logs gaps."""
-        examples = self._read_epoch(epoch, offset, fn, copy_paste)
+        """Iterator of (position, numpy example) of one epoch from ``offset``; logs gaps. The
+        iterator holds no reference to the pipeline (`_read_epoch`)."""
+        ds = self._epoch_dataset(epoch, offset, fn, copy_paste)
+        order = getattr(self, "_order", None) if self.source.random_access else None
+        gaps = _Gaps(self.stats, self.source, self.split, order)
+        examples = _read_epoch(ds, offset, gaps)
         _OPEN_EPOCHS.add(examples)
         return examples
 
-    def _read_epoch(self, epoch: int, offset: int, fn, copy_paste: bool):
+    def _epoch_dataset(self, epoch: int, offset: int, fn, copy_paste: bool):
         cfg = self.config
         records = self._records(epoch, offset)
         positions = tf.data.Dataset.range(offset, 2**62)
@@ -244,25 +306,7 @@ class _Base:
             ds = ds.with_options(options)
         else:
             ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE if npc < 0 else npc, deterministic=True)
-        ds = ds.ignore_errors(log_warning=True).prefetch(cfg.prefetch)
-        expected = offset
-        for ex in ds.as_numpy_iterator():
-            pos = int(ex.pop("_position"))
-            self._count_gap(expected, pos)
-            expected = pos + 1
-            yield pos, ex
-        order = getattr(self, "_order", None)
-        if self.source.random_access and order is not None:
-            self._count_gap(expected, len(order))  # failures at the end of the epoch
-
-    def _count_gap(self, expected, pos):
-        for missing in range(expected, pos):
-            self.stats["examples_skipped"] += 1
-            log.warning(
-                "skipped %s of split %r: it could not be decoded (see the TF warning above)",
-                self._describe(missing),
-                self.split,
-            )
+        return ds.ignore_errors(log_warning=True).prefetch(cfg.prefetch)
 
     def _account(self, ex):
         """Counts ``ex`` into ``stats`` (and removes its count-only ``_`` fields)."""
@@ -332,26 +376,12 @@ class TrainPipeline(ResumablePosition, _Base):
     def _restored(self) -> None:
         self._gen = None
 
-    def _stream(self):
-        while True:
-            epoch, offset = self._epoch, self._offset
-            produced = False
-            for pos, ex in self._examples(epoch, offset, self._fn, self.copy_paste):
-                produced = True
-                yield epoch, pos, ex
-            if not produced and offset == 0:
-                raise DataError(
-                    f"split {self.split!r} of {self.source.info.name!r} gave no usable "
-                    f"example on process {self.process_index} (all skipped or empty shard)"
-                )
-            yield epoch, None, None  # epoch boundary
-
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
         if self._gen is None:
-            self._gen = self._stream()
+            self._gen = _train_stream(weakref.ref(self))
         batch = []
         while len(batch) < self.batch_size:
             epoch, pos, ex = next(self._gen)

@@ -113,6 +113,26 @@ def test_resume_sees_the_same_batches(synthetic_dir, copy_paste):
     assert sorted(ids.tolist()) == list(range(1, 25)) and ids.tolist() != sorted(ids.tolist())
 
 
+def test_a_dropped_pipeline_closes_its_epoch_without_a_garbage_collection(synthetic_dir):
+    """No reference cycle through the epoch being read: were the pipeline left to the cyclic
+    garbage collector, its tf.data iterator would be destroyed inside a collection that holds
+    the GIL while the destructor waits for in-flight work (pipeline._read_epoch)."""
+    import gc
+    import weakref
+
+    from frozen_det.data import pipeline
+
+    train = _train(synthetic_config(synthetic_dir, batch_size=2))
+    next(train)
+    gone, reading = weakref.ref(train), len(pipeline._OPEN_EPOCHS)
+    gc.disable()
+    try:
+        del train
+        assert gone() is None and len(pipeline._OPEN_EPOCHS) == reading - 1  # its epoch closed
+    finally:
+        gc.enable()
+
+
 def test_restore_rejects_other_layout(synthetic_dir):
     cfg = synthetic_config(synthetic_dir)
     state = _train(cfg).state()
