@@ -70,6 +70,10 @@ def train_defaults() -> ConfigDict:
             # classifier's backbone into a detector); init_exclude: path regexes kept fresh.
             init_from="",
             init_exclude=(),
+            # Another run whose backbone replaces, after init_from, the backbone this run starts
+            # with: the heads of one run on the backbone of another (e.g. a classifier's backbone
+            # under a pre-trained detector's FPN and heads).
+            backbone_from="",
             # The transfer strategy as one value, "STRATEGY[,from=RUN]" (frozen_det/strategies.py):
             # scratch | finetune | frozen | frozen@K | adapters | film; "" leaves the backbone's
             # freeze / adapters / init_checkpoint and init_from as given.

@@ -37,6 +37,10 @@ STRATEGIES = {
 }
 PARTLY_FROZEN = "frozen@"  # frozen@K: stem + first K stages
 
+# Path regex of every leaf outside the backbone ("params/neck/...", "batch_stats/rpn_head/..."):
+# as `train.init_exclude`, another run's backbone alone transfers; `train.backbone_from` uses it.
+OUTSIDE_THE_BACKBONE = (r"^\w+/(?!backbone/)",)
+
 
 @dataclasses.dataclass(frozen=True)
 class Transfer:

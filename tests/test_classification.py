@@ -367,6 +367,20 @@ def test_classifiers_on_detector_taps_transfer_from_a_detector_run(tmp_path):
     changed = sorted(p for p in before if not np.array_equal(before[p], after[p]))
     assert changed == ["params/tap_classifier/bias", "params/tap_classifier/kernel"]  # BN statistics too: fixed
 
+    # train.backbone_from: another run's backbone under the first run's FPN and box head.
+    from frozen_det.training.run import other_runs_weights
+
+    other = _flat(_saved_run(detector, tmp_path / "other_detector", shift=-0.5))
+    config.train.update(init_from=str(tmp_path / "detector"), backbone_from=str(tmp_path / "other_detector"))
+    state, _, _, _ = build_state(config, task, model, sharding.make_mesh(jax.devices()[:1]))
+    state, reports = other_runs_weights(state, config)
+    assert set(reports) == {"init_from", "backbone_from"}
+    mixed = _flat(jax.device_get(state.variables()))
+    for path in report["restored"]:
+        expected = other if path.split("/")[1] == "backbone" else source
+        np.testing.assert_array_equal(mixed[path], expected[path], err_msg=path)
+    assert {p.split("/")[1] for p in reports["backbone_from"]["restored"]} == {"backbone"}
+
 
 def test_pooled_taps_are_adaptive_average_pools_as_torch():
     torch = pytest.importorskip("torch")

@@ -3,8 +3,9 @@ resume, the jitted step, the loop with its periodic actions (metrics, progress/E
 checkpoints, evaluation, preemption).
 
 Resume order: (1) this workdir's own newest readable checkpoint; (2) `train.init_from`, another
-run's checkpoint directory (e.g. the LVIS second stage starting from the first); (3) the
-backbone's pretrained weights (`model.backbone.init_checkpoint`); (4) scratch.
+run's checkpoint directory (e.g. the LVIS second stage starting from the first), its backbone
+replaced by `train.backbone_from`'s where that is set; (3) the backbone's pretrained weights
+(`model.backbone.init_checkpoint`); (4) scratch.
 
 Nothing lost, nothing repeated: SIGTERM (a preemption notice; on several hosts JAX's sync
 service) and Ctrl-C save the step the run is on and stop; a resumed run continues from its
@@ -35,7 +36,7 @@ from frozen_det.runtime import hide_accelerators_from_tensorflow
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
 from frozen_det.training.checkpointing import Checkpointer, PreemptionFlag
-from frozen_det.training.run import init_from
+from frozen_det.training.run import other_runs_weights
 from frozen_det.training.state import build_state
 from frozen_det.training.step import make_train_step
 from frozen_det.tree_paths import count_elements
@@ -79,12 +80,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, then: Ca
         save_interval_steps=config.train.checkpoint_every,
         writer=True,
     )
-    if config.train.init_from:
-        # Also on resume: this run's checkpoints hold only its trainable part; the rest is the
-        # other run's (e.g. everything but the classifier in the LVIS second stage).
-        state, report = init_from(state, config.train.init_from, config.train.init_exclude)
-        if jax.process_index() == 0:
-            with open(os.path.join(workdir, "init_from.json"), "w") as f:
+    # Also on resume: this run's checkpoints hold only its trainable part; the rest is the other
+    # runs' (e.g. everything but the classifier in the LVIS second stage).
+    state, reports = other_runs_weights(state, config)
+    if jax.process_index() == 0:
+        for name, report in reports.items():  # init_from.json, backbone_from.json
+            with open(os.path.join(workdir, f"{name}.json"), "w") as f:
                 json.dump(report, f, indent=1)
     if checkpointer.latest_step() is not None:
         state, meta = checkpointer.restore(state)

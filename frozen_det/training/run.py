@@ -31,6 +31,7 @@ from frozen_det import config as config_lib
 from frozen_det.evaluation.drift import weight_drift
 from frozen_det.runtime import check_run_dir, hide_accelerators_from_tensorflow
 from frozen_det.schema import dropping_unknown_fields
+from frozen_det.strategies import OUTSIDE_THE_BACKBONE
 from frozen_det.tasks import get_task
 from frozen_det.training import sharding
 from frozen_det.training.checkpointing import Checkpointer
@@ -150,9 +151,20 @@ def starting_state(config, task, model, mesh=None) -> TrainState:
     to restore or to run it): initialisation, the backbone's pretrained weights, `train.init_from`."""
     hide_accelerators_from_tensorflow()
     state, _, _, _ = build_state(config, task, model, mesh if mesh is not None else sharding.make_mesh(), train=False)
-    if config.train.init_from:
-        state, _ = init_from(state, config.train.init_from, config.train.init_exclude)
+    state, _ = other_runs_weights(state, config)
     return state
+
+
+def other_runs_weights(state: TrainState, config) -> tuple[TrainState, dict]:
+    """`state` with the weights of other runs: `train.init_from` (less `train.init_exclude`),
+    then the backbone of `train.backbone_from`. -> (state, {"init_from" / "backbone_from":
+    its report}) for the transfers the config asks for."""
+    reports = {}
+    if config.train.init_from:
+        state, reports["init_from"] = init_from(state, config.train.init_from, config.train.init_exclude)
+    if config.train.get("backbone_from"):
+        state, reports["backbone_from"] = init_from(state, config.train.backbone_from, OUTSIDE_THE_BACKBONE)
+    return state, reports
 
 
 def pretrained_model(config, mesh=None) -> tuple:

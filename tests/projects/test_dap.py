@@ -11,6 +11,7 @@ import pytest
 from frozen_det.data.offline import fashion_mnist
 from frozen_det.projects import runner
 from frozen_det.projects.dap import INITS, KSHOTS, STUDY, TARGETS, tables
+from frozen_det.strategies import OUTSIDE_THE_BACKBONE
 
 SHARED = ("backbone", "neck", "anchors", "rpn", "box_head", "roi")
 
@@ -46,6 +47,13 @@ def test_rows_start_from_the_right_runs_with_the_shared_layers(tmp_path):
             assert shape(config) == shape(pretrain), (name, section)
         assert tuple(config.data.mean) == tuple(pretrain.data.mean)
     assert _config("voc/5shot/cls", 0, root).data.path == f"{root}/canvases_voc"
+    # the head-priors rows: DAP's backbone alone; CLS's backbone under DAP's FPN and heads
+    backbone_only = _config("voc/5shot/dap_backbone", 1, root)
+    assert backbone_only.train.init_from == workdir("dap/paper", 1)
+    assert backbone_only.train.init_exclude == OUTSIDE_THE_BACKBONE and not backbone_only.train.backbone_from
+    heads = _config("bccd/20shot/cls_dap_heads", 2, root)
+    assert (heads.train.init_from, heads.train.backbone_from) == (workdir("dap/paper", 2), workdir("cls", 2))
+    assert STUDY.row("bccd/20shot/cls_dap_heads").dependencies == ("dap/paper", "cls")
 
 
 def test_every_row_follows_the_papers_protocol(tmp_path):

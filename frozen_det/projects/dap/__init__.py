@@ -15,7 +15,8 @@ data (README.md), its four steps as rows:
    frozen, Table 3); each also scored as a classifier (sec. 4.3) and against the true boxes;
 4. ``<target>/<k>shot/<init>``: k-shot fine-tuning (k = 5, 20) on VOC-like canvases and on BCCD
    from CLS (backbone only), DAP and DAP-Freeze (paper variant; everything but the class-specific
-   layers), AP every 100 steps (the learning curves of Fig. 5).
+   layers), DAP's backbone alone (fresh FPN and heads) and CLS's backbone under DAP's FPN, RPN
+   and box head (``train.backbone_from``), AP every 100 steps (the learning curves of Fig. 5).
 
 Row ``X`` at seed s starts from its source row at seed s (seed s also draws the k-shot subset),
 so a row's spread over seeds includes the spread of the pre-training it starts from.
@@ -40,13 +41,26 @@ from frozen_det.projects import curves
 from frozen_det.projects import tables as t
 from frozen_det.projects.canvases import ensure_canvases
 from frozen_det.projects.runner import Row, Study, repo_config
+from frozen_det.strategies import OUTSIDE_THE_BACKBONE
 
 IMAGENET = "{root}/canvases_imagenet"
 VOC = "{root}/canvases_voc"
 BOXES = "boxes.json"  # a pseudo-box row's output, in its run folder
 KSHOTS = (5, 20)
 TARGETS = {"voc": "VOC-like canvases", "bccd": "BCCD"}
-INITS = {"cls": ("CLS", "cls"), "dap": ("DAP", "dap/paper"), "dap_freeze": ("DAP-Freeze", "dap_freeze/paper")}
+INITS = {
+    "cls": ("CLS", "cls"),
+    "dap": ("DAP", "dap/paper"),
+    "dap_freeze": ("DAP-Freeze", "dap_freeze/paper"),
+    # What the BCCD reversal's "head priors" explanation needs apart: DAP's backbone under fresh
+    # heads, and DAP's FPN, RPN and box head on CLS's backbone.
+    "dap_backbone": ("DAP backbone, fresh heads", "dap/paper"),
+    "cls_dap_heads": ("CLS backbone, DAP heads", "dap/paper"),
+}
+SPLIT_INITS = {
+    "dap_backbone": {"train.init_exclude": OUTSIDE_THE_BACKBONE},
+    "cls_dap_heads": {"train.backbone_from": "{run:cls}"},
+}
 VARIANTS = {"paper": "CLS, paper's text", "released": "CLS, released code"}
 LITE0_IMAGES = 200  # validation canvases boxed by the ImageNet Lite0
 
@@ -191,7 +205,7 @@ ROWS = (
         Row(
             f"{target}/{k}shot/{init}",
             f"configs/dap/detector.py:{target}",
-            {"data.kshot": k, **({"data.path": VOC} if target == "voc" else {})},
+            {"data.kshot": k, **({"data.path": VOC} if target == "voc" else {}), **SPLIT_INITS.get(init, {})},
             init_from=source,
         )
         for k in KSHOTS
