@@ -38,6 +38,12 @@ def test_pretraining_settings_size_the_classifier_to_their_label_set(setting, tm
         assert subset.num_classes == int(size) == labels.num_labels
     elif kind == "coarse":
         assert labels.names == ("tops", "trousers", "footwear", "bags")
+    elif kind == "merged":  # every class kept, its images under one of K labels of 10 // K or more classes
+        assert labels.kept == tuple(range(10)) and labels.num_labels == int(size)
+        groups = np.bincount(labels.label_of, minlength=labels.num_labels)
+        assert groups.sum() == 10 and groups.min() == 10 // int(size)
+        other = label_set(_config(f"pretrain/{setting}", 1, str(tmp_path)).data, list(fashion_mnist.CLASSES))
+        assert other.names != labels.names  # the seed draws the grouping
     else:
         classes, per_class = map(int, size.split("x"))
         assert subset.image_budget == classes * per_class == 6000 and labels.num_labels == classes

@@ -75,7 +75,8 @@ def defaults() -> ConfigDict:
                 )
             ),
             # The classes' tree (frozen_det.data.classification.taxonomy): "", "imagenet1k", "fashion_mnist" or a
-            # table file; and the training labels: "fine", "bottom_up:N" (the N-th bottom-up label
+            # table file; and the training labels: "fine", "merged:K" (the kept classes in K random
+            # groups, every image kept), "bottom_up:N" (the N-th bottom-up label
             # set of the kept classes, 0 = the leaves), "top_down:D" (ancestors at depth D) or
             # "top_down_lifted:K" (the paper's top-down sets: 127 / 10 / 2 labels at K = 1 / 2 / 3).
             # Batches keep the source's class in `fine_label`.
@@ -130,5 +131,5 @@ def validate(cfg: ConfigDict) -> None:
         raise ValueError(f"config.data.subset: counts and fractions must be >= 0, got {cfg.subset.to_dict()}")
     if cfg.subset.image_budget and cfg.subset.images_per_class:
         raise ValueError("config.data.subset: set image_budget or images_per_class, not both")
-    if cfg.labels.partition(":")[0] not in ("fine", "bottom_up", "top_down", "top_down_lifted"):
-        bad("labels", "use 'fine', 'bottom_up:N', 'top_down:D' or 'top_down_lifted:K'")
+    if cfg.labels.partition(":")[0] not in ("fine", "merged", "bottom_up", "top_down", "top_down_lifted"):
+        bad("labels", "use 'fine', 'merged:K', 'bottom_up:N', 'top_down:D' or 'top_down_lifted:K'")

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -92,11 +93,27 @@ def kept_classes(subset, class_names, taxonomy) -> tuple:
     return tuple(int(c) for c in ids)
 
 
-LABEL_KINDS_HINT = "'fine', 'bottom_up:N', 'top_down:D' or 'top_down_lifted:K'"
+LABEL_KINDS_HINT = "'fine', 'merged:K', 'bottom_up:N', 'top_down:D' or 'top_down_lifted:K'"
+
+
+def merged_labels(kept: Sequence[int], class_names, num_labels: int, seed: int) -> dict:
+    """{class name: its label's name}: the kept classes in `num_labels` groups of nearly equal
+    size, drawn by `seed`, every image kept. Fewer classes without fewer images (Huh et al. sec.
+    5.2 merge classes over all of ImageNet; keeping only K of the classes would also drop the
+    other classes' images, so the class count and the image count would change together)."""
+    if not 1 <= num_labels <= len(kept):
+        raise ValueError(f"config.data.labels='merged:{num_labels}': between 1 and the {len(kept)} kept classes")
+    order = np.random.default_rng(seed).permutation(np.asarray(kept))
+    out = {}
+    for group in np.array_split(order, num_labels):
+        name = "+".join(class_names[c] for c in sorted(group))
+        out.update({class_names[c]: name for c in group})
+    return out
 
 
 def label_set(cfg, class_names) -> LabelSet:
-    """The kept classes and their training labels (`data.labels`: "fine", "bottom_up:N" (the
+    """The kept classes and their training labels (`data.labels`: "fine", "merged:K" (the kept
+    classes in K random groups, `merged_labels`), "bottom_up:N" (the
     N-th bottom-up label set, 0 = the leaves), "top_down:D" (ancestors at depth D),
     "top_down_lifted:K" (K rounds of lifting labels to their parents and merging: the paper's
     top-down sets, Taxonomy.top_down_lifted))."""
@@ -106,6 +123,9 @@ def label_set(cfg, class_names) -> LabelSet:
     kind, _, arg = cfg.labels.partition(":")
     if kind == "fine":
         node_of = {leaves[c]: leaves[c] for c in kept}
+    elif kind == "merged":
+        merged = merged_labels(kept, class_names, int(arg), cfg.subset.seed)
+        node_of = {leaves[c]: merged[class_names[c]] for c in kept}
     else:
         if taxonomy is None:
             raise ValueError(f"config.data.labels={cfg.labels!r} needs config.data.taxonomy")
@@ -126,6 +146,8 @@ def label_set(cfg, class_names) -> LabelSet:
     label_of[list(kept)] = index
     if kind == "fine":
         names = tuple(class_names[c] for c in kept)
+    elif kind == "merged":
+        names = tuple(nodes)
     else:
         names = tuple(taxonomy.name(node) for node in nodes)
     return LabelSet(kept, label_of, names)

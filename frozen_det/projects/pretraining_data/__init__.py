@@ -4,7 +4,10 @@ Huh, Agrawal, Efros 2016 (arXiv:1608.08614) with a narrow ResNet-18 (width 0.25,
 configs/classification/fashion_mnist.py) pre-trained on subsets of Fashion-MNIST, as rows:
 
 * ``pretrain/<setting>``: the pre-training on a subset (``SETTINGS``: the paper's Figure 1,
-  images per class 100 / 50 / 25 / 10%; Figure 2, classes 10 / 5 / 2; Table 1, Fashion-MNIST's
+  images per class 100 / 50 / 25 / 10%; Figure 2, classes 10 / 5 / 2, both as the paper has it
+  (``merged/K``: the ten classes merged at random into K labels, every image kept) and as a
+  subset (``classes/K``: K classes and only their images, so the image count falls with the
+  class count); Table 1, Fashion-MNIST's
   four coarse groups, tops / trousers / footwear / bags, vs the ten fine classes; Table 2, a
   fixed budget of 6,000 images as 10 x 600, 5 x 1,200 or 2 x 3,000), every one the same 1,500
   steps of batch 64, the subset drawn by the row's seed. Measured on its source: top-1 on its own
@@ -52,6 +55,12 @@ SETTINGS = {
     "images/10": ("images/10", {"data.subset.images_per_class": 0.1}),
     "classes/5": ("classes/5 (random 5 of 10)", {"data.subset.num_classes": 5, "model.num_classes": 5}),
     "classes/2": ("classes/2", {"data.subset.num_classes": 2, "model.num_classes": 2}),
+    # Fig. 2's protocol: fewer classes, every image (the ten classes merged at random into K).
+    "merged/5": (
+        "merged/5 (10 classes merged into 5, all images)",
+        {"data.labels": "merged:5", "model.num_classes": 5},
+    ),
+    "merged/2": ("merged/2", {"data.labels": "merged:2", "model.num_classes": 2}),
     "coarse/4": (
         "coarse/4 (tops / trousers / footwear / bags)",
         {"data.taxonomy": "fashion_mnist", "data.labels": "bottom_up:1", "model.num_classes": 4},
