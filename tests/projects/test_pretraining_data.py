@@ -95,7 +95,7 @@ def test_tables_from_fake_records_and_pending_rows():
     rendered = tables([])
     assert set(rendered) == {"pretraining_data", "coarse_minus_fine"}
     assert (
-        "| scratch (no pre-training) | — | — | — | — | 0 | pending | pending | 0 | pending |"
+        "| scratch (no pre-training) | — | — | — | — | — | 0 | pending | pending | 0 | pending |"
         in rendered["pretraining_data"]
     )
     assert "| tops | T-shirt/top, Pullover, Dress, Coat, Shirt | 0 | pending |" in rendered["coarse_minus_fine"]
@@ -115,12 +115,13 @@ def test_tables_from_fake_records_and_pending_rows():
     assert len(lines) == 2 + len(SETTINGS) + 2  # header, rows, blank, provenance
     # top-1 0.4 / 0.5 / 0.6: mean 0.5, standard error 0.1 / sqrt(3)
     assert lines[2] == (
-        "| images/100 (all 6,000 per class) | 3 | 0.500 ± 0.058 | 0.800 ± 0.000 | 0.900 ± 0.000 | 1 | 0.250 | "
+        "| images/100 (all 6,000 per class) | 3 | 0.500 ± 0.058 | 0.800 ± 0.000 | 0.900 ± 0.000 | — | 1 | 0.250 | "
         "0.500 | 0 | pending | 1.0 ± 0.0 / 2.0 / — |"
     )
     assert lines[3].startswith("| images/50 | 0 | pending |")
     assert lines[2 + len(SETTINGS) - 1] == (
-        "| scratch (no pre-training) | — | — | — | — | 0 | pending | pending | 2 | 0.850 ± 0.050 | — / — / 1.0 ± 0.0 |"
+        "| scratch (no pre-training) | — | — | — | — | — | 0 | pending | pending | 2 | 0.850 ± 0.050 | "
+        "— / — / 1.0 ± 0.0 |"
     )
     assert lines[-1].startswith("6 runs; commit 0123456789; devices 1 x cpu.")
     coarse = rendered["coarse_minus_fine"]
