@@ -147,6 +147,14 @@ def test_smoke_chain_pretraining_source_measures_and_canvases(tmp_path, capsys, 
     assert 0.0 <= extra["induction_top1"] <= extra["induction_top5"] <= 1.0
     assert set(extra["coarse_minus_fine"]) == {"tops", "trousers", "footwear", "bags"}
     assert extra["coarse_minus_fine"]["trousers"] == 0.0  # one sub-class: coarse = fine
+    assert "induction_unseen_top1" not in extra  # every class seen
+    # A class subset's record adds the induction accuracy on the classes it never saw.
+    from frozen_det.projects.pretraining_data import source_measures
+
+    subset = runner.row_config(STUDY, STUDY.row("pretrain/images/100"), 0, root, smoke=True)
+    subset.data.subset.num_classes = 2
+    unseen = source_measures(os.path.join(root, "runs", "pretrain", "images", "100", "s0"), subset)
+    assert unseen["unseen_classes"] == 8 and 0.0 <= unseen["induction_unseen_top1"] <= 1.0
     assert det["resolved_config"]["train"]["init_from"] == os.path.join(root, "runs", "pretrain", "images", "100", "s0")
     assert det["restored"]["restored"] > 0 and det["dependencies"] == {"pretrain/images/100": 0}
     assert 0.0 <= det["metrics"]["AP"] <= 1.0 and det["curve"][-1][0] == 2
