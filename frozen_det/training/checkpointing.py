@@ -84,6 +84,12 @@ class Checkpointer:
             ),
             item_names=("state", "meta"),
         )
+        # orbax clears those temporary folders on a thread of its own; finish it here, before the
+        # run touches the folder or anything patches the file functions it calls (TFDS's mock
+        # data redirects epath while `as_dataset` runs: the clearing then listed the wrong folder).
+        cleanup = getattr(self.manager, "_cleanup_tmp_directory_future", None)
+        if cleanup is not None:
+            cleanup.result()
 
     def latest_step(self) -> int | None:
         """The newest step on disk (readable or not: `restore` and `restore_model` fall back)."""
