@@ -133,6 +133,19 @@ def test_linear_probe_matches_logistic_regression(digits_folder, tmp_path):
     assert low - 0.01 <= result["top1"] <= high + 0.01, (low, result["top1"], high)
 
 
+def _tiny_detector_config():
+    """The tiny two-stage detector (4 classes, 64-px synthetic canvases) the transfer tests save."""
+    return config_lib.complete(
+        d.ConfigDict(
+            dict(
+                model=d.tiny_two_stage_model(num_classes=4),
+                train=d.train(batch_size=2),
+                data=dict(source="synthetic", canvas=64, max_instances=4),
+            )
+        )
+    )
+
+
 def _saved_run(config, workdir, shift: float):
     """A run's checkpoint without training: its initial state with every trainable parameter
     moved by `shift` * (10% of its size + 1e-3) in a random direction (restored values are told
@@ -171,15 +184,7 @@ def test_transfer_between_a_detector_and_a_classifier(tmp_path):
     from frozen_det.training.run import init_from
     from frozen_det.training.state import build_state
 
-    detector = config_lib.complete(
-        d.ConfigDict(
-            dict(
-                model=d.tiny_two_stage_model(num_classes=4),
-                train=d.train(batch_size=2),
-                data=dict(source="synthetic", canvas=64, max_instances=4),
-            )
-        )
-    )
+    detector = _tiny_detector_config()
     classifier = config_lib.complete(
         d.ConfigDict(
             dict(
@@ -398,15 +403,7 @@ def test_the_conv_proj_tap_reads_the_whole_image_box_on_p5():
     from frozen_det.models.classifier import DetectorTapClassifier
     from frozen_det.ops.roi_align import multilevel_roi_align
 
-    detector = config_lib.complete(
-        d.ConfigDict(
-            dict(
-                model=d.tiny_two_stage_model(num_classes=4),
-                train=d.train(batch_size=2),
-                data=dict(source="synthetic", canvas=64, max_instances=4),
-            )
-        )
-    ).model
+    detector = _tiny_detector_config().model
     model = DetectorTapClassifier(config=detector, tap="conv_proj", num_tap_classes=3, frozen_features=True)
     images = jnp.asarray(np.random.default_rng(1).normal(size=(1, 64, 64, 3)), jnp.float32)
     variables = jax.jit(model.init)(jax.random.key(0), {"image": images})
